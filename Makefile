@@ -1,0 +1,30 @@
+# Two entry points for a newcomer: `make demo` and `make test`. Both create .venv if missing.
+PYTHON ?= python3
+VENV ?= .venv
+# CPU build from the machine's local wheel; GPU users: make TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
+
+.PHONY: demo test lint clean
+
+$(BIN)/segflow: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(BIN)/segflow
+	$(BIN)/segflow demo
+
+test: $(BIN)/segflow
+	$(BIN)/python -m pytest -q
+
+lint: $(BIN)/segflow
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf .segflow work

@@ -1,0 +1,143 @@
+"""The ``segflow`` command: one subcommand per stage.
+
+Options are generated from the flows' pydantic configs, so each setting (default, bounds,
+description) is defined once, in :mod:`flows.config`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import BaseModel, ValidationError
+
+from flows.config import IngestConfig
+from flows.env import use_local_defaults
+
+
+def _add_config_options(
+    parser: argparse.ArgumentParser, model: type[BaseModel], positional: Sequence[str]
+) -> None:
+    """One ``--option`` per config field (positional for `positional`), defaults left to pydantic."""
+    for name, field in model.model_fields.items():
+        help_text = field.description or ""
+        if name in positional:
+            parser.add_argument(name, metavar=name.upper(), help=help_text)
+            continue
+        flag = "--" + name.replace("_", "-")
+        annotation = field.annotation
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if not field.is_required():
+            help_text += f" (default: {field.default})"
+        if annotation is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
+                                default=None, help=help_text)
+        elif typing.get_origin(annotation) in (tuple, list) or any(
+            typing.get_origin(a) in (tuple, list) for a in args
+        ):
+            parser.add_argument(flag, dest=name, nargs="+", default=None, help=help_text)
+        elif typing.get_origin(annotation) is typing.Literal:
+            parser.add_argument(flag, dest=name, choices=typing.get_args(annotation),
+                                default=None, help=help_text)
+        else:
+            parser.add_argument(flag, dest=name, default=None, help=help_text)
+
+
+def _config(model: type[BaseModel], ns: argparse.Namespace) -> BaseModel:
+    """Build the config from the options given; pydantic converts and validates the strings."""
+    given = {k: v for k, v in vars(ns).items() if k in model.model_fields and v is not None}
+    return model.model_validate(given)
+
+
+def _synth(ns: argparse.Namespace) -> int:
+    from tasks.synth import write_dataset, write_large_pair
+
+    pairs = write_dataset(
+        ns.out_dir, count=ns.count, size=(ns.size, ns.size), channels=ns.channels,
+        dtype=ns.dtype, fg_fraction=ns.fg_fraction, num_classes=ns.num_classes, seed=ns.seed,
+        image_format=ns.format,
+    )
+    print(f"wrote {len(pairs)} image/mask pairs under {ns.out_dir}")
+    if ns.large:
+        image, mask = write_large_pair(
+            ns.out_dir, size=ns.large, channels=ns.channels, dtype=ns.dtype,
+            fg_fraction=ns.fg_fraction, seed=ns.seed,
+        )
+        print(f"wrote {ns.large}x{ns.large} tiled BigTIFF {image} and mask {mask}")
+    return 0
+
+
+def _print_ingest(summary, as_json: bool) -> None:
+    if as_json:
+        print(summary.model_dump_json(indent=2))
+        return
+    print(f"store      {summary.store}")
+    print(f"samples    {summary.samples} ({summary.written} written, "
+          f"{summary.unchanged} unchanged)")
+    print("split      " + ", ".join(f"{k} {v}" for k, v in summary.split.items()))
+    print("classes    " + ", ".join(
+        f"{n} {f:.2%}" for n, f in zip(summary.class_names, summary.class_fractions)))
+    print(f"rejected   {len(summary.rejected)}")
+    for item in summary.rejected:
+        print(f"  {item['path']}: {item['reason']}")
+
+
+def _ingest(ns: argparse.Namespace) -> int:
+    config = _config(IngestConfig, ns)
+    from flows.ingest import NothingIngested, ingest_dataset
+
+    try:
+        summary = ingest_dataset(config)
+    except NothingIngested as exc:
+        _print_ingest(exc.summary, ns.json)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    _print_ingest(summary, ns.json)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="segflow", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    synth = commands.add_parser("synth", help="generate a synthetic image/mask dataset")
+    synth.add_argument("out_dir", metavar="OUT_DIR", type=Path)
+    synth.add_argument("--count", type=int, default=12, help="number of pairs (default 12)")
+    synth.add_argument("--size", type=int, default=256, help="height and width (default 256)")
+    synth.add_argument("--channels", type=int, default=1, choices=(1, 3, 4))
+    synth.add_argument("--dtype", default="uint8", choices=("uint8", "uint16"))
+    synth.add_argument("--fg-fraction", type=float, default=0.08,
+                       help="target foreground fraction (default 0.08)")
+    synth.add_argument("--num-classes", type=int, default=2, help="classes incl. background")
+    synth.add_argument("--format", default="png", choices=("png", "tif", "jpg"))
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--large", type=int, default=0, metavar="SIZE",
+                       help="also write one SIZE x SIZE tiled BigTIFF pair, tile by tile")
+    synth.set_defaults(run=_synth)
+
+    ingest = commands.add_parser("ingest", help="ingest image/mask pairs into a Zarr store")
+    _add_config_options(ingest, IngestConfig, positional=("source", "store"))
+    ingest.add_argument("--json", action="store_true", help="print the summary as JSON")
+    ingest.set_defaults(run=_ingest)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``segflow`` console script."""
+    ns = build_parser().parse_args(argv)
+    use_local_defaults()
+    try:
+        return ns.run(ns)
+    except ValidationError as exc:
+        print(f"error: invalid {ns.command} options:\n{exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+"""Embedded defaults for running on one machine with no servers started by hand."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def use_local_defaults(home: str | Path | None = None) -> Path:
+    """Point Prefect at a project-local home unless the environment already chose.
+
+    Must run before Prefect is imported. Returns the segflow home folder (``.segflow``).
+    """
+    root = Path(home or os.environ.get("SEGFLOW_HOME", ".segflow")).resolve()
+    os.environ.setdefault("PREFECT_HOME", str(root / "prefect"))
+    # Prefect's SQLite database cannot be created in a missing folder.
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
+    # No network here: Prefect's telemetry would log connection errors on every run.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    return root

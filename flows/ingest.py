@@ -1,0 +1,132 @@
+"""The ``ingest-dataset`` flow: image/mask pairs from a folder into a Zarr dataset store."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.futures import PrefectFuture, as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import BaseModel
+
+from flows.config import IngestConfig
+from tasks.ingest import MaskRules, PairOutcome, discover_pairs, index_store, prepare_store, write_pair
+from tasks.pairs import Rejection
+
+
+class IngestSummary(BaseModel):
+    """What an ingest run did; printed by the CLI, returned by the flow."""
+
+    store: str
+    samples: int
+    written: int
+    unchanged: int
+    rejected: list[dict[str, str]]
+    split: dict[str, int]
+    class_names: list[str]
+    class_fractions: list[float]
+
+
+class NothingIngested(RuntimeError):
+    """No valid pair was found; carries the summary with every rejection."""
+
+    def __init__(self, summary: IngestSummary) -> None:
+        super().__init__(
+            f"no valid image/mask pair ingested into {summary.store}; "
+            f"{len(summary.rejected)} inputs rejected"
+        )
+        self.summary = summary
+
+
+def bounded(
+    submit: Callable[[Any], PrefectFuture], items: Iterable[Any], limit: int
+) -> Iterator[PrefectFuture]:
+    """Submit at most `limit` items at a time; yield futures as they complete."""
+    pending: list[PrefectFuture] = []
+    for item in items:
+        if len(pending) >= limit:
+            done = next(as_completed(pending))
+            pending.remove(done)
+            yield done
+        pending.append(submit(item))
+    yield from as_completed(pending)
+
+
+def _markdown(summary: IngestSummary) -> str:
+    lines = [
+        f"# Ingest into `{summary.store}`",
+        "",
+        f"{summary.samples} samples stored ({summary.written} written, {summary.unchanged} "
+        f"unchanged); split {summary.split}; {len(summary.rejected)} inputs rejected.",
+        "",
+        "| class | pixel fraction |",
+        "|---|---|",
+        *(f"| {n} | {f:.4f} |" for n, f in zip(summary.class_names, summary.class_fractions)),
+    ]
+    if summary.rejected:
+        lines += ["", "| rejected input | reason |", "|---|---|"]
+        lines += [f"| `{r['path']}` | {r['reason']} |" for r in summary.rejected]
+    return "\n".join(lines)
+
+
+@flow(
+    name="ingest-dataset",
+    task_runner=ThreadPoolTaskRunner(max_workers=max(2, os.cpu_count() or 2)),
+    validate_parameters=True,
+)
+def ingest_dataset(config: IngestConfig) -> IngestSummary:
+    """Ingest image/mask pairs from ``config.source`` into the Zarr store ``config.store``.
+
+    Re-running adds only new or changed pairs; bad inputs are recorded in the store and skipped.
+
+    Raises
+    ------
+    NothingIngested
+        When not a single valid pair was found (the rejections are still recorded).
+    """
+    log = get_run_logger()
+    class_names = config.resolved_class_names
+    stored = prepare_store(config.store, class_names)
+    pairs, unpaired = discover_pairs(
+        config.source, config.images_dir, config.masks_dir, config.mask_suffix
+    )
+    rules = MaskRules(config.num_classes, config.foreground_value, config.invert)
+
+    def submit(pair):
+        return write_pair.submit(
+            pair, config.store, rules, config.max_pixels, stored.get(pair.sample_id), config.workers
+        )
+
+    outcomes: list[PairOutcome] = []
+    for done, future in enumerate(bounded(submit, pairs, config.workers), start=1):
+        outcome = future.result()
+        outcomes.append(outcome)
+        log.info("[%d/%d] %s: %s", done, len(pairs), outcome.sample_id, outcome.status)
+
+    rejected = unpaired + [
+        Rejection(o.path, o.reason) for o in outcomes if o.status == "rejected"
+    ]
+    fractions = {
+        "train": 1.0 - config.val_fraction - config.test_fraction,
+        "val": config.val_fraction,
+        "test": config.test_fraction,
+    }
+    index = index_store(config.store, rejected, fractions, config.seed)
+    total = max(1, sum(index["class_counts"]))
+    summary = IngestSummary(
+        store=config.store,
+        samples=index["num_samples"],
+        written=sum(o.status == "written" for o in outcomes),
+        unchanged=sum(o.status == "unchanged" for o in outcomes),
+        rejected=index["rejected"],
+        split={name: len(ids) for name, ids in index["split"].items()},
+        class_names=list(class_names),
+        class_fractions=[c / total for c in index["class_counts"]],
+    )
+    create_markdown_artifact(_markdown(summary), key="ingest-summary", description="Ingest summary")
+    if summary.written + summary.unchanged == 0:
+        raise NothingIngested(summary)
+    return summary
