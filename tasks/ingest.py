@@ -92,7 +92,7 @@ def _lazy_pair(image: ImageInfo, mask: ImageInfo, rules: MaskRules, workers: int
     single = source[0]
     # One streaming pass over the mask: value histogram (validation and class counts together).
     hist, consistent = da.compute(
-        da.bincount(single.ravel(), minlength=256),
+        da.bincount(single.ravel(), minlength=65536 if mask.dtype == np.uint16 else 256),
         (colour == colour[:1]).all(),
         scheduler="threads",
         num_workers=workers,
@@ -114,11 +114,13 @@ def ingest_pair(
     max_pixels: int,
     stored: StoredSample | None = None,
     workers: int = 1,
+    stream_pixels: int = STREAM_PIXELS,
 ) -> PairOutcome:
     """Validate one pair and write it to the store unless an identical copy is there.
 
     Bad input is returned as a ``rejected`` outcome naming the file; the store is untouched.
-    TIFFs larger than ``STREAM_PIXELS`` are copied region by region with `workers` threads.
+    TIFFs with more than `stream_pixels` pixels are copied region by region (shard by shard)
+    with `workers` threads, so memory is bounded by a few shards, not by the image.
     """
     image_sha, mask_sha = sha256_file(pair.image), sha256_file(pair.mask)
     if stored and (stored.image_sha256, stored.mask_sha256) == (image_sha, mask_sha):
@@ -127,7 +129,7 @@ def ingest_pair(
         image = probe_image(pair.image, max_pixels=max_pixels)
         mask = probe_image(pair.mask, max_pixels=max_pixels)
         _check_mask_header(image, mask)
-        lazy = image.pixels > STREAM_PIXELS and image.is_tiff and mask.is_tiff
+        lazy = image.pixels > stream_pixels and image.is_tiff and mask.is_tiff
         if lazy:
             pixels, ids, counts = _lazy_pair(image, mask, rules, workers)
         else:
@@ -161,9 +163,11 @@ def ingest_pair(
 
 
 def _stratum(counts: tuple[int, ...], rarity: list[int]) -> int:
-    """The rarest class present in a sample (0 when it is all background)."""
-    present = [c for c in rarity if c > 0 and counts[c] > 0]
-    return present[0] if present else 0
+    """Rank of the rarest foreground class present: 0 when none, larger when rarer."""
+    for position, cls in enumerate(rarity):
+        if cls > 0 and counts[cls] > 0:
+            return len(rarity) - position
+    return 0
 
 
 def build_index(

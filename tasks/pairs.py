@@ -75,7 +75,7 @@ def find_pairs(
     FileNotFoundError
         If either sub-folder is missing.
     """
-    root = Path(source)
+    root = Path(source).resolve()
     folders = (root / images_dir, root / masks_dir)
     for folder in folders:
         if not folder.is_dir():

@@ -22,10 +22,14 @@ def assign_splits(
 ) -> dict[str, list[str]]:
     """Assign samples to train/val/test, stratified so every split gets each stratum.
 
+    Samples are taken stratum by stratum, rarest first, each going to the split furthest below
+    its target share of all samples seen so far; within a foreground stratum (> 0) large enough,
+    every split first gets one sample, so every split sees each rare class.
+
     Parameters
     ----------
     strata
-        Sample id -> stratum (e.g. its rarest class present; 0 for background only).
+        Sample id -> stratum: 0 for background only, larger for rarer classes present.
     fractions
         Target share per split name in ``SPLITS``; they must sum to 1.
     seed
@@ -46,18 +50,21 @@ def assign_splits(
         for sample_id in ids
         if sample_id in strata
     }
-    # Splits with a share come smallest first, so small splits get a sample of each stratum.
+    # Smallest splits first, so they get their one sample of each rare stratum.
     active = sorted((n for n in SPLITS if fractions.get(n, 0) > 0), key=lambda n: fractions[n])
+    totals = {n: sum(k == n for k in assigned.values()) for n in active}
     for stratum in sorted(set(strata.values()), reverse=True):
         members = [s for s, k in strata.items() if k == stratum]
-        counts = {n: sum(assigned.get(s) == n for s in members) for n in active}
+        have = {n: sum(assigned.get(s) == n for s in members) for n in active}
         pending = sorted((s for s in members if s not in assigned), key=lambda s: _order_key(seed, s))
         for sample_id in pending:
-            empty = [n for n in active if counts[n] == 0]
-            if empty and len(members) >= len(active):
-                name = empty[0]
+            seen = sum(totals.values()) + 1
+            missing = [n for n in active if have[n] == 0]
+            if stratum > 0 and missing and len(members) >= len(active):
+                name = missing[0]
             else:
-                name = max(active, key=lambda n: fractions[n] * len(members) - counts[n])
+                name = max(active, key=lambda n: fractions[n] * seen - totals[n])
             assigned[sample_id] = name
-            counts[name] += 1
+            have[name] += 1
+            totals[name] += 1
     return {n: sorted(s for s, k in assigned.items() if k == n) for n in SPLITS}

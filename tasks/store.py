@@ -76,8 +76,13 @@ def init_store(store: str | Path, *, class_names: tuple[str, ...]) -> zarr.Group
     for name in ("images", "masks"):
         if name not in root:
             root.create_group(name)
-    shutil.rmtree(path / _STAGING, ignore_errors=True)
+    remove_staging(path)
     return root
+
+
+def remove_staging(store: str | Path) -> None:
+    """Delete the staging folder and anything an interrupted run left in it."""
+    shutil.rmtree(local_path(store) / _STAGING, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -170,6 +175,7 @@ def write_sample(
 def write_index(store: str | Path, index: Mapping[str, Any]) -> None:
     """Merge `index` (split, rejected, summary counts) into the root ``segflow`` attributes."""
     root = zarr.open_group(local_path(store), mode="r+")
+    remove_staging(store)
     meta = dict(root.attrs["segflow"])
     meta.update(index)
     root.attrs["segflow"] = meta

@@ -1,0 +1,47 @@
+"""Tiny image/mask files for tests, written with Pillow and tifffile."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from PIL import Image
+
+
+def save(path: Path, array: np.ndarray, **tiff_options) -> Path:
+    """Write `array` ((H, W) or (H, W, C)) as PNG/JPEG with Pillow or TIFF with tifffile."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() in (".tif", ".tiff"):
+        tifffile.imwrite(path, array, **tiff_options)
+    elif path.suffix.lower() in (".jpg", ".jpeg"):
+        Image.fromarray(array).save(path, quality=95)
+    else:
+        Image.fromarray(array).save(path)
+    return path
+
+
+def random_image(rng: np.random.Generator, shape: tuple[int, ...], dtype: str = "uint8"):
+    """Uniform random pixels over the dtype's range."""
+    return rng.integers(0, np.iinfo(dtype).max, size=shape, endpoint=True).astype(dtype)
+
+
+def random_mask(rng: np.random.Generator, shape: tuple[int, int], values=(0, 255), p=0.2):
+    """A mask holding `values[1:]` on about a fraction `p` of pixels."""
+    mask = np.full(shape, values[0], dtype=np.uint8)
+    fg = rng.random(shape) < p
+    mask[fg] = rng.choice(np.asarray(values[1:], dtype=np.uint8), size=int(fg.sum()))
+    return mask
+
+
+def make_source(root: Path, n: int = 6, size=(40, 56), seed: int = 0, empty: int = 0) -> Path:
+    """`n` grey PNG pairs with 0/255 masks under root/images and root/masks.
+
+    The last `empty` pairs have all-background masks.
+    """
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        save(root / "images" / f"s{i:02d}.png", random_image(rng, size))
+        mask = random_mask(rng, size) if i < n - empty else np.zeros(size, np.uint8)
+        save(root / "masks" / f"s{i:02d}.png", mask)
+    return root

@@ -1,0 +1,59 @@
+import pytest
+
+from tasks.pairs import find_pairs
+
+
+def touch(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x")
+    return path
+
+
+def reasons(rejected):
+    return {"/".join(r.path.split("/")[-2:]): r.reason for r in rejected}
+
+
+def test_pairs_match_by_stem_across_extensions(tmp_path):
+    touch(tmp_path / "images/a.jpg")
+    touch(tmp_path / "masks/a.png")
+    touch(tmp_path / "images/b.tif")
+    touch(tmp_path / "masks/b.tiff")
+    pairs, rejected = find_pairs(tmp_path)
+    assert [(p.sample_id, p.image.name, p.mask.name) for p in pairs] == [
+        ("a", "a.jpg", "a.png"), ("b", "b.tif", "b.tiff")]
+    assert rejected == []
+
+
+def test_mask_suffix_and_custom_folders(tmp_path):
+    touch(tmp_path / "img/a.png")
+    touch(tmp_path / "gt/a_mask.png")
+    touch(tmp_path / "gt/stray.png")
+    pairs, rejected = find_pairs(tmp_path, images_dir="img", masks_dir="gt", mask_suffix="_mask")
+    assert [p.sample_id for p in pairs] == ["a"]
+    assert "lacks the suffix '_mask'" in reasons(rejected)["gt/stray.png"]
+
+
+def test_unpaired_ambiguous_and_non_image_files_are_rejected(tmp_path):
+    touch(tmp_path / "images/only_image.png")
+    touch(tmp_path / "masks/only_mask.png")
+    touch(tmp_path / "images/twice.png")
+    touch(tmp_path / "images/twice.jpg")
+    touch(tmp_path / "masks/twice.png")
+    touch(tmp_path / "images/readme.txt")
+    touch(tmp_path / "images/.DS_Store")
+    pairs, rejected = find_pairs(tmp_path)
+    assert pairs == []
+    why = reasons(rejected)
+    assert why["images/only_image.png"] == "image without mask"
+    assert why["masks/only_mask.png"] == "mask without image"
+    assert why["images/twice.png"].startswith("ambiguous")
+    assert why["images/twice.jpg"].startswith("ambiguous")
+    assert why["masks/twice.png"] == "mask without image"
+    assert why["images/readme.txt"].startswith("not an image file")
+    assert "images/.DS_Store" not in why
+
+
+def test_missing_folder_names_the_path(tmp_path):
+    (tmp_path / "images").mkdir()
+    with pytest.raises(FileNotFoundError, match="masks: no such folder"):
+        find_pairs(tmp_path)
