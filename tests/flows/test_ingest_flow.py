@@ -1,0 +1,54 @@
+import json
+
+import numpy as np
+import pytest
+
+from flows.cli import main
+from flows.config import IngestConfig
+from flows.ingest import NothingIngested, ingest_dataset
+from tasks.dataset import open_dataset
+from tests.images import make_source
+
+
+def test_flow_ingests_rejects_and_reruns_idempotently(tmp_path):
+    source = make_source(tmp_path / "src", n=8, empty=2)
+    (source / "images" / "s03.png").write_bytes(b"\x89PNG broken")
+    (source / "masks" / "orphan.png").write_bytes(b"")
+    config = IngestConfig(source=str(source), store=str(tmp_path / "ds.zarr"), workers=2)
+
+    first = ingest_dataset(config)
+    assert (first.samples, first.written, first.unchanged) == (7, 7, 0)
+    assert {r["path"].split("/")[-1] for r in first.rejected} == {"s03.png", "orphan.png"}
+    assert sum(first.split.values()) == 7
+
+    second = ingest_dataset(config)
+    assert (second.samples, second.written, second.unchanged) == (7, 0, 7)
+    dataset = open_dataset(config.store)
+    assert len(dataset.samples()) == 7 and len(dataset.rejected) == 2
+    assert not (tmp_path / "ds.zarr" / ".staging").exists()
+
+
+def test_flow_with_nothing_valid_fails_and_records_why(tmp_path):
+    source = tmp_path / "src"
+    (source / "images").mkdir(parents=True)
+    (source / "masks").mkdir()
+    (source / "images" / "a.png").write_bytes(b"junk")
+    with pytest.raises(NothingIngested) as info:
+        ingest_dataset(IngestConfig(source=str(source), store=str(tmp_path / "ds.zarr")))
+    assert info.value.summary.rejected[0]["reason"] == "image without mask"
+    assert open_dataset(tmp_path / "ds.zarr").rejected[0]["reason"] == "image without mask"
+
+
+def test_cli_json_summary_and_exit_codes(tmp_path, capsys):
+    source = make_source(tmp_path / "src", n=4)
+    store = tmp_path / "ds.zarr"
+    assert main(["ingest", str(source), str(store), "--json", "--seed", "3"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["samples"] == 4 and summary["class_names"] == ["background", "foreground"]
+    assert np.isclose(sum(summary["class_fractions"]), 1.0)
+    empty = tmp_path / "empty"
+    (empty / "images").mkdir(parents=True)
+    (empty / "masks").mkdir()
+    assert main(["ingest", str(empty), str(tmp_path / "e.zarr")]) == 1
+    assert main(["ingest", str(source), str(store), "--val-fraction", "0.9",
+                 "--test-fraction", "0.2"]) == 2
