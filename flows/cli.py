@@ -7,9 +7,7 @@ description) is defined once, in :mod:`flows.config`.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import types
 import typing
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +21,7 @@ from flows.env import use_local_defaults
 def _add_config_options(
     parser: argparse.ArgumentParser, model: type[BaseModel], positional: Sequence[str]
 ) -> None:
-    """One ``--option`` per config field (positional for `positional`), defaults left to pydantic."""
+    """One ``--option`` per config field (or a positional); pydantic keeps the defaults."""
     for name, field in model.model_fields.items():
         help_text = field.description or ""
         if name in positional:
@@ -35,15 +33,17 @@ def _add_config_options(
         if not field.is_required():
             help_text += f" (default: {field.default})"
         if annotation is bool:
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
-                                default=None, help=help_text)
+            parser.add_argument(
+                flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
         elif typing.get_origin(annotation) in (tuple, list) or any(
             typing.get_origin(a) in (tuple, list) for a in args
         ):
             parser.add_argument(flag, dest=name, nargs="+", default=None, help=help_text)
         elif typing.get_origin(annotation) is typing.Literal:
-            parser.add_argument(flag, dest=name, choices=typing.get_args(annotation),
-                                default=None, help=help_text)
+            parser.add_argument(
+                flag, dest=name, choices=typing.get_args(annotation), default=None, help=help_text
+            )
         else:
             parser.add_argument(flag, dest=name, default=None, help=help_text)
 
@@ -58,15 +58,25 @@ def _synth(ns: argparse.Namespace) -> int:
     from tasks.synth import write_dataset, write_large_pair
 
     pairs = write_dataset(
-        ns.out_dir, count=ns.count, size=(ns.size, ns.size), channels=ns.channels,
-        dtype=ns.dtype, fg_fraction=ns.fg_fraction, num_classes=ns.num_classes, seed=ns.seed,
+        ns.out_dir,
+        count=ns.count,
+        size=(ns.size, ns.size),
+        channels=ns.channels,
+        dtype=ns.dtype,
+        fg_fraction=ns.fg_fraction,
+        num_classes=ns.num_classes,
+        seed=ns.seed,
         image_format=ns.format,
     )
     print(f"wrote {len(pairs)} image/mask pairs under {ns.out_dir}")
     if ns.large:
         image, mask = write_large_pair(
-            ns.out_dir, size=ns.large, channels=ns.channels, dtype=ns.dtype,
-            fg_fraction=ns.fg_fraction, seed=ns.seed,
+            ns.out_dir,
+            size=ns.large,
+            channels=ns.channels,
+            dtype=ns.dtype,
+            fg_fraction=ns.fg_fraction,
+            seed=ns.seed,
         )
         print(f"wrote {ns.large}x{ns.large} tiled BigTIFF {image} and mask {mask}")
     return 0
@@ -77,11 +87,17 @@ def _print_ingest(summary, as_json: bool) -> None:
         print(summary.model_dump_json(indent=2))
         return
     print(f"store      {summary.store}")
-    print(f"samples    {summary.samples} ({summary.written} written, "
-          f"{summary.unchanged} unchanged)")
+    print(
+        f"samples    {summary.samples} ({summary.written} written, {summary.unchanged} unchanged)"
+    )
     print("split      " + ", ".join(f"{k} {v}" for k, v in summary.split.items()))
-    print("classes    " + ", ".join(
-        f"{n} {f:.2%}" for n, f in zip(summary.class_names, summary.class_fractions)))
+    print(
+        "classes    "
+        + ", ".join(
+            f"{n} {f:.2%}"
+            for n, f in zip(summary.class_names, summary.class_fractions, strict=True)
+        )
+    )
     print(f"rejected   {len(summary.rejected)}")
     for item in summary.rejected:
         print(f"  {item['path']}: {item['reason']}")
@@ -112,13 +128,19 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--size", type=int, default=256, help="height and width (default 256)")
     synth.add_argument("--channels", type=int, default=1, choices=(1, 3, 4))
     synth.add_argument("--dtype", default="uint8", choices=("uint8", "uint16"))
-    synth.add_argument("--fg-fraction", type=float, default=0.08,
-                       help="target foreground fraction (default 0.08)")
+    synth.add_argument(
+        "--fg-fraction", type=float, default=0.08, help="target foreground fraction (default 0.08)"
+    )
     synth.add_argument("--num-classes", type=int, default=2, help="classes incl. background")
     synth.add_argument("--format", default="png", choices=("png", "tif", "jpg"))
     synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--large", type=int, default=0, metavar="SIZE",
-                       help="also write one SIZE x SIZE tiled BigTIFF pair, tile by tile")
+    synth.add_argument(
+        "--large",
+        type=int,
+        default=0,
+        metavar="SIZE",
+        help="also write one SIZE x SIZE tiled BigTIFF pair, tile by tile",
+    )
     synth.set_defaults(run=_synth)
 
     ingest = commands.add_parser("ingest", help="ingest image/mask pairs into a Zarr store")

@@ -13,7 +13,14 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel
 
 from flows.config import IngestConfig
-from tasks.ingest import MaskRules, PairOutcome, discover_pairs, index_store, prepare_store, write_pair
+from tasks.ingest import (
+    MaskRules,
+    PairOutcome,
+    discover_pairs,
+    index_store,
+    prepare_store,
+    write_pair,
+)
 from tasks.pairs import Rejection
 
 
@@ -64,8 +71,9 @@ def _markdown(summary: IngestSummary) -> str:
         "",
         "| class | pixel fraction |",
         "|---|---|",
-        *(f"| {n} | {f:.4f} |" for n, f in zip(summary.class_names, summary.class_fractions)),
     ]
+    fractions = zip(summary.class_names, summary.class_fractions, strict=True)
+    lines += [f"| {name} | {fraction:.4f} |" for name, fraction in fractions]
     if summary.rejected:
         lines += ["", "| rejected input | reason |", "|---|---|"]
         lines += [f"| `{r['path']}` | {r['reason']} |" for r in summary.rejected]
@@ -106,9 +114,7 @@ def ingest_dataset(config: IngestConfig) -> IngestSummary:
         outcomes.append(outcome)
         log.info("[%d/%d] %s: %s", done, len(pairs), outcome.sample_id, outcome.status)
 
-    rejected = unpaired + [
-        Rejection(o.path, o.reason) for o in outcomes if o.status == "rejected"
-    ]
+    rejected = unpaired + [Rejection(o.path, o.reason) for o in outcomes if o.status == "rejected"]
     fractions = {
         "train": 1.0 - config.val_fraction - config.test_fraction,
         "val": config.val_fraction,

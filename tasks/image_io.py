@@ -59,8 +59,18 @@ def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
 
 
 def _pil_mode_info(mode: str) -> tuple[int, np.dtype]:
-    channels = {"1": 1, "L": 1, "P": 1, "I;16": 1, "I;16B": 1, "I;16L": 1, "I": 1, "LA": 2,
-                "RGB": 3, "RGBA": 4}
+    channels = {
+        "1": 1,
+        "L": 1,
+        "P": 1,
+        "I;16": 1,
+        "I;16B": 1,
+        "I;16L": 1,
+        "I": 1,
+        "LA": 2,
+        "RGB": 3,
+        "RGBA": 4,
+    }
     if mode not in channels:
         raise ValueError(f"unsupported pixel mode {mode!r}")
     dtype = np.dtype("uint16") if mode.startswith("I") else np.dtype("uint8")

@@ -149,14 +149,20 @@ def ingest_pair(
         }
         try:
             write_sample(
-                store, pair.sample_id, pixels, ids,
-                image_attrs=image_attrs, mask_attrs=mask_attrs, workers=workers,
+                store,
+                pair.sample_id,
+                pixels,
+                ids,
+                image_attrs=image_attrs,
+                mask_attrs=mask_attrs,
+                workers=workers,
             )
         except Exception as exc:
             if not lazy:
                 raise
             # Lazy reads decode while writing: a corrupt tile surfaces here.
-            raise InputError(pair.image, f"failed while copying ({type(exc).__name__}: {exc})")
+            problem = f"failed while copying ({type(exc).__name__}: {exc})"
+            raise InputError(pair.image, problem) from exc
     except InputError as exc:
         return PairOutcome(pair.sample_id, "rejected", exc.path, exc.problem)
     return PairOutcome(pair.sample_id, "written", str(pair.image))

@@ -6,7 +6,10 @@ import numpy as np
 
 
 def class_lookup(
-    values: np.ndarray, *, num_classes: int, foreground_value: int | None = None,
+    values: np.ndarray,
+    *,
+    num_classes: int,
+    foreground_value: int | None = None,
     invert: bool = False,
 ) -> np.ndarray:
     """A lookup table mapping every source value present in a mask to a class id.

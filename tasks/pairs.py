@@ -34,9 +34,8 @@ def _by_stem(folder: Path, strip: str, rejected: list[Rejection]) -> dict[str, P
             continue  # hidden files (.DS_Store) and sub-folders are not inputs
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             allowed = ", ".join(sorted(IMAGE_SUFFIXES))
-            rejected.append(
-                Rejection(str(path), f"not an image file (suffix {path.suffix!r}; allowed {allowed})")
-            )
+            reason = f"not an image file (suffix {path.suffix!r}; allowed {allowed})"
+            rejected.append(Rejection(str(path), reason))
             continue
         stem = path.stem
         if strip:
@@ -59,7 +58,11 @@ def _by_stem(folder: Path, strip: str, rejected: list[Rejection]) -> dict[str, P
 
 
 def find_pairs(
-    source: str | Path, *, images_dir: str = "images", masks_dir: str = "masks", mask_suffix: str = ""
+    source: str | Path,
+    *,
+    images_dir: str = "images",
+    masks_dir: str = "masks",
+    mask_suffix: str = "",
 ) -> tuple[list[Pair], list[Rejection]]:
     """Match `source/images_dir/<stem>.*` with `source/masks_dir/<stem><mask_suffix>.*`.
 
@@ -79,7 +82,7 @@ def find_pairs(
     folders = (root / images_dir, root / masks_dir)
     for folder in folders:
         if not folder.is_dir():
-            raise FileNotFoundError(f"{folder}: no such folder (expected images and masks in {root})")
+            raise FileNotFoundError(f"{folder}: no such folder (images and masks go in {root})")
     rejected: list[Rejection] = []
     images = _by_stem(folders[0], "", rejected)
     masks = _by_stem(folders[1], mask_suffix, rejected)

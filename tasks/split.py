@@ -56,7 +56,9 @@ def assign_splits(
     for stratum in sorted(set(strata.values()), reverse=True):
         members = [s for s, k in strata.items() if k == stratum]
         have = {n: sum(assigned.get(s) == n for s in members) for n in active}
-        pending = sorted((s for s in members if s not in assigned), key=lambda s: _order_key(seed, s))
+        pending = sorted(
+            (s for s in members if s not in assigned), key=lambda s: _order_key(seed, s)
+        )
         for sample_id in pending:
             seen = sum(totals.values()) + 1
             missing = [n for n in active if have[n] == 0]

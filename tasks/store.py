@@ -56,9 +56,8 @@ def init_store(store: str | Path, *, class_names: tuple[str, ...]) -> zarr.Group
         The path holds something else, another schema version or other class names.
     """
     path = local_path(store)
-    if path.exists() and not (path / "zarr.json").exists():
-        if any(path.iterdir()):
-            raise ValueError(f"{path}: exists and is not a Zarr store; refusing to write into it")
+    if path.exists() and not (path / "zarr.json").exists() and any(path.iterdir()):
+        raise ValueError(f"{path}: exists and is not a Zarr store; refusing to write into it")
     root = zarr.open_group(path, mode="a", zarr_format=3)
     meta = dict(root.attrs).get("segflow")
     if meta is not None:

@@ -145,8 +145,14 @@ def _bspline_taps(start: int, n: int, scale: int) -> tuple[np.ndarray, np.ndarra
     x = (np.arange(start, start + n) + 0.5) / scale - 0.5 + _GRID_PAD
     i0 = np.floor(x).astype(np.int64)
     t = (x - i0).astype(np.float32)
-    weights = np.stack([(1 - t) ** 3 / 6, (3 * t**3 - 6 * t**2 + 4) / 6,
-                        (-3 * t**3 + 3 * t**2 + 3 * t + 1) / 6, t**3 / 6])
+    weights = np.stack(
+        [
+            (1 - t) ** 3 / 6,
+            (3 * t**3 - 6 * t**2 + 4) / 6,
+            (-3 * t**3 + 3 * t**2 + 3 * t + 1) / 6,
+            t**3 / 6,
+        ]
+    )
     return i0 - 1, weights
 
 
@@ -210,8 +216,9 @@ def _curve(
         start = (parent.rows[i], parent.cols[i])
         radius = max(1, parent.radius - 1)
         j = min(i + 1, len(parent.rows) - 1)
-        heading = math.atan2(parent.rows[j] - parent.rows[max(j - 1, 0)],
-                             parent.cols[j] - parent.cols[max(j - 1, 0)])
+        heading = math.atan2(
+            parent.rows[j] - parent.rows[max(j - 1, 0)], parent.cols[j] - parent.cols[max(j - 1, 0)]
+        )
         angle = heading + rng.choice([-1, 1]) * rng.uniform(0.4, 1.1)
     else:
         start, angle = centre, rng.uniform(0, 2 * math.pi)
@@ -221,8 +228,12 @@ def _curve(
     length = max(4, min(length, int(max(budget, 8.0) / width)))
     points = _walk(rng, start, angle, length)
     rows, cols = points[:, 0], points[:, 1]
-    bbox = (int(rows.min()) - radius - 1, int(rows.max()) + radius + 1,
-            int(cols.min()) - radius - 1, int(cols.max()) + radius + 1)
+    bbox = (
+        int(rows.min()) - radius - 1,
+        int(rows.max()) + radius + 1,
+        int(cols.min()) - radius - 1,
+        int(cols.max()) + radius + 1,
+    )
     return _Shape(label, rng.uniform(0.7, 1.3), rows, cols, radius, bbox), float(length * width)
 
 
@@ -290,8 +301,12 @@ def _rasterize(shape: _Shape, r0: int, c0: int, h: int, w: int) -> tuple[np.ndar
 
 
 def _paint(
-    shapes: Sequence[_Shape], mask: np.ndarray, signal: np.ndarray | None, look: _Look,
-    r0: int, c0: int,
+    shapes: Sequence[_Shape],
+    mask: np.ndarray,
+    signal: np.ndarray | None,
+    look: _Look,
+    r0: int,
+    c0: int,
 ) -> None:
     """Paint shapes into the window ``mask`` (and ``signal``) at global origin ``(r0, c0)``.
 
@@ -311,13 +326,21 @@ def _paint(
 
 
 def _compose(
-    look: _Look, grids: Grids, full: tuple[int, int], signal: np.ndarray, rng: Rng,
-    r0: int, c0: int,
+    look: _Look,
+    grids: Grids,
+    full: tuple[int, int],
+    signal: np.ndarray,
+    rng: Rng,
+    r0: int,
+    c0: int,
 ) -> np.ndarray:
     """Float image of a window, roughly in [0, 1], ``(h, w, C)`` with C the colour channels."""
     h, w, _ = signal.shape
-    background = (look.bg_level + look.texture_amp * _texture(grids, r0, c0, h, w)
-                  + _illumination(look, full, r0, c0, h, w))
+    background = (
+        look.bg_level
+        + look.texture_amp * _texture(grids, r0, c0, h, w)
+        + _illumination(look, full, r0, c0, h, w)
+    )
     # Partial-volume blur softens edges; fine texture makes objects non-uniform inside.
     signal = ndimage.gaussian_filter(signal, sigma=(0.8, 0.8, 0), mode="nearest")
     inner = ndimage.gaussian_filter(rng.standard_normal((h, w), dtype=np.float32), 1.5)
@@ -339,8 +362,14 @@ def _to_dtype(image: np.ndarray, look: _Look, channels: int, dtype: str) -> np.n
 
 
 def synth_pair(
-    rng: np.random.Generator, *, height: int, width: int, channels: int = 1,
-    dtype: str = "uint8", fg_fraction: float = 0.08, num_classes: int = 2,
+    rng: np.random.Generator,
+    *,
+    height: int,
+    width: int,
+    channels: int = 1,
+    dtype: str = "uint8",
+    fg_fraction: float = 0.08,
+    num_classes: int = 2,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One synthetic image and its mask.
 
@@ -420,8 +449,12 @@ def _tiff_layout(channels: int) -> dict:
 
 def _save_image(path: Path, image: np.ndarray, image_format: str) -> None:
     if image_format == "tif":
-        tifffile.imwrite(path, image, compression="zlib", **_tiff_layout(
-            1 if image.ndim == 2 else image.shape[-1]))
+        tifffile.imwrite(
+            path,
+            image,
+            compression="zlib",
+            **_tiff_layout(1 if image.ndim == 2 else image.shape[-1]),
+        )
     elif image_format == "jpg":
         Image.fromarray(image).save(path, format="JPEG", quality=92)
     else:
@@ -429,9 +462,16 @@ def _save_image(path: Path, image: np.ndarray, image_format: str) -> None:
 
 
 def write_dataset(
-    out_dir: str | Path, *, count: int = 12, size: tuple[int, int] = (256, 256),
-    channels: int = 1, dtype: str = "uint8", fg_fraction: float = 0.08, num_classes: int = 2,
-    seed: int = 0, image_format: str = "png",
+    out_dir: str | Path,
+    *,
+    count: int = 12,
+    size: tuple[int, int] = (256, 256),
+    channels: int = 1,
+    dtype: str = "uint8",
+    fg_fraction: float = 0.08,
+    num_classes: int = 2,
+    seed: int = 0,
+    image_format: str = "png",
 ) -> list[tuple[Path, Path]]:
     """Write ``images/sample_NNN.<png|tif|jpg>`` and ``masks/sample_NNN.png`` under `out_dir`.
 
@@ -469,14 +509,20 @@ def write_dataset(
     pairs = []
     for i in range(count):
         image, mask = synth_pair(
-            np.random.default_rng([seed, i]), height=size[0], width=size[1], channels=channels,
-            dtype=dtype, fg_fraction=fg_fraction, num_classes=num_classes,
+            np.random.default_rng([seed, i]),
+            height=size[0],
+            width=size[1],
+            channels=channels,
+            dtype=dtype,
+            fg_fraction=fg_fraction,
+            num_classes=num_classes,
         )
         image_path = out_dir / "images" / f"sample_{i:03d}.{image_format}"
         mask_path = out_dir / "masks" / f"sample_{i:03d}.png"
         _save_image(image_path, image, image_format)
         Image.fromarray(mask * np.uint8(255) if num_classes == 2 else mask).save(
-            mask_path, format="PNG")
+            mask_path, format="PNG"
+        )
         pairs.append((image_path, mask_path))
     return pairs
 
@@ -539,8 +585,15 @@ def _large_tiles(
 
 
 def write_large_pair(
-    out_dir: str | Path, *, size: int = 16384, tile: int = 1024, channels: int = 1,
-    dtype: str = "uint8", fg_fraction: float = 0.08, seed: int = 0, name: str = "large",
+    out_dir: str | Path,
+    *,
+    size: int = 16384,
+    tile: int = 1024,
+    channels: int = 1,
+    dtype: str = "uint8",
+    fg_fraction: float = 0.08,
+    seed: int = 0,
+    name: str = "large",
 ) -> tuple[Path, Path]:
     """Write a ``size x size`` tiled BigTIFF image and its binary mask, one tile at a time.
 
@@ -577,20 +630,44 @@ def write_large_pair(
     image_path.parent.mkdir(parents=True, exist_ok=True)
     mask_path.parent.mkdir(parents=True, exist_ok=True)
     image_shape = (size, size) if channels == 1 else (size, size, channels)
-    _write_tiled(image_path, _large_tiles(big, channels, dtype, want_mask=False), image_shape,
-                 dtype, tile, _tiff_layout(channels))
+    _write_tiled(
+        image_path,
+        _large_tiles(big, channels, dtype, want_mask=False),
+        image_shape,
+        dtype,
+        tile,
+        _tiff_layout(channels),
+    )
     # The mask is a second, cheap pass over the same per-tile objects: no tile is kept around.
-    _write_tiled(mask_path, _large_tiles(big, channels, dtype, want_mask=True), (size, size),
-                 "uint8", tile, _tiff_layout(1))
+    _write_tiled(
+        mask_path,
+        _large_tiles(big, channels, dtype, want_mask=True),
+        (size, size),
+        "uint8",
+        tile,
+        _tiff_layout(1),
+    )
     return image_path, mask_path
 
 
 def _write_tiled(
-    path: Path, tiles: Iterator[np.ndarray], shape: tuple[int, ...], dtype: str, tile: int,
+    path: Path,
+    tiles: Iterator[np.ndarray],
+    shape: tuple[int, ...],
+    dtype: str,
+    tile: int,
     layout: dict,
 ) -> None:
     # A bounded buffer keeps tifffile's threaded encoder from queueing many tiles in memory.
     tile_bytes = tile * tile * (shape[2] if len(shape) == 3 else 1) * np.dtype(dtype).itemsize
     with tifffile.TiffWriter(path, bigtiff=True) as tif:
-        tif.write(data=tiles, shape=shape, dtype=dtype, tile=(tile, tile), compression="zlib",
-                  maxworkers=2, buffersize=2 * tile_bytes, **layout)
+        tif.write(
+            data=tiles,
+            shape=shape,
+            dtype=dtype,
+            tile=(tile, tile),
+            compression="zlib",
+            maxworkers=2,
+            buffersize=2 * tile_bytes,
+            **layout,
+        )

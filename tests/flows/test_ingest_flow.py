@@ -50,5 +50,7 @@ def test_cli_json_summary_and_exit_codes(tmp_path, capsys):
     (empty / "images").mkdir(parents=True)
     (empty / "masks").mkdir()
     assert main(["ingest", str(empty), str(tmp_path / "e.zarr")]) == 1
-    assert main(["ingest", str(source), str(store), "--val-fraction", "0.9",
-                 "--test-fraction", "0.2"]) == 2
+    assert (
+        main(["ingest", str(source), str(store), "--val-fraction", "0.9", "--test-fraction", "0.2"])
+        == 2
+    )

@@ -41,7 +41,10 @@ def test_kill_during_ingest_then_rerun_gives_complete_store(tmp_path):
     for i in range(24):
         image = rng.integers(0, 255, (700, 900, 3), dtype=np.uint8)
         mask = (rng.random((700, 900)) < 0.1).astype(np.uint8) * 255
-        save(tmp_path / "src/images" / f"s{i:02d}.png", image, )
+        save(
+            tmp_path / "src/images" / f"s{i:02d}.png",
+            image,
+        )
         save(tmp_path / "src/masks" / f"s{i:02d}.png", mask)
         expected[f"s{i:02d}"] = (np.moveaxis(image, -1, 0), mask // 255)
     store = tmp_path / "ds.zarr"
@@ -63,8 +66,9 @@ def test_kill_during_ingest_then_rerun_gives_complete_store(tmp_path):
     stored = committed_samples(store)
     pairs, rejected = find_pairs(tmp_path / "src")
     statuses = [
-        ingest_pair(p, store, rules=MaskRules(), max_pixels=10**9,
-                    stored=stored.get(p.sample_id)).status
+        ingest_pair(
+            p, store, rules=MaskRules(), max_pixels=10**9, stored=stored.get(p.sample_id)
+        ).status
         for p in pairs
     ]
     build_index(store, rejected=rejected, fractions=FRACTIONS, seed=0)

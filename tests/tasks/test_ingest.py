@@ -64,8 +64,9 @@ def test_round_trip_is_pixel_exact(tmp_path, store, name, shape, dtype, tiff):
 
 def test_jpeg_image_matches_its_decoded_pixels(tmp_path, store):
     rng = np.random.default_rng(2)
-    pair = pair_of(tmp_path, random_image(rng, (33, 47, 3)), random_mask(rng, (33, 47)),
-                   image_name="a.jpg")
+    pair = pair_of(
+        tmp_path, random_image(rng, (33, 47, 3)), random_mask(rng, (33, 47)), image_name="a.jpg"
+    )
     assert ingest(pair, store).status == "written"
     decoded = np.moveaxis(np.asarray(Image.open(pair.image)), -1, 0)
     np.testing.assert_array_equal(open_dataset(store).image("a")[...], decoded)
@@ -182,12 +183,14 @@ def test_large_tiff_is_streamed_region_by_region(tmp_path, store):
     rng = np.random.default_rng(9)
     image = random_image(rng, (1100, 1300, 3))
     mask = random_mask(rng, (1100, 1300))
-    image_path = save(tmp_path / "src/images/big.tif", image, bigtiff=True, tile=(256, 256),
-                      compression="zlib")
+    image_path = save(
+        tmp_path / "src/images/big.tif", image, bigtiff=True, tile=(256, 256), compression="zlib"
+    )
     mask_path = save(tmp_path / "src/masks/big.tif", mask, tile=(256, 256))
     pair = Pair("big", image_path, mask_path)
-    outcome = ingest_pair(pair, store, rules=BINARY, max_pixels=10**9, stream_pixels=10_000,
-                          workers=2)
+    outcome = ingest_pair(
+        pair, store, rules=BINARY, max_pixels=10**9, stream_pixels=10_000, workers=2
+    )
     assert outcome.status == "written"
     stored = open_dataset(store)
     np.testing.assert_array_equal(stored.image("big")[...], np.moveaxis(image, -1, 0))
@@ -200,11 +203,17 @@ def test_large_tiff_with_bad_mask_values_is_rejected(tmp_path, store):
     rng = np.random.default_rng(10)
     mask = random_mask(rng, (300, 300))
     mask[5, 5] = 9
-    image_path = save(tmp_path / "src/images/big.tif", random_image(rng, (300, 300)),
-                      tile=(128, 128))
+    image_path = save(
+        tmp_path / "src/images/big.tif", random_image(rng, (300, 300)), tile=(128, 128)
+    )
     mask_path = save(tmp_path / "src/masks/big.tif", mask, tile=(128, 128))
-    outcome = ingest_pair(Pair("big", image_path, mask_path), store, rules=BINARY,
-                          max_pixels=10**9, stream_pixels=1000)
+    outcome = ingest_pair(
+        Pair("big", image_path, mask_path),
+        store,
+        rules=BINARY,
+        max_pixels=10**9,
+        stream_pixels=1000,
+    )
     assert outcome.status == "rejected" and "[9]" in outcome.reason
     assert committed_samples(store) == {}
 
@@ -222,8 +231,9 @@ def test_index_records_split_and_rejections(tmp_path, store):
     assert {k: len(v) for k, v in index["split"].items()} == {"train": 6, "val": 2, "test": 2}
     for name in ("train", "val", "test"):
         assert any(dataset.class_counts(s)[1] > 0 for s in dataset.samples(name)), name
-    assert dataset.rejected == [{"path": str(source / "images" / "notes.txt"),
-                                 "reason": dataset.rejected[0]["reason"]}]
+    assert dataset.rejected == [
+        {"path": str(source / "images" / "notes.txt"), "reason": dataset.rejected[0]["reason"]}
+    ]
     assert "not an image file" in dataset.rejected[0]["reason"]
     assert dataset.meta["class_counts"] == [
         sum(dataset.class_counts(s)[c] for s in dataset.samples()) for c in (0, 1)

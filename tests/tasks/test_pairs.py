@@ -20,7 +20,9 @@ def test_pairs_match_by_stem_across_extensions(tmp_path):
     touch(tmp_path / "masks/b.tiff")
     pairs, rejected = find_pairs(tmp_path)
     assert [(p.sample_id, p.image.name, p.mask.name) for p in pairs] == [
-        ("a", "a.jpg", "a.png"), ("b", "b.tif", "b.tiff")]
+        ("a", "a.jpg", "a.png"),
+        ("b", "b.tif", "b.tiff"),
+    ]
     assert rejected == []
 
 

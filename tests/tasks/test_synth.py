@@ -17,8 +17,13 @@ def _pair(seed: int = 0, **kwargs) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize(
     ("channels", "dtype", "shape"),
-    [(1, "uint8", (96, 128)), (3, "uint8", (96, 128, 3)), (4, "uint8", (96, 128, 4)),
-     (1, "uint16", (96, 128)), (3, "uint16", (96, 128, 3))],
+    [
+        (1, "uint8", (96, 128)),
+        (3, "uint8", (96, 128, 3)),
+        (4, "uint8", (96, 128, 4)),
+        (1, "uint16", (96, 128)),
+        (3, "uint16", (96, 128, 3)),
+    ],
 )
 def test_synth_pair_shapes_and_dtypes(channels, dtype, shape):
     image, mask = _pair(channels=channels, dtype=dtype)
@@ -71,15 +76,18 @@ def test_same_seed_same_pair_and_other_seed_differs():
 
 @pytest.mark.parametrize("fg_fraction", [0.005, 0.02, 0.08, 0.3])
 def test_realised_foreground_fraction_near_target(fg_fraction):
-    fractions = [np.mean(_pair(seed, height=128, width=128, fg_fraction=fg_fraction)[1] > 0)
-                 for seed in range(10)]
+    fractions = [
+        np.mean(_pair(seed, height=128, width=128, fg_fraction=fg_fraction)[1] > 0)
+        for seed in range(10)
+    ]
     assert all(f > 0 for f in fractions)
     assert fg_fraction / 2 < np.mean(fractions) < fg_fraction * 2
 
 
 def test_multi_class_shapes_are_distinct_and_all_present():
-    masks = [_pair(seed, height=128, width=128, num_classes=4, fg_fraction=0.15)[1]
-             for seed in range(3)]
+    masks = [
+        _pair(seed, height=128, width=128, num_classes=4, fg_fraction=0.15)[1] for seed in range(3)
+    ]
     assert all(set(np.unique(m)) == {0, 1, 2, 3} for m in masks)
     sizes = {k: np.mean([np.sum(m == k) for m in masks]) for k in (1, 2, 3)}
     assert all(v > 0 for v in sizes.values())
@@ -109,13 +117,18 @@ def test_write_dataset_multi_class_masks_hold_ids(tmp_path):
 
 @pytest.mark.parametrize(
     ("image_format", "channels", "dtype", "shape"),
-    [("png", 3, "uint8", (64, 64, 3)), ("png", 1, "uint16", (64, 64)),
-     ("tif", 4, "uint16", (64, 64, 4)), ("jpg", 3, "uint8", (64, 64, 3)),
-     ("jpg", 1, "uint8", (64, 64))],
+    [
+        ("png", 3, "uint8", (64, 64, 3)),
+        ("png", 1, "uint16", (64, 64)),
+        ("tif", 4, "uint16", (64, 64, 4)),
+        ("jpg", 3, "uint8", (64, 64, 3)),
+        ("jpg", 1, "uint8", (64, 64)),
+    ],
 )
 def test_write_dataset_formats_round_trip(tmp_path, image_format, channels, dtype, shape):
-    [(image_path, _)] = write_dataset(tmp_path, count=1, size=(64, 64), channels=channels,
-                                      dtype=dtype, image_format=image_format)
+    [(image_path, _)] = write_dataset(
+        tmp_path, count=1, size=(64, 64), channels=channels, dtype=dtype, image_format=image_format
+    )
     assert image_path.suffix == f".{image_format}"
     image = _read(image_path)
     assert image.shape == shape
@@ -135,10 +148,16 @@ def test_write_dataset_is_byte_identical_for_a_seed(tmp_path):
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"channels": 2}, "channels=2"), ({"dtype": "float32"}, "dtype='float32'"),
-     ({"fg_fraction": 0.0}, "fg_fraction=0.0"), ({"fg_fraction": 1.0}, "fg_fraction=1.0"),
-     ({"num_classes": 1}, "num_classes=1"), ({"num_classes": 256}, "num_classes=256"),
-     ({"height": 0}, "height=0"), ({"width": -3}, "width=-3")],
+    [
+        ({"channels": 2}, "channels=2"),
+        ({"dtype": "float32"}, "dtype='float32'"),
+        ({"fg_fraction": 0.0}, "fg_fraction=0.0"),
+        ({"fg_fraction": 1.0}, "fg_fraction=1.0"),
+        ({"num_classes": 1}, "num_classes=1"),
+        ({"num_classes": 256}, "num_classes=256"),
+        ({"height": 0}, "height=0"),
+        ({"width": -3}, "width=-3"),
+    ],
 )
 def test_synth_pair_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -147,11 +166,15 @@ def test_synth_pair_rejects_bad_arguments(kwargs, match):
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"image_format": "bmp"}, "image_format='bmp'"),
-     ({"image_format": "jpg", "dtype": "uint16"}, "dtype='uint16'"),
-     ({"image_format": "jpg", "channels": 4}, "channels=4"),
-     ({"image_format": "png", "dtype": "uint16", "channels": 3}, "got 3"),
-     ({"count": 0}, "count=0"), ({"size": (64, 0)}, "width=0"), ({"seed": -1}, "seed=-1")],
+    [
+        ({"image_format": "bmp"}, "image_format='bmp'"),
+        ({"image_format": "jpg", "dtype": "uint16"}, "dtype='uint16'"),
+        ({"image_format": "jpg", "channels": 4}, "channels=4"),
+        ({"image_format": "png", "dtype": "uint16", "channels": 3}, "got 3"),
+        ({"count": 0}, "count=0"),
+        ({"size": (64, 0)}, "width=0"),
+        ({"seed": -1}, "seed=-1"),
+    ],
 )
 def test_write_dataset_rejects_bad_arguments(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -160,8 +183,12 @@ def test_write_dataset_rejects_bad_arguments(tmp_path, kwargs, match):
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"size": 0}, "size=0"), ({"tile": 500}, "tile=500"), ({"channels": 5}, "channels=5"),
-     ({"fg_fraction": 2.0}, "fg_fraction=2.0")],
+    [
+        ({"size": 0}, "size=0"),
+        ({"tile": 500}, "tile=500"),
+        ({"channels": 5}, "channels=5"),
+        ({"fg_fraction": 2.0}, "fg_fraction=2.0"),
+    ],
 )
 def test_write_large_pair_rejects_bad_arguments(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
