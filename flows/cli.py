@@ -7,6 +7,7 @@ description) is defined once, in :mod:`flows.config`.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import typing
 from collections.abc import Sequence
@@ -117,6 +118,23 @@ def _ingest(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(ns: argparse.Namespace) -> int:
+    from flows.ingest import ingest_dataset
+    from tasks.synth import write_dataset, write_large_pair
+
+    workdir = ns.workdir.resolve()
+    source, store = workdir / "data", workdir / "dataset.zarr"
+    if not (source / "images").is_dir():
+        print(f"generating a synthetic dataset under {source}")
+        write_dataset(source, count=24, size=(256, 256), fg_fraction=0.05, seed=0)
+        write_large_pair(source, size=ns.large, fg_fraction=0.05, seed=0)
+    summary = ingest_dataset(IngestConfig(source=str(source), store=str(store)))
+    _print_ingest(summary, as_json=False)
+    print(f"\ndataset store: {store}  (python: tasks.dataset.open_dataset('{store}'))")
+    print(f"Prefect runs: PREFECT_HOME={os.environ['PREFECT_HOME']} prefect server start")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="segflow", description=__doc__.split("\n")[0])
@@ -147,6 +165,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(ingest, IngestConfig, positional=("source", "store"))
     ingest.add_argument("--json", action="store_true", help="print the summary as JSON")
     ingest.set_defaults(run=_ingest)
+
+    demo = commands.add_parser("demo", help="run the pipeline on a generated dataset")
+    demo.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("work"),
+        help="where data, stores and runs go (default ./work)",
+    )
+    demo.add_argument(
+        "--large",
+        type=int,
+        default=4096,
+        metavar="SIZE",
+        help="side of the large tiled image in the demo data (default 4096)",
+    )
+    demo.set_defaults(run=_demo)
     return parser
 
 

@@ -43,7 +43,12 @@ class IngestConfig(_Frozen):
     val_fraction: Fraction = Field(0.15, description="Share of samples in the val split.")
     test_fraction: Fraction = Field(0.15, description="Share of samples in the test split.")
     seed: int = Field(0, ge=0, description="Seed of the train/val/test split.")
-    workers: int = Field(2, ge=1, le=256, description="Samples ingested in parallel.")
+    workers: int | None = Field(
+        None, ge=1, le=1024, description="Dask worker processes (default: one per CPU core)."
+    )
+    dask_address: str | None = Field(
+        None, description="Scheduler address of an existing Dask cluster (default: start one)."
+    )
     max_pixels: int = Field(
         2**34,
         ge=1,

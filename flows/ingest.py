@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
-
-from prefect import flow, get_run_logger
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact
-from prefect.futures import PrefectFuture, as_completed
-from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel
 
 from flows.config import IngestConfig
-from tasks.ingest import (
-    MaskRules,
-    PairOutcome,
-    discover_pairs,
-    index_store,
-    prepare_store,
-    write_pair,
-)
+from tasks.ingest import MaskRules, discover_pairs, index_store, prepare_store, write_samples
 from tasks.pairs import Rejection
 
 
@@ -48,20 +35,6 @@ class NothingIngested(RuntimeError):
         self.summary = summary
 
 
-def bounded(
-    submit: Callable[[Any], PrefectFuture], items: Iterable[Any], limit: int
-) -> Iterator[PrefectFuture]:
-    """Submit at most `limit` items at a time; yield futures as they complete."""
-    pending: list[PrefectFuture] = []
-    for item in items:
-        if len(pending) >= limit:
-            done = next(as_completed(pending))
-            pending.remove(done)
-            yield done
-        pending.append(submit(item))
-    yield from as_completed(pending)
-
-
 def _markdown(summary: IngestSummary) -> str:
     lines = [
         f"# Ingest into `{summary.store}`",
@@ -80,11 +53,7 @@ def _markdown(summary: IngestSummary) -> str:
     return "\n".join(lines)
 
 
-@flow(
-    name="ingest-dataset",
-    task_runner=ThreadPoolTaskRunner(max_workers=max(2, os.cpu_count() or 2)),
-    validate_parameters=True,
-)
+@flow(name="ingest-dataset", validate_parameters=True)
 def ingest_dataset(config: IngestConfig) -> IngestSummary:
     """Ingest image/mask pairs from ``config.source`` into the Zarr store ``config.store``.
 
@@ -95,25 +64,15 @@ def ingest_dataset(config: IngestConfig) -> IngestSummary:
     NothingIngested
         When not a single valid pair was found (the rejections are still recorded).
     """
-    log = get_run_logger()
     class_names = config.resolved_class_names
     stored = prepare_store(config.store, class_names)
     pairs, unpaired = discover_pairs(
         config.source, config.images_dir, config.masks_dir, config.mask_suffix
     )
     rules = MaskRules(config.num_classes, config.foreground_value, config.invert)
-
-    def submit(pair):
-        return write_pair.submit(
-            pair, config.store, rules, config.max_pixels, stored.get(pair.sample_id), config.workers
-        )
-
-    outcomes: list[PairOutcome] = []
-    for done, future in enumerate(bounded(submit, pairs, config.workers), start=1):
-        outcome = future.result()
-        outcomes.append(outcome)
-        log.info("[%d/%d] %s: %s", done, len(pairs), outcome.sample_id, outcome.status)
-
+    outcomes = write_samples(
+        pairs, config.store, rules, config.max_pixels, stored, config.workers, config.dask_address
+    )
     rejected = unpaired + [Rejection(o.path, o.reason) for o in outcomes if o.status == "rejected"]
     fractions = {
         "train": 1.0 - config.val_fraction - config.test_fraction,

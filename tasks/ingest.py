@@ -12,9 +12,11 @@ from typing import Literal
 
 import dask.array as da
 import numpy as np
+from dask.distributed import as_completed
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.cluster import dask_client, default_workers
 from tasks.image_io import ImageInfo, InputError, open_lazy, probe_image, read_image, sha256_file
 from tasks.masks import class_counts, class_lookup, single_channel
 from tasks.pairs import Pair, Rejection, find_pairs
@@ -168,6 +170,11 @@ def ingest_pair(
     return PairOutcome(pair.sample_id, "written", str(pair.image))
 
 
+def _ingest_one(pair: Pair, stored: StoredSample | None, options: dict) -> PairOutcome:
+    # Options travel as one dict: Client.map reserves keywords such as `workers`.
+    return ingest_pair(pair, stored=stored, **options)
+
+
 def _stratum(counts: tuple[int, ...], rarity: list[int]) -> int:
     """Rank of the rarest foreground class present: 0 when none, larger when rarer."""
     for position, cls in enumerate(rarity):
@@ -235,22 +242,39 @@ def discover_pairs(
     return pairs, rejected
 
 
-@task(name="write-sample", cache_policy=NO_CACHE, task_run_name="write-{pair.sample_id}")
-def write_pair(
-    pair: Pair,
+@task(name="write-samples", cache_policy=NO_CACHE)
+def write_samples(
+    pairs: list[Pair],
     store: str,
     rules: MaskRules,
     max_pixels: int,
-    stored: StoredSample | None,
-    workers: int,
-) -> PairOutcome:
-    """Ingest one pair (see :func:`ingest_pair`)."""
-    outcome = ingest_pair(
-        pair, store, rules=rules, max_pixels=max_pixels, stored=stored, workers=workers
-    )
-    if outcome.status == "rejected":
-        get_run_logger().warning("rejected %s: %s", outcome.path, outcome.reason)
-    return outcome
+    stored: dict[str, StoredSample],
+    workers: int | None,
+    dask_address: str | None,
+) -> list[PairOutcome]:
+    """Ingest every pair on a Dask cluster (in this process when one local worker is asked for)."""
+    log = get_run_logger()
+    workers = workers or default_workers()
+    options = {"store": store, "rules": rules, "max_pixels": max_pixels, "workers": workers}
+    outcomes: list[PairOutcome] = []
+
+    def record(outcome: PairOutcome) -> None:
+        outcomes.append(outcome)
+        log.info("[%d/%d] %s: %s", len(outcomes), len(pairs), outcome.sample_id, outcome.status)
+        if outcome.status == "rejected":
+            log.warning("rejected %s: %s", outcome.path, outcome.reason)
+
+    if workers == 1 and not dask_address:
+        for pair in pairs:
+            record(ingest_pair(pair, stored=stored.get(pair.sample_id), **options))
+        return outcomes
+    with dask_client(dask_address, workers=workers) as client:
+        log.info("Dask dashboard: %s", client.dashboard_link)
+        previous = [stored.get(pair.sample_id) for pair in pairs]
+        futures = client.map(_ingest_one, pairs, previous, options=options, pure=False)
+        for future in as_completed(futures):
+            record(future.result())
+    return outcomes
 
 
 @task(name="index-store", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)

@@ -1,0 +1,45 @@
+"""Dask clusters: a LocalCluster sized to the machine by default, or any existing cluster."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import dask
+from dask.distributed import Client, LocalCluster
+
+log = logging.getLogger(__name__)
+
+
+def default_workers() -> int:
+    """One worker per CPU core."""
+    return os.cpu_count() or 1
+
+
+@contextmanager
+def dask_client(address: str | None = None, *, workers: int | None = None) -> Iterator[Client]:
+    """A client of the cluster at `address`, or of a new LocalCluster of `workers` processes.
+
+    Local workers get one thread each (the libraries inside use their own threads) and keep
+    glibc's default malloc tuning: Dask's ``MALLOC_TRIM_THRESHOLD_`` also freezes the mmap
+    threshold, so every image-sized array is mmapped and page-faulted afresh; measured on
+    ingest it made a worker 1.6x slower (benchmarks/README.md).
+    """
+    if address:
+        with Client(address) as client:
+            yield client
+        return
+    settings = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+    with (
+        dask.config.set(settings),
+        LocalCluster(
+            n_workers=workers or default_workers(),
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
