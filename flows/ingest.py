@@ -7,8 +7,9 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
 from flows.config import IngestConfig
-from tasks.ingest import MaskRules, discover_pairs, index_store, prepare_store, write_samples
+from tasks.ingest import discover_pairs, index_store, prepare_store, write_samples
 from tasks.pairs import Rejection
+from tasks.samples import MaskRules
 
 
 class IngestSummary(BaseModel):

@@ -10,8 +10,6 @@ from contextlib import contextmanager
 import dask
 from dask.distributed import Client, LocalCluster
 
-log = logging.getLogger(__name__)
-
 
 def default_workers() -> int:
     """One worker per CPU core."""
@@ -32,6 +30,9 @@ def dask_client(address: str | None = None, *, workers: int | None = None) -> It
             yield client
         return
     settings = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+    quiet = logging.getLogger("distributed")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)  # the in-process scheduler's INFO lines drown the run log
     with (
         dask.config.set(settings),
         LocalCluster(
@@ -42,4 +43,7 @@ def dask_client(address: str | None = None, *, workers: int | None = None) -> It
         ) as cluster,
         Client(cluster) as client,
     ):
-        yield client
+        try:
+            yield client
+        finally:
+            quiet.setLevel(level)

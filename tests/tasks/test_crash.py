@@ -9,8 +9,9 @@ import time
 import numpy as np
 
 from tasks.dataset import open_dataset
-from tasks.ingest import MaskRules, build_index, ingest_pair
+from tasks.ingest import build_index
 from tasks.pairs import find_pairs
+from tasks.samples import MaskRules, ingest_pair
 from tasks.store import committed_samples, init_store
 from tests.images import save
 
@@ -19,8 +20,9 @@ FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
 INGEST_ALL = textwrap.dedent(
     """
     import sys
-    from tasks.ingest import MaskRules, build_index, ingest_pair
+    from tasks.ingest import build_index
     from tasks.pairs import find_pairs
+    from tasks.samples import MaskRules, ingest_pair
     from tasks.store import committed_samples, init_store
 
     source, store = sys.argv[1:]

@@ -7,8 +7,9 @@ import pytest
 from PIL import Image
 
 from tasks.dataset import open_dataset
-from tasks.ingest import MaskRules, build_index, ingest_pair
+from tasks.ingest import build_index
 from tasks.pairs import Pair, find_pairs
+from tasks.samples import MaskRules, ingest_pair
 from tasks.store import committed_samples, init_store
 from tests.images import make_source, random_image, random_mask, save
 
