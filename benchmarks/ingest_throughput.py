@@ -1,8 +1,15 @@
-"""Ingest throughput: `segflow ingest` (the Prefect flow) against a plain single-process loop.
+"""Ingest throughput: `segflow ingest` against a plain single-process loop, same files, one run.
 
-Both ingest the same files into a fresh store with the same chunks, shards and codec; throughput
-is MB/s of decoded pixels (image + mask). The flow's time includes starting its Dask cluster; the
-temporary Prefect server is started once before timing. Run:
+All rows write a fresh store with the same chunks, shards and codec; throughput is MB/s of
+decoded pixels (image + mask):
+
+- plain loop: read with scikit-image/tifffile, write with zarr, one process;
+- 2 plain loops: the same loop in 2 processes on halves of the files (what 2 cores allow);
+- segflow flow: the `ingest-dataset` flow end to end (Dask LocalCluster start and Prefect
+  bookkeeping included; the temporary Prefect server is started once before timing);
+- segflow fan-out: the flow's Dask fan-out of `ingest_pair` on an already running cluster.
+
+Run:
 
     .venv/bin/python benchmarks/ingest_throughput.py [--source DIR] [--workers 2]
 
@@ -12,9 +19,12 @@ Without --source it generates 120 RGB 1024x1024 PNG pairs with `tasks.synth`.
 from __future__ import annotations
 
 import argparse
+import importlib
 import shutil
 import tempfile
 import time
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from flows.env import use_local_defaults
@@ -28,8 +38,15 @@ from skimage import io  # noqa: E402
 
 from flows.config import IngestConfig  # noqa: E402
 from flows.ingest import ingest_dataset  # noqa: E402
-from tasks.pairs import find_pairs  # noqa: E402
-from tasks.store import _COMPRESSORS, CHUNK, SHARD  # noqa: E402
+from tasks.cluster import dask_client  # noqa: E402
+from tasks.pairs import Pair, find_pairs  # noqa: E402
+from tasks.samples import MaskRules, ingest_pair_with  # noqa: E402
+from tasks.store import (  # noqa: E402
+    _COMPRESSORS,
+    CHUNK,
+    SHARD,
+    init_store,  # noqa: E402
+)
 from tasks.synth import write_dataset  # noqa: E402
 
 
@@ -39,10 +56,9 @@ def _read(path: Path) -> np.ndarray:
     return io.imread(path)
 
 
-def plain_loop(source: Path, store: Path, foreground_value: int | None) -> int:
+def plain_loop(pairs: list[Pair], store: Path, foreground_value: int | None) -> int:
     """Read each pair with scikit-image/tifffile and write it with zarr, one at a time."""
     root = zarr.open_group(store, mode="w")
-    pairs, _ = find_pairs(source)
     total = 0
     for pair in pairs:
         image, mask = _read(pair.image), _read(pair.mask)
@@ -84,20 +100,58 @@ def main() -> None:
         "foreground_value": args.foreground_value,
     }
     ingest_dataset(IngestConfig(store=str(tmp / "warm.zarr"), **config))  # server, imports
-    plain, flow = [], []
-    for _ in range(args.repeat):
-        shutil.rmtree(tmp / "plain.zarr", ignore_errors=True)
+    pairs, _ = find_pairs(source)
+    halves = [pairs[: len(pairs) // 2], pairs[len(pairs) // 2 :]]
+    rules = MaskRules(foreground_value=args.foreground_value)
+    options = {"rules": rules, "max_pixels": 2**34, "workers": 1}
+    rates: dict[str, list[float]] = defaultdict(list)
+
+    def timed(name: str, run) -> None:
+        for path in tmp.glob("out*"):
+            shutil.rmtree(path)
         start = time.perf_counter()
-        nbytes = plain_loop(source, tmp / "plain.zarr", args.foreground_value)
-        plain.append(nbytes / 1e6 / (time.perf_counter() - start))
-        shutil.rmtree(tmp / "flow.zarr", ignore_errors=True)
-        start = time.perf_counter()
-        ingest_dataset(IngestConfig(store=str(tmp / "flow.zarr"), **config))
-        flow.append(nbytes / 1e6 / (time.perf_counter() - start))
-    print(f"source {source}: {nbytes / 1e6:.0f} MB decoded")
-    for name, runs in (("plain loop", plain), (f"segflow ingest x{args.workers}", flow)):
-        print(f"{name:20s} {max(runs):7.1f} MB/s  runs {[round(x, 1) for x in runs]}")
-    print(f"speed-up             {max(flow) / max(plain):7.2f}x")
+        run()
+        rates[name].append(nbytes / 1e6 / (time.perf_counter() - start))
+
+    nbytes = plain_loop(pairs, tmp / "sizes.zarr", args.foreground_value)
+    with (
+        ProcessPoolExecutor(2) as pool,
+        dask_client(workers=args.workers) as client,
+    ):
+        list(pool.map(str, range(2)))  # start the processes before timing
+        client.run(importlib.import_module, "tasks.samples")
+        for _ in range(args.repeat):
+            timed("plain loop", lambda: plain_loop(pairs, tmp / "out", args.foreground_value))
+            timed(
+                "2 plain loops",
+                lambda: list(
+                    pool.map(
+                        plain_loop,
+                        halves,
+                        [tmp / "out0", tmp / "out1"],
+                        [args.foreground_value] * 2,
+                    )
+                ),
+            )
+            timed(
+                f"segflow flow x{args.workers}",
+                lambda: ingest_dataset(IngestConfig(store=str(tmp / "out"), **config)),
+            )
+
+            def fan_out() -> None:
+                init_store(tmp / "out", class_names=("background", "foreground"))
+                opts = {**options, "store": str(tmp / "out")}
+                futures = client.map(ingest_pair_with, pairs, [None] * len(pairs), options=opts)
+                client.gather(futures)
+
+            timed(f"segflow fan-out x{args.workers}", fan_out)
+    print(f"source {source}: {len(pairs)} pairs, {nbytes / 1e6:.0f} MB decoded")
+    base = max(rates["plain loop"])
+    for name, runs in rates.items():
+        print(
+            f"{name:22s} {max(runs):7.1f} MB/s  {max(runs) / base:5.2f}x  "
+            f"runs {[round(x, 1) for x in runs]}"
+        )
     shutil.rmtree(tmp)
 
 

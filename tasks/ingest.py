@@ -5,6 +5,7 @@ Plain functions do the work; the ``@task`` wrappers at the bottom add retries an
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -104,11 +105,16 @@ def write_samples(
     options = {"store": store, "rules": rules, "max_pixels": max_pixels, "workers": workers}
     outcomes: list[PairOutcome] = []
 
+    # Progress every 5 %: each log line is an API call, and the flow shares the CPU with workers.
+    every = max(1, len(pairs) // 20)
+
     def record(outcome: PairOutcome) -> None:
         outcomes.append(outcome)
-        log.info("[%d/%d] %s: %s", len(outcomes), len(pairs), outcome.sample_id, outcome.status)
         if outcome.status == "rejected":
             log.warning("rejected %s: %s", outcome.path, outcome.reason)
+        if len(outcomes) % every == 0 or len(outcomes) == len(pairs):
+            done = Counter(o.status for o in outcomes)
+            log.info("[%d/%d] %s", len(outcomes), len(pairs), dict(done))
 
     if workers == 1 and not dask_address:
         for pair in pairs:
