@@ -46,7 +46,9 @@ def test_bce_matches_torch(pos_weight):
     logits = torch.randn(2, 1, 5, 7)
     target = (torch.rand(2, 5, 7) > 0.6).long()
     weight = None if pos_weight is None else torch.as_tensor(pos_weight)
-    expected = F.binary_cross_entropy_with_logits(logits, target[:, None].float(), pos_weight=weight)
+    expected = F.binary_cross_entropy_with_logits(
+        logits, target[:, None].float(), pos_weight=weight
+    )
     torch.testing.assert_close(bce_loss(logits, target, pos_weight), expected)
     torch.testing.assert_close(bce_loss(logits, target[:, None].float(), pos_weight), expected)
 
