@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from flows.config import IngestConfig
+from flows.config import IngestConfig, TrainConfig
 from flows.env import use_local_defaults
 
 
@@ -118,6 +118,28 @@ def _ingest(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _train(ns: argparse.Namespace) -> int:
+    config = _config(TrainConfig, ns)
+    from flows.train import train_unet
+
+    summary = train_unet(config)
+    if ns.json:
+        print(summary.model_dump_json(indent=2))
+        return 0
+    print(f"model      {summary.model_uri}")
+    print(
+        f"MLflow run {summary.run_id}  (mlflow ui --backend-store-uri "
+        f"sqlite:///{Path(config.workdir).resolve() / 'mlflow.db'})"
+    )
+    print(f"val Dice   {summary.val_dice:.4f}")
+    print(
+        "class fractions uniform -> balanced: "
+        f"{[round(f, 4) for f in summary.class_fractions_uniform]} -> "
+        f"{[round(f, 4) for f in summary.class_fractions_balanced]}"
+    )
+    return 0
+
+
 def _demo(ns: argparse.Namespace) -> int:
     from flows.ingest import ingest_dataset
     from tasks.synth import write_dataset, write_large_pair
@@ -165,6 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(ingest, IngestConfig, positional=("source", "store"))
     ingest.add_argument("--json", action="store_true", help="print the summary as JSON")
     ingest.set_defaults(run=_ingest)
+
+    train = commands.add_parser("train", help="balance classes and train a U-Net on a store")
+    _add_config_options(train, TrainConfig, positional=("store",))
+    train.add_argument("--json", action="store_true", help="print the summary as JSON")
+    train.set_defaults(run=_train)
 
     demo = commands.add_parser("demo", help="run the pipeline on a generated dataset")
     demo.add_argument(

@@ -200,3 +200,21 @@ def draw_patch(
     top = min(max(top, 0), max(0, height - size))
     left = min(max(left, 0), max(0, width - size))
     return sample_id, top, left
+
+
+def restrict(plan: SamplingPlan, sample_ids: Sequence[str]) -> SamplingPlan:
+    """The same plan over a subset of its samples (weights renormalised), e.g. for a fold."""
+    keep = set(sample_ids)
+    pairs = [(s, w) for s, w in zip(plan.sample_ids, plan.sample_weights, strict=True) if s in keep]
+    if not pairs:
+        raise ValueError("restricting the plan left no samples")
+    total = sum(w for _, w in pairs)
+    return SamplingPlan(
+        patch_size=plan.patch_size,
+        fg_oversample=plan.fg_oversample,
+        seed=plan.seed,
+        sample_ids=tuple(s for s, _ in pairs),
+        sample_weights=tuple(w / total for _, w in pairs),
+        fg_classes=plan.fg_classes,
+        class_weights=plan.class_weights,
+    )

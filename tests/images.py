@@ -45,3 +45,25 @@ def make_source(root: Path, n: int = 6, size=(40, 56), seed: int = 0, empty: int
         mask = random_mask(rng, size) if i < n - empty else np.zeros(size, np.uint8)
         save(root / "masks" / f"s{i:02d}.png", mask)
     return root
+
+
+def make_store(tmp_path: Path, *, count: int = 8, size: int = 64, seed: int = 0, **synth) -> Path:
+    """A small ingested dataset store built from `tasks.synth` data, without Prefect."""
+    from tasks.ingest import build_index
+    from tasks.pairs import find_pairs
+    from tasks.samples import MaskRules, ingest_pair
+    from tasks.store import init_store
+    from tasks.synth import write_dataset
+
+    num_classes = synth.get("num_classes", 2)
+    write_dataset(tmp_path / "src", count=count, size=(size, size), seed=seed, **synth)
+    store = tmp_path / "ds.zarr"
+    names = ("background",) + tuple(f"class_{i}" for i in range(1, num_classes))
+    init_store(store, class_names=names)
+    pairs, rejected = find_pairs(tmp_path / "src")
+    for pair in pairs:
+        ingest_pair(pair, store, rules=MaskRules(num_classes=num_classes), max_pixels=10**9)
+    build_index(
+        store, rejected=rejected, fractions={"train": 0.5, "val": 0.25, "test": 0.25}, seed=seed
+    )
+    return store
