@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ from tasks.dataset import Dataset as Store
 from tasks.model_bundle import ModelBundle, load_bundle
 
 PYFUNC_CODE = Path(__file__).with_name("mlflow_pyfunc.py")
-_PACKAGES = [str(Path(__file__).parent), str(Path(__file__).parent.parent / "models")]
+_PACKAGES = (Path(__file__).parent, Path(__file__).parent.parent / "models")
 _REQUIREMENTS = ["torch>=2.4", "numpy", "mlflow>=3"]
 
 
@@ -94,15 +95,21 @@ def log_bundle_model(
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, in_channels, -1, -1))]),
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, out_channels, -1, -1))]),
     )
-    info = mlflow.pyfunc.log_model(
-        name="model",
-        python_model=str(PYFUNC_CODE),
-        artifacts={"bundle": str(bundle_dir)},
-        code_paths=_PACKAGES,
-        signature=signature,
-        pip_requirements=_REQUIREMENTS,
-        registered_model_name=registered_name,
-    )
+    with tempfile.TemporaryDirectory() as tmp:
+        # The model carries segflow's code (no pickle), without bytecode caches.
+        code = [
+            shutil.copytree(p, Path(tmp) / p.name, ignore=shutil.ignore_patterns("__pycache__"))
+            for p in _PACKAGES
+        ]
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(PYFUNC_CODE),
+            artifacts={"bundle": str(bundle_dir)},
+            code_paths=[str(c) for c in code],
+            signature=signature,
+            pip_requirements=_REQUIREMENTS,
+            registered_model_name=registered_name,
+        )
     if registered_name:
         MlflowClient().set_registered_model_alias(
             registered_name, alias, info.registered_model_version

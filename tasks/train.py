@@ -324,7 +324,7 @@ def register_model(
             class_names=balance.class_names,
             metadata={
                 "binary_class": balance.binary_class,
-                "store": store_path,
+                "store": str(Path(store_path).resolve()),
                 "member_val_dice": [m.best_dice for m in members],
             },
         )

@@ -1,0 +1,154 @@
+"""Patch dataset, training loop, checkpoints and resume on a tiny synthetic store (CPU, fp32)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.losses import build_loss
+from models.unet import build_unet
+from tasks.balance import build_plan, foreground_locations
+from tasks.dataset import open_dataset
+from tasks.patches import PatchDataset, channel_statistics, read_patch
+from tasks.training import fit, load_checkpoint
+from tests.images import make_store
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return make_store(tmp_path_factory.mktemp("train"), count=8, size=96)
+
+
+def patch_data(store, length=16, seed=0):
+    dataset = open_dataset(store)
+    train = dataset.samples("train")
+    counts = {s: dataset.class_counts(s) for s in train}
+    plan = build_plan(counts, patch_size=64, seed=seed)
+    locations = {s: foreground_locations(dataset.mask(s), (1,), counts[s]) for s in train}
+    norm = channel_statistics(dataset, train)
+    return PatchDataset(str(store), plan, locations, norm, length=length, binary_class=1), norm
+
+
+def test_patches_are_a_function_of_epoch_and_index(store):
+    data, _ = patch_data(store)
+    image, target = data[3]
+    assert image.shape == (1, 64, 64) and image.dtype == torch.float32
+    assert target.shape == (1, 64, 64) and set(target.unique().tolist()) <= {0.0, 1.0}
+    again, _ = patch_data(store)
+    assert torch.equal(again[3][0], image)
+    assert not torch.equal(data[3 + len(data)][0], image)  # same k, next epoch
+
+
+def test_small_image_is_padded_by_mirroring(store):
+    dataset = open_dataset(store)
+    sample = dataset.samples("train")[0]
+    image, mask = read_patch(dataset, sample, 80, 90, 32)
+    assert image.shape == (1, 32, 32) and mask.shape == (32, 32)
+    np.testing.assert_array_equal(
+        mask[:16, 6:12], np.asarray(dataset.mask(sample)[80:96, 90:96])[:, ::-1]
+    )
+
+
+class Interrupted(Exception):
+    pass
+
+
+def run_fit(store, folder, epochs, resume=False, seed=0, interrupt_after=None):
+    data, norm = patch_data(store, length=16)
+    torch.manual_seed(seed)
+    model = build_unet(in_channels=1, num_classes=1, depth=2, base_channels=4)
+    reports = []
+
+    def on_epoch(report):
+        reports.append(report)
+        if report.epoch == interrupt_after:
+            raise Interrupted  # as if killed right after the epoch's checkpoint
+
+    result = fit(
+        model,
+        data,
+        store=open_dataset(store),
+        val_ids=open_dataset(store).samples("val"),
+        normalization=norm,
+        loss_fn=build_loss("bce_dice", num_classes=1),
+        epochs=epochs,
+        batch_size=4,
+        lr=1e-2,
+        weight_decay=0.0,
+        device=torch.device("cpu"),
+        amp_dtype=None,
+        channels_last=False,
+        num_workers=0,
+        checkpoint_dir=folder,
+        config={"k": 1},
+        resume=resume,
+        val_tile=64,
+        binary_class=1,
+        on_epoch=on_epoch,
+    )
+    return model, result, reports
+
+
+def test_training_lowers_the_loss_and_checkpoints(store, tmp_path):
+    _, result, reports = run_fit(store, tmp_path, epochs=4)
+    assert result.epochs_done == 4
+    assert reports[-1].train_loss < reports[0].train_loss
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert state["epoch"] == 3 and state["config"] == {"k": 1}
+    assert (tmp_path / "best.pt").exists()
+
+
+def test_resume_continues_exactly(store, tmp_path):
+    straight, _, _ = run_fit(store, tmp_path / "a", epochs=3)
+    with pytest.raises(Interrupted):
+        run_fit(store, tmp_path / "b", epochs=3, interrupt_after=1)
+    resumed, result, reports = run_fit(store, tmp_path / "b", epochs=3, resume=True, seed=99)
+    assert [r.epoch for r in reports] == [2]
+    for key, value in straight.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=0)
+
+
+KILLED_RUN = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from tests.tasks.test_training import run_fit
+    run_fit(Path(sys.argv[1]), Path(sys.argv[2]), epochs=40, resume=True)
+    """
+)
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(store, tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(KILLED_RUN)
+    folder = tmp_path / "run"
+    root = Path(__file__).parents[2]
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(store), str(folder)],
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    deadline = time.monotonic() + 120
+    while not (folder / "last.pt").exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = load_checkpoint(folder / "last.pt")["epoch"]
+    assert done < 39
+    _, result, reports = run_fit(store, folder, epochs=done + 2, resume=True)
+    assert [r.epoch for r in reports] == [done + 1]
+
+
+def test_finished_run_is_extended_by_more_epochs(store, tmp_path):
+    run_fit(store, tmp_path, epochs=2)
+    _, result, reports = run_fit(store, tmp_path, epochs=3, resume=True)
+    assert [r.epoch for r in reports] == [2] and result.epochs_done == 3
