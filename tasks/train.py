@@ -334,7 +334,7 @@ def register_model(
             out_channels=balance.out_channels,
             registered_name=registered_name,
         )
-        mlflow.log_metric("val_dice", float(np.mean([m.best_dice for m in members])))
+        mlflow.log_metric("model_val_dice", float(np.mean([m.best_dice for m in members])))
     if registered_name:
         return f"models:/{registered_name}/{info.registered_model_version}"
     return info.model_uri

@@ -1,0 +1,82 @@
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from flows.config import TrainConfig
+from flows.train import train_unet
+from tasks.dataset import open_dataset
+from tasks.tracking import load_model
+from tests.images import make_store
+
+TINY = {
+    "epochs": 2,
+    "patches_per_epoch": 8,
+    "patch_size": 32,
+    "batch_size": 4,
+    "base_channels": 4,
+    "depth": 2,
+    "num_workers": 0,
+    "val_max_tiles": 8,
+    "precision": "fp32",
+}
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path / "work"
+
+
+def test_train_flow_logs_registers_and_reloads(tmp_path, workdir):
+    store = make_store(tmp_path, count=6, size=64)
+    config = TrainConfig(store=str(store), workdir=str(workdir), registered_model="tiny", **TINY)
+    summary = train_unet(config)
+
+    assert mlflow.get_tracking_uri() == f"sqlite:///{workdir.resolve() / 'mlflow.db'}"
+    client = MlflowClient()
+    run = client.get_run(summary.run_id)
+    assert run.data.params["lr"] == "0.001" and run.data.params["patch_size"] == "32"
+    assert run.data.tags["segflow.store"] == str(store.resolve())
+    assert len(run.data.tags["segflow.dataset_sha256"]) == 64
+    assert "class_fraction.balanced.class_1" in run.data.metrics
+    history = client.get_metric_history(summary.run_id, "val_dice")
+    assert [m.step for m in history] == [0, 1]
+    artifacts = [a.path for a in client.list_artifacts(summary.run_id, "overlays")]
+    assert artifacts and all(p.endswith(".png") for p in artifacts)
+
+    version = client.get_model_version_by_alias("tiny", "newest")
+    assert summary.model_uri == f"models:/tiny/{version.version}"
+    bundle = load_model("models:/tiny@newest")
+    image = np.random.default_rng(0).integers(0, 255, (1, 1, 37, 51)).astype(np.float32)
+    probs = bundle.predict(image)
+    assert probs.shape == (1, 1, 37, 51) and ((probs >= 0) & (probs <= 1)).all()
+    pyfunc = mlflow.pyfunc.load_model("models:/tiny@newest")
+    np.testing.assert_allclose(pyfunc.predict(image), probs, rtol=1e-5, atol=1e-6)
+    assert open_dataset(store).meta["sampling_plan"]["patch_size"] == 32
+
+
+def test_dedicated_model_and_fold_ensemble(tmp_path, workdir):
+    store = make_store(tmp_path, count=8, size=64, num_classes=3)
+    config = TrainConfig(
+        store=str(store), workdir=str(workdir), registered_model=None, target_class=2,
+        ensemble=2, ensemble_mode="folds", class_weights=True, **TINY,
+    )
+    summary = train_unet(config)
+    assert len(summary.members) == 2
+    children = MlflowClient().search_runs(
+        [mlflow.get_experiment_by_name("segflow").experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{summary.run_id}'",
+    )
+    assert len(children) == 2
+    bundle = load_model(summary.model_uri)
+    assert len(bundle.ensemble.members) == 2
+    assert bundle.metadata["binary_class"] == 2
+    assert bundle.predict(np.zeros((1, 1, 40, 40), np.float32)).shape == (1, 1, 40, 40)
+
+
+def test_bad_train_config_fails_before_work():
+    with pytest.raises(ValueError, match="ensemble >= 2"):
+        TrainConfig(store="x", ensemble_mode="folds")
+    with pytest.raises(ValueError):
+        TrainConfig(store="x", fg_oversample=1.5)
