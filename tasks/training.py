@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from tasks.dataset import Dataset as Store
 from tasks.device import autocast
@@ -51,14 +52,22 @@ class FitResult:
     stopped: str
 
 
-def cosine_schedule(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
-    """LR factor: linear warm-up, then cosine decay to 1 % of the base LR at `total_steps`."""
+def cosine_schedule(
+    total_steps: int, warmup_steps: int, time_progress: Callable[[], float] | None = None
+) -> Callable[[int], float]:
+    """LR factor: linear warm-up, then cosine decay to 1 % of the base LR.
+
+    Progress is ``step / total_steps``, or, with a time budget, the larger of that and
+    `time_progress()` (elapsed / budget), so the decay completes when the budget runs out.
+    """
 
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * progress))
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        if time_progress is not None:
+            progress = max(progress, time_progress())
+        return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
 
@@ -76,6 +85,7 @@ def train_one_epoch(
     channels_last: bool,
     deadline: float | None = None,
     on_step: Callable[[int, float], None] | None = None,
+    desc: str = "train",
 ) -> tuple[float, int]:
     """Train over `loader` once; returns (mean loss, patches seen).
 
@@ -84,7 +94,8 @@ def train_one_epoch(
     model.train()
     total, seen = 0.0, 0
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    for step, (images, targets) in enumerate(loader):
+    bar = tqdm(loader, desc=desc, leave=False, disable=None, unit="batch")  # off when not a TTY
+    for step, (images, targets) in enumerate(bar):
         images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
         targets = targets.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
@@ -95,6 +106,7 @@ def train_one_epoch(
         scaler.update()
         scheduler.step()
         value = loss.item()
+        bar.set_postfix(loss=f"{value:.4f}", refresh=False)
         total += value * len(images)
         seen += len(images)
         if on_step is not None:
@@ -149,7 +161,8 @@ def fit(
     asking for more `epochs` (the cosine schedule then stretches over the new total).
     `patience` > 0 stops after that many epochs without a better validation Dice.
     """
-    deadline = None if max_seconds is None else time.monotonic() + max_seconds
+    started_at = time.monotonic()
+    deadline = None if max_seconds is None else started_at + max_seconds
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -165,7 +178,15 @@ def fit(
     )
     steps_per_epoch = len(loader)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    schedule = cosine_schedule(epochs * steps_per_epoch, warmup_steps=min(100, steps_per_epoch))
+    time_progress = None
+    if max_seconds is not None:
+
+        def time_progress() -> float:
+            return (time.monotonic() - started_at) / max_seconds
+
+    schedule = cosine_schedule(
+        epochs * steps_per_epoch, min(100, steps_per_epoch), time_progress=time_progress
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     start_epoch, best_dice, best_epoch, stale = 0, -1.0, -1, 0
@@ -195,6 +216,7 @@ def fit(
             scaler=scaler,
             channels_last=channels_last,
             deadline=deadline,
+            desc=f"epoch {epoch + 1}/{epochs}",
         )
         seconds = time.perf_counter() - started
         scores = validate(
