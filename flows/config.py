@@ -130,7 +130,9 @@ class TrainConfig(_Frozen):
     channels_last: bool = Field(True, description="channels_last memory format.")
     num_workers: int = Field(1, ge=0, le=64, description="DataLoader worker processes.")
     val_max_tiles: int = Field(64, ge=1, description="Validation tiles per epoch at most.")
-    patience: int = Field(0, ge=0, description="Early stopping after N epochs without gain.")
+    patience: int = Field(
+        10, ge=0, description="Stop after N epochs without a better val Dice (0: never)."
+    )
     max_minutes: float | None = Field(None, gt=0, description="Stop training after N minutes.")
     resume: bool = Field(False, description="Continue the run's last checkpoint.")
     seed: int = Field(0, ge=0, description="Seed of the sampling plan, init and data order.")

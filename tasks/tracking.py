@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -101,15 +102,18 @@ def log_bundle_model(
             shutil.copytree(p, Path(tmp) / p.name, ignore=shutil.ignore_patterns("__pycache__"))
             for p in _PACKAGES
         ]
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(PYFUNC_CODE),
-            artifacts={"bundle": str(bundle_dir)},
-            code_paths=[str(c) for c in code],
-            signature=signature,
-            pip_requirements=_REQUIREMENTS,
-            registered_model_name=registered_name,
-        )
+        with warnings.catch_warnings():
+            # Our signature is explicit; MLflow still nags for type hints and an input example.
+            warnings.filterwarnings("ignore", message=".*(type hints|input example).*")
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(PYFUNC_CODE),
+                artifacts={"bundle": str(bundle_dir)},
+                code_paths=[str(c) for c in code],
+                signature=signature,
+                pip_requirements=_REQUIREMENTS,
+                registered_model_name=registered_name,
+            )
     if registered_name:
         MlflowClient().set_registered_model_alias(
             registered_name, alias, info.registered_model_version

@@ -244,6 +244,8 @@ def fit(
             "best_dice": best_dice,
             "best_epoch": best_epoch,
             "stale": stale,
+            # The data order is a pure function of (seed, epoch, index): this is its state.
+            "sampler": {"seed": train_data.plan.seed, "epoch": epoch, "length": len(train_data)},
             "config": dict(config),
         }
         if improved:

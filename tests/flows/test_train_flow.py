@@ -59,8 +59,14 @@ def test_train_flow_logs_registers_and_reloads(tmp_path, workdir):
 def test_dedicated_model_and_fold_ensemble(tmp_path, workdir):
     store = make_store(tmp_path, count=8, size=64, num_classes=3)
     config = TrainConfig(
-        store=str(store), workdir=str(workdir), registered_model=None, target_class=2,
-        ensemble=2, ensemble_mode="folds", class_weights=True, **TINY,
+        store=str(store),
+        workdir=str(workdir),
+        registered_model=None,
+        target_class=2,
+        ensemble=2,
+        ensemble_mode="folds",
+        class_weights=True,
+        **TINY,
     )
     summary = train_unet(config)
     assert len(summary.members) == 2
