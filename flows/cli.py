@@ -123,9 +123,14 @@ def _train(ns: argparse.Namespace) -> int:
     from flows.train import train_unet
 
     summary = train_unet(config)
-    if ns.json:
+    _print_train(summary, config, ns.json)
+    return 0
+
+
+def _print_train(summary, config: TrainConfig, as_json: bool) -> None:
+    if as_json:
         print(summary.model_dump_json(indent=2))
-        return 0
+        return
     print(f"model      {summary.model_uri}")
     print(
         f"MLflow run {summary.run_id}  (mlflow ui --backend-store-uri "
@@ -142,6 +147,7 @@ def _train(ns: argparse.Namespace) -> int:
 
 def _demo(ns: argparse.Namespace) -> int:
     from flows.ingest import ingest_dataset
+    from flows.train import train_unet
     from tasks.synth import write_dataset, write_large_pair
 
     workdir = ns.workdir.resolve()
@@ -152,8 +158,23 @@ def _demo(ns: argparse.Namespace) -> int:
         write_large_pair(source, size=ns.large, fg_fraction=0.05, seed=0)
     summary = ingest_dataset(IngestConfig(source=str(source), store=str(store)))
     _print_ingest(summary, as_json=False)
+    # A short training so the demo finishes in minutes on 2 CPU cores; `segflow train` defaults
+    # are sized for real data.
+    train = TrainConfig(
+        store=str(store),
+        workdir=str(workdir),
+        epochs=4,
+        patches_per_epoch=64,
+        patch_size=128,
+        base_channels=16,
+        val_max_tiles=32,
+        registered_model="segflow-demo",
+    )
+    print()
+    _print_train(train_unet(train), train, as_json=False)
     print(f"\ndataset store: {store}  (python: tasks.dataset.open_dataset('{store}'))")
-    print(f"Prefect runs: PREFECT_HOME={os.environ['PREFECT_HOME']} prefect server start")
+    print(f"Prefect UI:  PREFECT_HOME={os.environ['PREFECT_HOME']} prefect server start")
+    print(f"MLflow UI:   mlflow ui --backend-store-uri sqlite:///{workdir / 'mlflow.db'}")
     return 0
 
 
