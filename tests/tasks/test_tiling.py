@@ -1,0 +1,94 @@
+"""Tiled prediction with known-answer predictors on odd, non-square sizes and regions."""
+
+import numpy as np
+import pytest
+
+from tasks.tiling import gaussian_weights, make_tiling, predict_region, read_mirrored
+
+
+def reader(image):
+    return lambda y0, y1, x0, x1: image[:, y0:y1, x0:x1]
+
+
+def plus_one(tiles):
+    return tiles[:, :1].astype(np.float32) + 1
+
+
+def mean3(tiles):
+    """3x3 mean filter with mirrored borders: a local, translation-equivariant predictor."""
+    padded = np.pad(
+        tiles[:, :1].astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)), mode="symmetric"
+    )
+    h, w = tiles.shape[2:]
+    total = sum(padded[:, :, dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3))
+    return (total / 9).astype(np.float32)
+
+
+@pytest.fixture
+def image():
+    return np.random.default_rng(0).integers(0, 255, (2, 67, 101)).astype(np.uint8)
+
+
+TILINGS = [
+    make_tiling(32, blend="overlap-tile", margin=4),
+    make_tiling(31, blend="overlap-tile", margin=0),
+    make_tiling(32, blend="gaussian", overlap=0.25),
+    make_tiling(24, blend="gaussian", overlap=0.5),
+]
+
+
+@pytest.mark.parametrize("tiling", TILINGS)
+def test_known_answer_predictor_stitches_exactly(image, tiling):
+    out = predict_region(reader(image), image.shape[1:], (0, 67, 0, 101), plus_one, tiling)
+    np.testing.assert_allclose(out, image[:1] + 1.0, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("tiling", TILINGS)
+def test_result_does_not_depend_on_the_regions(image, tiling):
+    whole = predict_region(reader(image), image.shape[1:], (0, 67, 0, 101), mean3, tiling)
+    pieces = np.zeros_like(whole)
+    for y0, y1 in ((0, 13), (13, 50), (50, 67)):
+        for x0, x1 in ((0, 41), (41, 42), (42, 101)):
+            pieces[:, y0:y1, x0:x1] = predict_region(
+                reader(image), image.shape[1:], (y0, y1, x0, x1), mean3, tiling, batch=3
+            )
+    np.testing.assert_array_equal(pieces, whole)
+
+
+def test_overlap_tile_equals_whole_image_prediction(image):
+    """With a margin at least the predictor's radius, seams vanish exactly."""
+    tiling = make_tiling(16, blend="overlap-tile", margin=1)
+    out = predict_region(reader(image), image.shape[1:], (0, 67, 0, 101), mean3, tiling)
+    np.testing.assert_allclose(out, mean3(image[None])[0], rtol=0, atol=1e-5)
+
+
+def test_tile_larger_than_image_is_mirrored(image):
+    small = image[:, :5, :7]
+    window = read_mirrored(reader(small), (5, 7), -3, -2, 16, 16)
+    assert window.shape == (2, 16, 16)
+    np.testing.assert_array_equal(window[:, 3:8, 2:9], small)
+    out = predict_region(
+        reader(small), (5, 7), (0, 5, 0, 7), plus_one, make_tiling(64, blend="gaussian")
+    )
+    np.testing.assert_allclose(out, small[:1] + 1.0, atol=1e-4)
+
+
+def test_gaussian_weights_peak_in_the_centre():
+    w = gaussian_weights(32)
+    assert w.shape == (32, 32) and w.min() > 0
+    assert w[15:17, 15:17].min() == pytest.approx(w.max(), rel=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"tile": 0}, "tile"),
+        ({"tile": 8, "margin": 4}, "margin"),
+        ({"tile": 8, "blend": "gaussian", "overlap": 1.0}, "overlap"),
+        ({"tile": 8, "blend": "nearest"}, "blend"),
+    ],
+)
+def test_bad_tiling_is_refused(kwargs, message):
+    tile = kwargs.pop("tile")
+    with pytest.raises(ValueError, match=message):
+        make_tiling(tile, **kwargs)
