@@ -1,8 +1,9 @@
 """Balancing matters: segflow trained with and without class balancing, at equal training time.
 
 Datasets:
-- synth: `tasks.synth.write_dataset(count=32, size=(256, 256), fg_fraction=0.01)`, grey, 1 %
-  foreground (blobs + thin curves);
+- synth: `tasks.synth.write_dataset(count=24, size=(1024, 1024), fg_fraction=0.01)`, grey, 1 %
+  foreground (blobs + thin curves). Not 256² images: a 256² patch of a 256² image is the whole
+  image, so centring patches on foreground could not change what the model sees;
 - isbi: ISBI 2012 membranes as the rare class (``foreground_value=0``; about 22 % of pixels).
 
 Each dataset is ingested once (plain `ingest_pair` + `build_index`, train 0.6 / val 0.2 /
@@ -64,7 +65,7 @@ def main() -> None:
         for name in names:
             if name == "synth":
                 source, foreground_value = tmp / "synth", None
-                write_dataset(source, count=32, size=(256, 256), fg_fraction=0.01, seed=0)
+                write_dataset(source, count=24, size=(1024, 1024), fg_fraction=0.01, seed=0)
             else:
                 source, foreground_value = DATASETS[name]
             store = ingest_store(source, tmp / f"{name}.zarr", foreground_value=foreground_value)

@@ -14,7 +14,8 @@
   normalisation, same model, loss, optimiser and precision, no validation, final weights).
 
 Both get the same wall-clock budget for their training loop (segflow's `fit` may overrun it by
-the validation of its last epoch; the printed seconds say how much). Data loading into memory
+the validation of its last epoch; the printed seconds say how much, and patches/s is patches
+over those seconds, validation included). Data loading into memory
 (reference) and the balance step (segflow) are outside the budget. Both are evaluated with the
 same function, `reference_loop.test_dice`: whole test images predicted in 512² tiles with a
 32 px halo (576² inputs, mirrored at image borders), bf16 autocast, threshold 0.5, Dice pooled
@@ -37,21 +38,16 @@ import argparse
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from reference_loop import DATASETS, ingest_store, load_split, test_dice, train_reference
 
 from flows.config import TrainConfig
-from models.losses import build_loss
 from models.unet import UNet, UNetConfig
-from tasks.augment import Augmentation
-from tasks.dataset import open_dataset
-from tasks.device import resolve_device, resolve_precision
-from tasks.patches import PatchDataset
-from tasks.train import Balance, prepare_balance
-from tasks.training import EpochReport, FitResult, fit, load_checkpoint
+from tasks.train import Balance, fit_member, prepare_balance
+from tasks.training import EpochReport, FitResult
 
 
 @dataclass
@@ -68,7 +64,7 @@ class SegflowResult:
 
 
 def train_segflow(config: TrainConfig, folder: Path) -> SegflowResult:
-    """The balance step and `fit` with `config`, as `tasks.train.train_member` does (member 0)."""
+    """The balance step and `tasks.train.fit_member` with `config` (member 0), no MLflow."""
     balance = prepare_balance(
         config.store,
         patch_size=config.patch_size,
@@ -86,56 +82,37 @@ def train_segflow(config: TrainConfig, folder: Path) -> SegflowResult:
         base_channels=config.base_channels,
         batch_norm=config.batch_norm,
     )
-    plan = replace(balance.plan, seed=config.seed)
-    torch.manual_seed(config.seed)
-    model = UNet(unet)
-    device = resolve_device(config.device)
-    weights = plan.class_weights
-    binary = balance.binary_class is not None
-    loss_fn = build_loss(
-        config.loss,
-        num_classes=1 if binary else len(balance.class_names),
-        pos_weight=(weights[1] / weights[0]) if (weights and binary) else None,
-        class_weights=torch.tensor(weights) if (weights and not binary) else None,
-    ).to(device)
-    data = PatchDataset(
-        config.store,
-        plan,
-        balance.locations,
-        balance.normalization,
-        length=config.patches_per_epoch,
-        augmentation=Augmentation(elastic=config.elastic),
-        binary_class=balance.binary_class,
-    )
     reports: list[EpochReport] = []
     started = time.monotonic()
-    result = fit(
-        model,
-        data,
-        store=open_dataset(config.store),
-        val_ids=balance.val_ids,
-        normalization=balance.normalization,
-        loss_fn=loss_fn,
+    model, result = fit_member(
+        balance,
+        store_path=config.store,
+        folder=folder,
+        member=0,
+        members=1,
+        folds=False,
+        unet=unet,
+        loss=config.loss,
         epochs=config.epochs,
+        patches_per_epoch=config.patches_per_epoch,
         batch_size=config.batch_size,
         lr=config.lr,
         weight_decay=config.weight_decay,
-        device=device,
-        amp_dtype=resolve_precision(config.precision, device),
+        elastic=config.elastic,
+        device=config.device,
+        precision=config.precision,
         channels_last=config.channels_last,
         num_workers=config.num_workers,
-        checkpoint_dir=folder,
-        config=config.model_dump(),
+        val_max_tiles=config.val_max_tiles,
         patience=config.patience,
         max_seconds=None if config.max_minutes is None else config.max_minutes * 60,
-        val_tile=plan.patch_size,
-        val_max_tiles=config.val_max_tiles,
-        binary_class=balance.binary_class,
+        resume=False,
+        seed=config.seed,
+        config=config.model_dump(),
         on_epoch=reports.append,
     )
     seconds = time.monotonic() - started
-    model.load_state_dict(load_checkpoint(folder / "best.pt")["model"])
-    return SegflowResult(model.cpu().float(), balance, result, reports, seconds)
+    return SegflowResult(model, balance, result, reports, seconds)
 
 
 def main() -> None:
@@ -157,7 +134,10 @@ def main() -> None:
                 store=str(store), workdir=str(tmp / "work"), max_minutes=args.minutes, epochs=10_000
             )
             seg = train_segflow(config, tmp / "work" / name)
+            started = time.monotonic()
             seg_dice = test_dice(seg.model, test, seg.balance.normalization)
+            seg_eval = time.monotonic() - started
+            in_epochs = sum(r.seconds for r in seg.reports)
             rows.append(
                 (
                     name,
@@ -165,16 +145,18 @@ def main() -> None:
                     seg.patches,
                     seg.seconds,
                     seg_dice,
-                    f"{seg.fit.epochs_done} epochs, best val Dice {seg.fit.best_dice:.4f} "
-                    f"at epoch {seg.fit.best_epoch + 1}",
+                    f"{seg.fit.epochs_done} epochs ({in_epochs:.0f} s training steps, the rest "
+                    f"validation + checkpoints), best val Dice {seg.fit.best_dice:.4f} at epoch "
+                    f"{seg.fit.best_epoch + 1}; test prediction {seg_eval:.0f} s",
                 )
             )
             del seg
             ref = train_reference(load_split(store, "train"), seconds=args.minutes * 60)
+            started = time.monotonic()
             ref_dice = test_dice(ref.model, test, ref.norm)
-            rows.append(
-                (name, "reference loop", ref.patches, ref.seconds, ref_dice, f"{ref.steps} steps")
-            )
+            ref_eval = time.monotonic() - started
+            notes = f"{ref.steps} steps; test prediction {ref_eval:.0f} s"
+            rows.append((name, "reference loop", ref.patches, ref.seconds, ref_dice, notes))
             del ref
             print(f"{name}: done", flush=True)
         print(f"budget {args.minutes} min per run; test Dice: 512² tiles + 32 px halo, thr 0.5")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -201,12 +202,11 @@ def _log_overlays(model: UNet, balance: Balance, store_path: str, tile: int, lim
         mlflow.log_image(panel, artifact_file=f"overlays/{sample_id}_{y}_{x}.png")
 
 
-def train_member(
+def fit_member(
     balance: Balance,
     *,
     store_path: str,
     folder: Path,
-    parent_run_id: str,
     member: int,
     members: int,
     folds: bool,
@@ -228,14 +228,13 @@ def train_member(
     resume: bool,
     seed: int,
     config: dict[str, Any],
-) -> MemberResult:
-    """Train one model (an ensemble member when `members` > 1) and log it to MLflow.
+    on_epoch: Callable[[EpochReport], None] | None = None,
+) -> tuple[UNet, FitResult]:
+    """Train one model (no tracking); returns it with its best weights, on CPU, and the result.
 
     Member k uses seed ``seed + k``; with `folds`, it also leaves out every `members`-th train
-    sample starting at k.
+    sample starting at k. Checkpoints go to `folder`.
     """
-    folder = folder / f"member_{member}"
-    run_id = _member_run(parent_run_id, member, members, folder)
     plan = balance.plan
     if folds:
         held_out = set(balance.train_ids[member::members])
@@ -261,40 +260,62 @@ def train_member(
         augmentation=Augmentation(elastic=elastic),
         binary_class=balance.binary_class,
     )
+    result = fit(
+        model,
+        data,
+        store=open_dataset(store_path),
+        val_ids=balance.val_ids,
+        normalization=balance.normalization,
+        loss_fn=loss_fn,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        device=torch_device,
+        amp_dtype=resolve_precision(precision, torch_device),
+        channels_last=channels_last,
+        num_workers=num_workers,
+        checkpoint_dir=folder,
+        config=config,
+        resume=resume,
+        patience=patience,
+        max_seconds=max_seconds,
+        val_tile=plan.patch_size,
+        val_max_tiles=val_max_tiles,
+        binary_class=balance.binary_class,
+        on_epoch=on_epoch,
+    )
+    model.load_state_dict(load_checkpoint(folder / "best.pt")["model"])
+    return model.cpu().float(), result
+
+
+def train_member(
+    balance: Balance,
+    *,
+    folder: Path,
+    parent_run_id: str,
+    member: int,
+    members: int,
+    **options: Any,
+) -> MemberResult:
+    """:func:`fit_member` inside the member's MLflow run: per-epoch metrics and overlays."""
+    folder = folder / f"member_{member}"
+    run_id = _member_run(parent_run_id, member, members, folder)
     with mlflow.start_run(run_id=run_id):
         mlflow.set_tag("member", member)
-        result: FitResult = fit(
-            model,
-            data,
-            store=open_dataset(store_path),
-            val_ids=balance.val_ids,
-            normalization=balance.normalization,
-            loss_fn=loss_fn,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            weight_decay=weight_decay,
-            device=torch_device,
-            amp_dtype=resolve_precision(precision, torch_device),
-            channels_last=channels_last,
-            num_workers=num_workers,
-            checkpoint_dir=folder,
-            config=config,
-            resume=resume,
-            patience=patience,
-            max_seconds=max_seconds,
-            val_tile=plan.patch_size,
-            val_max_tiles=val_max_tiles,
-            binary_class=balance.binary_class,
+        model, result = fit_member(
+            balance,
+            folder=folder,
+            member=member,
+            members=members,
             on_epoch=lambda report: _log_epoch(report, balance.class_names),
+            **options,
         )
-        best = folder / "best.pt"
-        model.load_state_dict(load_checkpoint(best)["model"])
-        _log_overlays(model.cpu().float(), balance, store_path, plan.patch_size)
+        _log_overlays(model, balance, options["store_path"], balance.plan.patch_size)
         mlflow.log_metrics({"best_val_dice": result.best_dice, "best_epoch": result.best_epoch})
     return MemberResult(
         member,
-        str(best),
+        str(folder / "best.pt"),
         run_id,
         result.epochs_done,
         result.best_epoch,

@@ -202,8 +202,11 @@ def fit(
         log.info("resumed from %s at epoch %d", last, start_epoch)
     stopped = "epochs"
     epoch = start_epoch - 1
+    validation_seconds = 0.0
     for epoch in range(start_epoch, epochs):
         sampler.set_epoch(epoch)
+        # Leave time for this epoch's validation, so the budget covers the whole run.
+        train_deadline = None if deadline is None else deadline - validation_seconds
         started = time.perf_counter()
         train_loss, seen = train_one_epoch(
             model,
@@ -215,7 +218,7 @@ def fit(
             amp_dtype=amp_dtype,
             scaler=scaler,
             channels_last=channels_last,
-            deadline=deadline,
+            deadline=train_deadline,
             desc=f"epoch {epoch + 1}/{epochs}",
         )
         seconds = time.perf_counter() - started
@@ -230,6 +233,7 @@ def fit(
             max_tiles=val_max_tiles,
             binary_class=binary_class,
         )
+        validation_seconds = time.perf_counter() - started - seconds
         improved = scores.dice > best_dice
         if improved:
             best_dice, best_epoch, stale = scores.dice, epoch, 0
@@ -248,8 +252,8 @@ def fit(
             "sampler": {"seed": train_data.plan.seed, "epoch": epoch, "length": len(train_data)},
             "config": dict(config),
         }
-        if improved:
-            save_checkpoint(checkpoint_dir / "best.pt", payload)
+        if improved:  # the best weights alone: optimizer state is only needed to continue
+            save_checkpoint(checkpoint_dir / "best.pt", {"model": payload["model"], "epoch": epoch})
         save_checkpoint(last, payload)
         if on_epoch is not None:
             on_epoch(
@@ -263,7 +267,7 @@ def fit(
                     best=improved,
                 )
             )
-        if deadline is not None and time.monotonic() > deadline:
+        if train_deadline is not None and time.monotonic() > train_deadline:
             stopped = "time budget"
             break
         if patience and stale >= patience:
