@@ -147,7 +147,7 @@ def main() -> None:
         store = open_dataset(store_path)
         train_ids = store.samples("train")
         counts = {s: store.class_counts(s) for s in train_ids}
-        plan = build_plan(counts, patch_size=PATCH, fg_oversample=0.33, seed=0, weight_cap=None)
+        plan = build_plan(counts, patch_size=PATCH, fg_oversample=0.33, seed=0)
         locations = {s: foreground_locations(store.mask(s), (1,), counts[s]) for s in train_ids}
         norm = channel_statistics(store, train_ids)
         data = PatchDataset(

@@ -103,7 +103,6 @@ def build_plan(
     seed: int = 0,
     balance: bool = True,
     fg_classes: Sequence[int] | None = None,
-    weight_cap: float | None = 10.0,
 ) -> SamplingPlan:
     """The sampling plan for the training samples.
 
@@ -115,8 +114,9 @@ def build_plan(
         False gives uniform sample weights and no foreground oversampling (the baseline).
     fg_classes
         Foreground classes to balance for; default every class but 0.
-    weight_cap
-        Cap of the loss class weights, or None for no class weights.
+
+    The plan carries no loss class weights; set them with :func:`class_weights` and
+    ``dataclasses.replace`` where wanted.
     """
     if not 0.0 <= fg_oversample <= 1.0:
         raise ValueError(f"fg_oversample must be in [0, 1], got {fg_oversample}")
@@ -129,7 +129,6 @@ def build_plan(
         weights = balanced_sample_weights(class_counts, classes)
     else:
         weights = dict.fromkeys(ids, 1.0 / len(ids))
-    totals = np.sum([class_counts[s] for s in ids], axis=0)
     return SamplingPlan(
         patch_size=patch_size,
         fg_oversample=fg_oversample if balance else 0.0,
@@ -137,7 +136,6 @@ def build_plan(
         sample_ids=tuple(ids),
         sample_weights=tuple(weights[s] for s in ids),
         fg_classes=classes,
-        class_weights=None if weight_cap is None else class_weights(totals, cap=weight_cap),
     )
 
 

@@ -22,6 +22,7 @@ from models.losses import build_loss
 from models.unet import UNet, UNetConfig
 from tasks.augment import Augmentation
 from tasks.balance import SamplingPlan, build_plan, foreground_locations, restrict
+from tasks.balance import class_weights as balanced_class_weights
 from tasks.dataset import open_dataset
 from tasks.device import resolve_device, resolve_precision
 from tasks.model_bundle import save_bundle
@@ -103,8 +104,12 @@ def prepare_balance(
         seed=seed,
         balance=balance,
         fg_classes=fg_classes,
-        weight_cap=weight_cap if class_weights else None,
     )
+    if class_weights:
+        totals = np.sum([counts[s] for s in train_ids], axis=0)
+        if binary_class is not None:  # a binary model: the class against everything else
+            totals = np.array([totals.sum() - totals[binary_class], totals[binary_class]])
+        plan = replace(plan, class_weights=balanced_class_weights(totals, cap=weight_cap))
     locations = {
         s: foreground_locations(store.mask(s), plan.fg_classes, counts[s], seed=seed)
         for s in train_ids

@@ -31,7 +31,7 @@ def test_class_weights_are_inverse_frequency_and_capped():
 
 def test_unbalanced_plan_is_uniform_without_oversampling():
     counts = {"a": [10, 0], "b": [5, 5]}
-    plan = build_plan(counts, patch_size=8, balance=False, weight_cap=None)
+    plan = build_plan(counts, patch_size=8, balance=False)
     assert plan.sample_weights == (0.5, 0.5) and plan.fg_oversample == 0.0
     assert plan.class_weights is None
     assert restrict(build_plan(counts, patch_size=8), ["b"]).sample_weights == (1.0,)

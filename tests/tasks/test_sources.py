@@ -1,0 +1,46 @@
+import numpy as np
+import pytest
+import zarr
+
+from tasks.sources import find_sources
+from tests.images import make_store, save
+
+
+def test_store_split_sources_read_regions(tmp_path):
+    store = make_store(tmp_path, count=4, size=40)
+    sources, rejected = find_sources(str(store), split="train")
+    assert rejected == [] and len(sources) == 2
+    source = sources[0]
+    assert source.kind == "store" and source.shape == (1, 40, 40)
+    from tasks.dataset import open_dataset
+
+    expected = open_dataset(store).image(source.key)[:, 3:9, 5:30]
+    np.testing.assert_array_equal(source.region(3, 9, 5, 30), expected)
+
+
+def test_files_folder_glob_and_zarr_array(tmp_path):
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 255, (30, 50, 3), dtype=np.uint8)
+    grey16 = rng.integers(0, 60000, (21, 17), dtype=np.uint16)
+    save(tmp_path / "in" / "a.png", rgb)
+    save(tmp_path / "in" / "b.tif", grey16, tile=(16, 16))
+    (tmp_path / "in" / "c.png").write_bytes(b"\x89PNG truncated")
+    (tmp_path / "in" / "notes.txt").write_text("not an image")
+    sources, rejected = find_sources(str(tmp_path / "in"))
+    assert [s.name for s in sources] == ["a", "b"]
+    assert [p.split("/")[-1] for p, _ in rejected] == ["c.png"]
+    a, b = sources
+    assert a.shape == (3, 30, 50) and b.shape == (1, 21, 17) and b.dtype == "uint16"
+    np.testing.assert_array_equal(a.region(2, 7, 40, 50), np.moveaxis(rgb, -1, 0)[:, 2:7, 40:])
+    np.testing.assert_array_equal(b.region(0, 21, 3, 4), grey16[None, :, 3:4])
+    assert [s.name for s in find_sources(str(tmp_path / "in" / "*.tif"))[0]] == ["b"]
+
+    array = zarr.create_array(tmp_path / "img.zarr", shape=(12, 14), dtype="uint8")
+    array[...] = 7
+    (zsrc,), _ = find_sources(str(tmp_path / "img.zarr"))
+    assert zsrc.shape == (1, 12, 14) and (zsrc.region(0, 2, 0, 2) == 7).all()
+
+
+def test_nothing_found_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no images found"):
+        find_sources(str(tmp_path / "missing*.png"))
