@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from flows.config import IngestConfig, TrainConfig
+from flows.config import InferConfig, IngestConfig, TrainConfig
 from flows.env import use_local_defaults
 
 
@@ -145,6 +145,27 @@ def _print_train(summary, config: TrainConfig, as_json: bool) -> None:
     return 0
 
 
+def _infer(ns: argparse.Namespace) -> int:
+    config = _config(InferConfig, ns)
+    from flows.infer import infer_images
+
+    summary = infer_images(config)
+    if ns.json:
+        print(summary.model_dump_json(indent=2))
+    else:
+        print(f"predictions {summary.output}  ({summary.images} images, model {summary.model})")
+        print(
+            f"blocks      {summary.blocks_predicted} predicted, "
+            f"{summary.blocks_already_done} already done"
+        )
+        for name, reason in summary.failed.items():
+            print(f"  failed {name}: {reason}")
+        for path, reason in summary.rejected:
+            print(f"  unreadable {path}: {reason}")
+        print(f"view        napari --plugin napari-ome-zarr {summary.output}/<image>")
+    return 1 if summary.failed or (summary.images == 0) else 0
+
+
 def _demo(ns: argparse.Namespace) -> int:
     from flows.ingest import ingest_dataset
     from flows.train import train_unet
@@ -213,6 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(train, TrainConfig, positional=("store",))
     train.add_argument("--json", action="store_true", help="print the summary as JSON")
     train.set_defaults(run=_train)
+
+    infer = commands.add_parser("infer", help="tiled inference over images of any size")
+    _add_config_options(infer, InferConfig, positional=("input", "output"))
+    infer.add_argument("--json", action="store_true", help="print the summary as JSON")
+    infer.set_defaults(run=_infer)
 
     demo = commands.add_parser("demo", help="run the pipeline on a generated dataset")
     demo.add_argument(

@@ -142,3 +142,55 @@ class TrainConfig(_Frozen):
         if self.ensemble_mode == "folds" and self.ensemble < 2:
             raise ValueError("ensemble_mode='folds' needs ensemble >= 2")
         return self
+
+
+class InferConfig(_Frozen):
+    """Settings of the `infer-images` flow (Dask-parallel tiled inference)."""
+
+    input: str = Field(
+        ...,
+        description="A dataset store, a Zarr array, a (Big)TIFF, a PNG/JPEG, a folder or a glob.",
+    )
+    output: str = Field(..., description="Prediction store (Zarr v3, OME-Zarr) to write.")
+    model: str = Field(
+        "models:/segflow-unet@newest",
+        description="MLflow model URI (models:/name@alias, runs:/id/model) or a bundle folder.",
+    )
+    workdir: str = Field("work", description="Holds the default MLflow database.")
+    split: Literal["train", "val", "test"] | None = Field(
+        None, description="Dataset store input: predict only this split."
+    )
+    tile: int = Field(512, ge=16, le=8192, description="Tile side fed to the model.")
+    blend: Literal["overlap-tile", "gaussian"] = Field(
+        "overlap-tile", description="overlap-tile (U-Net paper) or gaussian (nnU-Net, MONAI)."
+    )
+    margin: int = Field(16, ge=0, description="overlap-tile: context pixels on each tile side.")
+    overlap: float = Field(0.25, ge=0.0, lt=1.0, description="gaussian: tile overlap fraction.")
+    batch: int = Field(4, ge=1, le=256, description="Tiles per forward pass.")
+    tta: bool = Field(False, description="Average over flips (4x the compute).")
+    threshold: float = Field(0.5, gt=0.0, lt=1.0, description="Binary mask threshold.")
+    probability_dtype: Literal["uint8", "float16"] = Field(
+        "uint8", description="Stored probabilities: uint8 (p*255) or float16."
+    )
+    block: int = Field(
+        2048, ge=256, le=16384, description="Pixels per side of a Dask task (and of a shard)."
+    )
+    workers: int | None = Field(
+        None, ge=1, le=1024, description="Dask workers (default: one per GPU, else per core)."
+    )
+    torch_threads: int | None = Field(
+        None, ge=1, description="Torch threads per worker (default: cores / workers)."
+    )
+    dask_address: str | None = Field(None, description="Use this Dask scheduler instead.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to predict.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="Autocast dtype; auto = bf16 where fast, else fp32."
+    )
+
+    @model_validator(mode="after")
+    def _check_geometry(self) -> InferConfig:
+        if 2 * self.margin >= self.tile:
+            raise ValueError(f"margin {self.margin} leaves no tile centre (tile {self.tile})")
+        if self.block % 256:
+            raise ValueError(f"block must be a multiple of 256 (the chunk), got {self.block}")
+        return self

@@ -121,15 +121,26 @@ def log_bundle_model(
     return info
 
 
+def fetch_bundle(model_uri: str, dest: Path) -> Path:
+    """Copy the bundle of a segflow model (any MLflow model URI, or a local bundle folder)
+    into `dest`; returns `dest`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if Path(model_uri, "segflow_model.json").exists():
+            local = model_uri
+        else:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
+        bundles = sorted(Path(local).rglob("segflow_model.json"))
+        if not bundles:
+            raise ValueError(f"{model_uri}: not a segflow model (no segflow_model.json)")
+        shutil.copytree(bundles[0].parent, dest, dirs_exist_ok=True)
+    return dest
+
+
 def load_model(model_uri: str) -> ModelBundle:
     """Load a segflow model from any MLflow model URI (``models:/name@alias``, ``runs:/...``)
     without unpickling: only its bundle artifact is read."""
     with tempfile.TemporaryDirectory() as tmp:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
-        bundles = sorted(Path(local).rglob("segflow_model.json"))
-        if not bundles:
-            raise ValueError(f"{model_uri}: not a segflow model (no segflow_model.json)")
-        return load_bundle(bundles[0].parent)
+        return load_bundle(fetch_bundle(model_uri, Path(tmp) / "bundle"))
 
 
 def log_class_distribution(prefix: str, fractions: Sequence[float], names: Sequence[str]) -> None:

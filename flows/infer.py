@@ -1,0 +1,80 @@
+"""The ``infer-images`` flow: Dask-parallel tiled inference into an OME-Zarr prediction store."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+from pydantic import BaseModel
+
+from flows.config import InferConfig
+from tasks.block_inference import InferSettings
+from tasks.infer import default_infer_workers, find_inputs, predict_blocks, prepare_output
+from tasks.tracking import configure_tracking
+
+
+class InferSummary(BaseModel):
+    """What an inference run did."""
+
+    output: str
+    model: str
+    images: int
+    blocks_predicted: int
+    blocks_already_done: int
+    failed: dict[str, str]
+    rejected: list[tuple[str, str]]
+
+
+@flow(name="infer-images", validate_parameters=True)
+def infer_images(config: InferConfig) -> InferSummary:
+    """Predict every input image block by block on a Dask cluster.
+
+    Re-running on the same output resumes: blocks already written are skipped.
+    """
+    if config.model.startswith(("models:/", "runs:/")):
+        configure_tracking(Path(config.workdir), "segflow")
+    sources, rejected = find_inputs(config.input, config.split)
+    workers = config.workers or default_infer_workers(config.device)
+    bundle, _ = prepare_output(
+        sources, config.output, model_uri=config.model, settings=config.model_dump()
+    )
+    settings = InferSettings(
+        bundle=bundle,
+        tile=config.tile,
+        blend=config.blend,
+        margin=config.margin,
+        overlap=config.overlap,
+        batch=config.batch,
+        tta=config.tta,
+        threshold=config.threshold,
+        precision=config.precision,
+        device=config.device,
+        probability_dtype=config.probability_dtype,
+        block=config.block,
+        torch_threads=config.torch_threads or max(1, (os.cpu_count() or 1) // workers),
+    )
+    predicted, skipped, failed = predict_blocks(
+        sources,
+        config.output,
+        settings,
+        workers=workers,
+        dask_address=config.dask_address,
+    )
+    summary = InferSummary(
+        output=config.output,
+        model=config.model,
+        images=len(sources),
+        blocks_predicted=predicted,
+        blocks_already_done=skipped,
+        failed=failed,
+        rejected=rejected,
+    )
+    create_markdown_artifact(
+        f"# Predictions in `{config.output}`\n\n{len(sources)} images, {predicted} blocks "
+        f"predicted, {skipped} already done, {len(failed)} failed, {len(rejected)} unreadable; "
+        f"model `{config.model}`.",
+        key="infer-summary",
+    )
+    return summary

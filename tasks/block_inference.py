@@ -1,0 +1,114 @@
+"""Dask-parallel tiled inference: one task per shard-aligned block, the model cached per worker.
+
+The per-block work (:func:`predict_block`) reads its input region with a halo from storage,
+predicts it with :func:`tasks.tiling.predict_region` and writes its own shards, so no pixels
+pass through the scheduler and memory per worker is bounded by a block. Kept free of Prefect so
+that workers import it quickly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from tasks.device import autocast, resolve_device, resolve_precision
+from tasks.model_bundle import ModelBundle, load_bundle
+from tasks.predictions import ProbabilityDtype, write_block
+from tasks.sources import Source
+from tasks.tiling import Blend, Predictor, make_tiling, predict_region
+
+
+@dataclass(frozen=True)
+class InferSettings:
+    """Everything a worker needs besides the block; small and picklable."""
+
+    bundle: str  # local folder of the model bundle
+    tile: int = 512
+    blend: Blend = "overlap-tile"
+    margin: int = 16
+    overlap: float = 0.25
+    batch: int = 4
+    tta: bool = False
+    threshold: float = 0.5
+    precision: str = "auto"
+    device: str = "auto"
+    channels_last: bool = True
+    probability_dtype: ProbabilityDtype = "uint8"
+    block: int = 2048
+    torch_threads: int = 1
+
+
+_BUNDLES: dict[tuple[str, str], ModelBundle] = {}
+
+
+def worker_model(path: str, device: torch.device) -> ModelBundle:
+    """The bundle at `path` on `device`, loaded once per process and reused for every block."""
+    key = (path, str(device))
+    if key not in _BUNDLES:
+        bundle = load_bundle(path)
+        bundle.ensemble.to(device).eval()
+        _BUNDLES[key] = bundle
+    return _BUNDLES[key]
+
+
+def make_predictor(
+    bundle: ModelBundle,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    *,
+    channels_last: bool,
+    tta: bool,
+) -> Predictor:
+    """Raw tiles ``(B, C, t, t)`` -> probabilities ``(B, K, t, t)`` float32 NumPy.
+
+    With `tta`, the mean over the identity and the three flips (vertical, horizontal, both).
+    """
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    flips = [(), (2,), (3,), (2, 3)] if tta else [()]
+
+    @torch.inference_mode()
+    def predict(tiles: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(bundle.normalize(tiles)).to(device)
+        total = None
+        with autocast(device, amp_dtype):
+            for dims in flips:
+                xi = torch.flip(x, dims) if dims else x
+                p = bundle.ensemble(xi.contiguous(memory_format=memory_format)).float()
+                p = torch.flip(p, dims) if dims else p
+                total = p if total is None else total + p
+        return (total / len(flips)).cpu().numpy()
+
+    return predict
+
+
+def predict_block(
+    source: Source, out: str, region: tuple[int, int, int, int], settings: InferSettings
+) -> tuple[str, tuple[int, int, int, int]]:
+    """Predict one block of one image and write it to the prediction store `out`."""
+    torch.set_num_threads(settings.torch_threads)
+    device = resolve_device(settings.device)
+    bundle = worker_model(settings.bundle, device)
+    predictor = make_predictor(
+        bundle,
+        device,
+        resolve_precision(settings.precision, device),
+        channels_last=settings.channels_last,
+        tta=settings.tta,
+    )
+    tiling = make_tiling(
+        settings.tile, blend=settings.blend, margin=settings.margin, overlap=settings.overlap
+    )
+    probs = predict_region(
+        source.region, source.shape[1:], region, predictor, tiling, batch=settings.batch
+    )
+    write_block(
+        out,
+        source.name,
+        region,
+        probs,
+        threshold=settings.threshold,
+        probability_dtype=settings.probability_dtype,
+    )
+    return source.name, region

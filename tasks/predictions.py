@@ -1,0 +1,170 @@
+"""The prediction store: per image, probabilities and a class-id mask, as OME-Zarr (NGFF 0.5).
+
+Layout (Zarr v3)::
+
+    OUT/zarr.json                     attributes["segflow"]: model URI, settings, classes, images
+    OUT/<image>/                      NGFF image: multiscales, axes c, y, x
+    OUT/<image>/0                     (K, H, W) probabilities, uint8 (p * 255, rounded) or float16
+    OUT/<image>/labels/mask/0         (1, H, W) uint8 class ids (NGFF label image)
+
+Arrays are written block by block; a block is a whole shard of every array, so parallel writers
+never share a shard, and a block is done exactly when its shards exist (resume).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+from tasks.store import local_path
+
+SCHEMA_VERSION = 1
+CHUNK = 256
+NGFF_VERSION = "0.5"
+ProbabilityDtype = Literal["uint8", "float16"]
+_COMPRESSORS = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
+# An all-background block must still write its shard: the shard's existence marks it done.
+_ALWAYS_WRITE = {"write_empty_chunks": True}
+
+
+def _multiscales(name: str, axes: list[dict[str, str]]) -> dict[str, Any]:
+    return {
+        "version": NGFF_VERSION,
+        "multiscales": [
+            {
+                "name": name,
+                "axes": axes,
+                "datasets": [
+                    {
+                        "path": "0",
+                        "coordinateTransformations": [
+                            {"type": "scale", "scale": [1.0] * len(axes)}
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+
+
+_AXES = [
+    {"name": "c", "type": "channel"},
+    {"name": "y", "type": "space"},
+    {"name": "x", "type": "space"},
+]
+
+
+def create_image_arrays(
+    out: str | Path,
+    name: str,
+    *,
+    shape: tuple[int, int],
+    classes: int,
+    block: int,
+    probability_dtype: ProbabilityDtype,
+    attrs: Mapping[str, Any],
+) -> None:
+    """Create (or keep, when compatible) the arrays of one image; data is written later.
+
+    Raises
+    ------
+    ValueError
+        An existing image of that name with another shape, classes or block size.
+    """
+    root = zarr.open_group(local_path(out), mode="a")
+    height, width = shape
+    if name in root:
+        existing = root[f"{name}/0"]
+        if existing.shape != (classes, height, width) or existing.shards[1] != block:
+            raise ValueError(
+                f"{out}/{name}: holds {existing.shape} in {existing.shards} blocks, not "
+                f"{(classes, height, width)} in {block}² blocks; write to a new output"
+            )
+        return
+    image = root.create_group(
+        name, attributes={"ome": _multiscales(name, _AXES), "segflow": dict(attrs)}
+    )
+    image.create_array(
+        "0",
+        shape=(classes, height, width),
+        dtype=probability_dtype,
+        chunks=(classes, CHUNK, CHUNK),
+        shards=(classes, block, block),
+        compressors=_COMPRESSORS,
+        dimension_names=("c", "y", "x"),
+        fill_value=0,
+        config=_ALWAYS_WRITE,
+    )
+    labels = image.create_group(
+        "labels", attributes={"ome": {"version": NGFF_VERSION, "labels": ["mask"]}}
+    )
+    mask_meta = _multiscales("mask", _AXES) | {
+        "image-label": {"version": NGFF_VERSION, "source": {"image": "../../"}}
+    }
+    mask = labels.create_group("mask", attributes={"ome": mask_meta})
+    mask.create_array(
+        "0",
+        shape=(1, height, width),
+        dtype="uint8",
+        chunks=(1, CHUNK, CHUNK),
+        shards=(1, block, block),
+        compressors=_COMPRESSORS,
+        dimension_names=("c", "y", "x"),
+        fill_value=0,
+        config=_ALWAYS_WRITE,
+    )
+
+
+def blocks(shape: tuple[int, int], block: int) -> list[tuple[int, int, int, int]]:
+    """Shard-aligned regions ``(y0, y1, x0, x1)`` covering an (H, W) image."""
+    height, width = shape
+    return [
+        (y, min(y + block, height), x, min(x + block, width))
+        for y in range(0, height, block)
+        for x in range(0, width, block)
+    ]
+
+
+def block_done(out: str | Path, name: str, region: tuple[int, int, int, int], block: int) -> bool:
+    """Whether both shards of `region` are on disk (shard files are written atomically)."""
+    iy, ix = region[0] // block, region[2] // block
+    root = local_path(out) / name
+    return all(
+        (root / arr / "c" / "0" / str(iy) / str(ix)).exists() for arr in ("0", "labels/mask/0")
+    )
+
+
+def to_stored(probs: np.ndarray, dtype: ProbabilityDtype) -> np.ndarray:
+    """Probabilities in [0, 1] as stored: uint8 ``round(p * 255)`` or float16."""
+    if dtype == "uint8":
+        return np.rint(np.clip(probs, 0.0, 1.0) * 255).astype(np.uint8)
+    return probs.astype(np.float16)
+
+
+def class_ids(probs: np.ndarray, threshold: float) -> np.ndarray:
+    """``(K, h, w)`` probabilities -> ``(h, w)`` uint8 ids: ``p >= threshold`` for one channel,
+    argmax otherwise."""
+    if probs.shape[0] == 1:
+        return (probs[0] >= threshold).astype(np.uint8)
+    return probs.argmax(0).astype(np.uint8)
+
+
+def write_block(
+    out: str | Path,
+    name: str,
+    region: tuple[int, int, int, int],
+    probs: np.ndarray,
+    *,
+    threshold: float,
+    probability_dtype: ProbabilityDtype,
+) -> None:
+    """Write one block's probabilities, then its mask (the mask shard marks it done)."""
+    y0, y1, x0, x1 = region
+    image = zarr.open_group(local_path(out) / name, mode="r+")
+    image["0"][:, y0:y1, x0:x1] = to_stored(probs, probability_dtype)
+    image["labels/mask/0"][0, y0:y1, x0:x1] = class_ids(probs, threshold)

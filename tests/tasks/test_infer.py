@@ -1,0 +1,174 @@
+"""Block inference end to end on a tiny model, without Prefect (Dask only where named)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from models.unet import build_unet
+from tasks.block_inference import InferSettings, predict_block
+from tasks.infer import prepare_predictions, run_blocks
+from tasks.model_bundle import load_bundle, save_bundle
+from tasks.predictions import blocks
+from tasks.sources import find_sources
+from tests.images import save
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    torch.manual_seed(0)
+    model = build_unet(in_channels=1, num_classes=1, depth=2, base_channels=4).eval()
+    with torch.no_grad():  # confident outputs, as a trained model gives: thresholds are stable
+        model.head.weight.mul_(20.0)
+    path = tmp_path_factory.mktemp("model") / "bundle"
+    return save_bundle(
+        path,
+        config=model.config,
+        state_dicts=[model.state_dict()],
+        mean=(100.0,),
+        std=(50.0,),
+        class_names=("background", "fg"),
+    )
+
+
+@pytest.fixture
+def images(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "in"
+    save(folder / "a.png", rng.integers(0, 255, (300, 420), dtype=np.uint8))
+    save(folder / "b.tif", rng.integers(0, 255, (257, 259), dtype=np.uint8), tile=(64, 64))
+    return folder
+
+
+def settings(bundle, **kwargs):
+    options = {
+        "tile": 64,
+        "margin": 8,
+        "batch": 3,
+        "block": 256,
+        "precision": "fp32",
+        "channels_last": False,
+    }
+    return InferSettings(bundle=str(bundle), **{**options, **kwargs})
+
+
+def run(images, out, bundle, **kwargs):
+    sources, _ = find_sources(str(images))
+    config = settings(bundle, **kwargs)
+    bundle_path, _ = prepare_predictions(
+        sources,
+        str(out),
+        model_uri=str(bundle),
+        settings={"block": config.block, "probability_dtype": config.probability_dtype},
+    )
+    return sources, run_blocks(
+        sources,
+        str(out),
+        InferSettings(**{**config.__dict__, "bundle": bundle_path}),
+        workers=1,
+        dask_address=None,
+        log=print,
+    )
+
+
+def whole_image(bundle, image, pad=32):
+    """The untiled prediction, with the same mirrored borders as the tiled one."""
+    model = load_bundle(bundle)
+    padded = np.pad(image, pad, mode="symmetric")[None, None].astype(np.float32)
+    return model.predict(padded)[0][:, pad:-pad, pad:-pad]
+
+
+@pytest.mark.parametrize("blend", ["overlap-tile", "gaussian"])
+def test_tiled_matches_whole_image_prediction(tmp_path, images, bundle, blend):
+    sources, (predicted, skipped, failed) = run(
+        images, tmp_path / "out.zarr", bundle, blend=blend, probability_dtype="float16"
+    )
+    assert failed == {} and skipped == 0 and predicted == 4 + 4
+    out = zarr.open_group(tmp_path / "out.zarr", mode="r")
+    for source in sources:
+        image = source.region(0, source.shape[1], 0, source.shape[2])[0]
+        reference = whole_image(bundle, image)
+        tiled = np.asarray(out[f"{source.name}/0"][...], dtype=np.float32)
+        mask = out[f"{source.name}/labels/mask/0"][0]
+        truth = reference[0] >= 0.5
+        inter = np.logical_and(mask == 1, truth).sum()
+        dice = 2 * inter / max(1, (mask == 1).sum() + truth.sum())
+        assert dice >= 0.995 or (truth.sum() == 0 and mask.sum() == 0)
+        assert np.abs(tiled - reference).mean() < 0.02  # 8 px of context per tile side
+
+
+def test_resume_skips_written_blocks_and_output_is_identical(tmp_path, images, bundle):
+    run(images, tmp_path / "a.zarr", bundle)
+    sources, _ = find_sources(str(images))
+    # simulate a kill: remove the mask shard of two blocks (their "done" mark)
+    for source, region in [(sources[0], (0, 256, 256, 420)), (sources[1], (256, 257, 0, 256))]:
+        index = f"{region[0] // 256}/{region[2] // 256}"
+        (tmp_path / "a.zarr" / source.name / "labels/mask/0/c/0" / index).unlink()
+    _, (predicted, skipped, failed) = run(images, tmp_path / "a.zarr", bundle)
+    assert (predicted, skipped, failed) == (2, 6, {})
+    run(images, tmp_path / "b.zarr", bundle)
+    a, b = zarr.open_group(tmp_path / "a.zarr"), zarr.open_group(tmp_path / "b.zarr")
+    for source in sources:
+        np.testing.assert_array_equal(a[f"{source.name}/0"][...], b[f"{source.name}/0"][...])
+
+
+def test_block_size_and_workers_do_not_change_the_result(tmp_path, images, bundle):
+    run(images, tmp_path / "a.zarr", bundle, block=256)
+    run(images, tmp_path / "b.zarr", bundle, block=512)
+    a, b = zarr.open_group(tmp_path / "a.zarr"), zarr.open_group(tmp_path / "b.zarr")
+    np.testing.assert_array_equal(a["a/0"][...], b["a/0"][...])
+
+
+def test_output_is_ome_zarr(tmp_path, images, bundle):
+    run(images, tmp_path / "out.zarr", bundle)
+    meta = json.loads((tmp_path / "out.zarr" / "a" / "zarr.json").read_text())["attributes"]
+    multiscale = meta["ome"]["multiscales"][0]
+    assert meta["ome"]["version"] == "0.5"
+    assert [a["name"] for a in multiscale["axes"]] == ["c", "y", "x"]
+    assert multiscale["datasets"][0]["path"] == "0"
+    labels = json.loads((tmp_path / "out.zarr/a/labels/zarr.json").read_text())["attributes"]
+    assert labels["ome"]["labels"] == ["mask"]
+    label = json.loads((tmp_path / "out.zarr/a/labels/mask/zarr.json").read_text())["attributes"]
+    assert label["ome"]["image-label"]["source"]["image"] == "../../"
+    root = zarr.open_group(tmp_path / "out.zarr", mode="r")
+    assert root.attrs["segflow"]["model_sha256"] and root["a/0"].shape == (1, 300, 420)
+
+
+def test_another_model_refuses_to_resume(tmp_path, images, bundle):
+    run(images, tmp_path / "out.zarr", bundle)
+    other = build_unet(in_channels=1, num_classes=1, depth=2, base_channels=4)
+    path = save_bundle(
+        tmp_path / "other",
+        config=other.config,
+        state_dicts=[other.state_dict()],
+        mean=(0.0,),
+        std=(1.0,),
+        class_names=("bg", "fg"),
+    )
+    with pytest.raises(ValueError, match="another model"):
+        run(images, tmp_path / "out.zarr", path)
+
+
+def test_blocks_cover_the_image_once():
+    regions = blocks((300, 420), 256)
+    covered = np.zeros((300, 420), int)
+    for y0, y1, x0, x1 in regions:
+        covered[y0:y1, x0:x1] += 1
+    assert (covered == 1).all() and len(regions) == 4
+
+
+def test_predict_block_writes_its_region(tmp_path, images, bundle):
+    sources, _ = find_sources(str(images))
+    run(images, tmp_path / "out.zarr", bundle)
+    region = (0, 256, 0, 256)
+    before = zarr.open_group(tmp_path / "out.zarr")["a/0"][:, :256, :256]
+    predict_block(
+        sources[0], str(tmp_path / "out.zarr"), region, settings(tmp_path / "out.zarr" / "model")
+    )
+    np.testing.assert_array_equal(
+        zarr.open_group(tmp_path / "out.zarr")["a/0"][:, :256, :256], before
+    )
