@@ -182,6 +182,8 @@ class InferConfig(_Frozen):
         None, ge=1, description="Torch threads per worker (default: cores / workers)."
     )
     dask_address: str | None = Field(None, description="Use this Dask scheduler instead.")
+    instances: bool = Field(False, description="Also label connected components (objects).")
+    min_object_size: int = Field(0, ge=0, description="Instances: drop smaller objects (px).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to predict.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="Autocast dtype; auto = bf16 where fast, else fp32."

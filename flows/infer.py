@@ -11,7 +11,13 @@ from pydantic import BaseModel
 
 from flows.config import InferConfig
 from tasks.block_inference import InferSettings
-from tasks.infer import default_infer_workers, find_inputs, predict_blocks, prepare_output
+from tasks.infer import (
+    default_infer_workers,
+    find_inputs,
+    label_instances,
+    predict_blocks,
+    prepare_output,
+)
 from tasks.tracking import configure_tracking
 
 
@@ -25,6 +31,7 @@ class InferSummary(BaseModel):
     blocks_already_done: int
     failed: dict[str, str]
     rejected: list[tuple[str, str]]
+    objects: dict[str, int]
 
 
 @flow(name="infer-images", validate_parameters=True)
@@ -62,6 +69,13 @@ def infer_images(config: InferConfig) -> InferSummary:
         workers=workers,
         dask_address=config.dask_address,
     )
+    if config.instances:
+        done = [s.name for s in sources if s.name not in failed]
+        objects = label_instances(
+            config.output, done, min_size=config.min_object_size, block=config.block
+        )
+    else:
+        objects = {}
     summary = InferSummary(
         output=config.output,
         model=config.model,
@@ -70,6 +84,7 @@ def infer_images(config: InferConfig) -> InferSummary:
         blocks_already_done=skipped,
         failed=failed,
         rejected=rejected,
+        objects=objects,
     )
     create_markdown_artifact(
         f"# Predictions in `{config.output}`\n\n{len(sources)} images, {predicted} blocks "

@@ -20,7 +20,13 @@ from prefect.cache_policies import NO_CACHE
 from tasks.block_inference import InferSettings, predict_block
 from tasks.cluster import dask_client, default_workers
 from tasks.model_bundle import load_bundle
-from tasks.predictions import SCHEMA_VERSION, block_done, blocks, create_image_arrays
+from tasks.predictions import (
+    SCHEMA_VERSION,
+    block_done,
+    blocks,
+    create_image_arrays,
+    write_instances,
+)
 from tasks.sources import Source, find_sources
 from tasks.store import local_path
 from tasks.tracking import fetch_bundle
@@ -190,3 +196,14 @@ def default_infer_workers(device: str) -> int:
     if device != "cpu" and torch.cuda.is_available():
         return torch.cuda.device_count()
     return default_workers()
+
+
+@task(name="label-instances", cache_policy=NO_CACHE)
+def label_instances(out: str, names: list[str], *, min_size: int, block: int) -> dict[str, int]:
+    """Connected-component instance labels per image (see :func:`write_instances`)."""
+    logger = get_run_logger()
+    counts = {}
+    for name in names:
+        counts[name] = write_instances(out, name, min_size=min_size, block=block)
+        logger.info("%s: %d objects of at least %d pixels", name, counts[name], min_size)
+    return counts

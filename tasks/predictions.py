@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 import zarr
+from skimage import measure, morphology
 from zarr.codecs import BloscCodec
 
 from tasks.store import local_path
@@ -168,3 +169,54 @@ def write_block(
     image = zarr.open_group(local_path(out) / name, mode="r+")
     image["0"][:, y0:y1, x0:x1] = to_stored(probs, probability_dtype)
     image["labels/mask/0"][0, y0:y1, x0:x1] = class_ids(probs, threshold)
+
+
+# Connected components need the whole mask in memory (skimage labels one array at a time).
+MAX_INSTANCE_PIXELS = 2**28
+
+
+def write_instances(out: str | Path, name: str, *, min_size: int, block: int) -> int:
+    """Label the connected foreground components of an image's mask (scikit-image), drop
+    those smaller than `min_size` pixels, and store them as the NGFF label ``instances``.
+
+    Returns the number of objects.
+
+    Raises
+    ------
+    ValueError
+        Masks above ``MAX_INSTANCE_PIXELS`` (they would not fit in memory at once).
+    """
+    image = zarr.open_group(local_path(out) / name, mode="r+")
+    mask = image["labels/mask/0"]
+    _, height, width = mask.shape
+    if height * width > MAX_INSTANCE_PIXELS:
+        raise ValueError(f"{name}: {height}x{width} is too large for instance labelling")
+    foreground = np.asarray(mask[0]) > 0
+    labels = measure.label(
+        morphology.remove_small_objects(foreground, max_size=min_size - 1)
+        if min_size > 1
+        else foreground,
+        connectivity=2,
+    )
+    labels_group = image["labels"]
+    meta = _multiscales("instances", _AXES) | {
+        "image-label": {"version": NGFF_VERSION, "source": {"image": "../../"}}
+    }
+    group = labels_group.require_group("instances")
+    group.attrs["ome"] = meta
+    array = group.create_array(
+        "0",
+        shape=(1, height, width),
+        dtype="uint32",
+        chunks=(1, CHUNK, CHUNK),
+        shards=(1, block, block),
+        compressors=_COMPRESSORS,
+        dimension_names=("c", "y", "x"),
+        fill_value=0,
+        overwrite=True,
+    )
+    array[0] = labels.astype(np.uint32)
+    ome = dict(labels_group.attrs["ome"])
+    ome["labels"] = sorted(set(ome["labels"]) | {"instances"})
+    labels_group.attrs["ome"] = ome
+    return int(labels.max())

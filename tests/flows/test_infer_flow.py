@@ -1,0 +1,97 @@
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from flows.cli import main
+from flows.config import InferConfig
+from flows.infer import infer_images
+from models.unet import build_unet
+from tasks.model_bundle import save_bundle
+from tests.images import save
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    torch.manual_seed(1)
+    model = build_unet(in_channels=1, num_classes=1, depth=2, base_channels=4).eval()
+    with torch.no_grad():
+        model.head.weight.mul_(20.0)
+    return save_bundle(
+        tmp_path / "bundle",
+        config=model.config,
+        state_dicts=[model.state_dict()],
+        mean=(100.0,),
+        std=(50.0,),
+        class_names=("background", "fg"),
+    )
+
+
+def test_bulk_folder_with_a_corrupt_image(tmp_path, bundle):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "in"
+    for name in ("a", "b"):
+        save(folder / f"{name}.png", rng.integers(0, 255, (90, 130), dtype=np.uint8))
+    good = (folder / "a.png").read_bytes()
+    (folder / "c.png").write_bytes(good[: len(good) // 2])  # header fine, data truncated
+    config = InferConfig(
+        input=str(folder),
+        output=str(tmp_path / "out.zarr"),
+        model=str(bundle),
+        tile=64,
+        margin=8,
+        block=256,
+        workers=1,
+        instances=True,
+        min_object_size=5,
+    )
+    summary = infer_images(config)
+    assert summary.images == 3 and list(summary.failed) == ["c"]
+    assert set(summary.objects) == {"a", "b"}
+    out = zarr.open_group(tmp_path / "out.zarr", mode="r")
+    instances = out["a/labels/instances/0"][0]
+    assert instances.max() == summary.objects["a"]
+    assert out["a/labels"].attrs["ome"]["labels"] == ["instances", "mask"]
+
+    again = infer_images(config)
+    assert again.blocks_predicted == 0 and again.blocks_already_done == 2
+    assert list(again.failed) == ["c"]
+
+
+def test_cli_infer_exit_code_and_bad_config(tmp_path, bundle):
+    save(tmp_path / "x.tif", np.zeros((40, 50), np.uint8))
+    assert (
+        main(
+            [
+                "infer",
+                str(tmp_path / "x.tif"),
+                str(tmp_path / "o.zarr"),
+                "--model",
+                str(bundle),
+                "--tile",
+                "32",
+                "--margin",
+                "4",
+                "--block",
+                "256",
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
+    assert zarr.open_group(tmp_path / "o.zarr")["x/0"].shape == (1, 40, 50)
+    assert (
+        main(
+            [
+                "infer",
+                str(tmp_path / "x.tif"),
+                str(tmp_path / "o2.zarr"),
+                "--tile",
+                "32",
+                "--margin",
+                "16",
+            ]
+        )
+        == 2
+    )
