@@ -172,3 +172,58 @@ def test_predict_block_writes_its_region(tmp_path, images, bundle):
     np.testing.assert_array_equal(
         zarr.open_group(tmp_path / "out.zarr")["a/0"][:, :256, :256], before
     )
+
+
+def test_output_is_complete_when_a_worker_dies(tmp_path, images, bundle):
+    """A worker killed mid-run is replaced by its nanny and its blocks are recomputed."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from dask.distributed import Client, LocalCluster
+
+    run(images, tmp_path / "ref.zarr", bundle, tta=True)
+    sources, _ = find_sources(str(images))
+    config = settings(bundle, block=256, tta=True)  # slower blocks: the kill lands mid-run
+    done_at_kill = []
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        pids = list(client.run(os.getpid).values())
+
+        def kill_one_worker_when_work_starts():
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if list((tmp_path / "out.zarr").glob("*/0/c/0/*/*")):
+                    os.kill(pids[0], signal.SIGKILL)
+                    done_at_kill.append(
+                        len(list((tmp_path / "out.zarr").glob("*/labels/mask/0/c/0/*/*")))
+                    )
+                    return
+                time.sleep(0.01)
+
+        killer = threading.Thread(target=kill_one_worker_when_work_starts)
+        killer.start()
+        bundle_path, _ = prepare_predictions(
+            sources,
+            str(tmp_path / "out.zarr"),
+            model_uri=str(bundle),
+            settings={"block": 256, "probability_dtype": "uint8"},
+        )
+        predicted, skipped, failed = run_blocks(
+            sources,
+            str(tmp_path / "out.zarr"),
+            InferSettings(**{**config.__dict__, "bundle": bundle_path}),
+            workers=2,
+            dask_address=cluster.scheduler_address,
+            log=print,
+        )
+        killer.join()
+        assert pids[0] not in client.run(os.getpid).values()  # the worker was replaced
+    assert done_at_kill and done_at_kill[0] < 8
+    assert failed == {} and predicted == 8
+    ref, out = zarr.open_group(tmp_path / "ref.zarr"), zarr.open_group(tmp_path / "out.zarr")
+    for source in sources:
+        np.testing.assert_array_equal(out[f"{source.name}/0"][...], ref[f"{source.name}/0"][...])
