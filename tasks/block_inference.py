@@ -83,12 +83,26 @@ def make_predictor(
     return predict
 
 
+def worker_device(name: str) -> torch.device:
+    """The device of this process: on CUDA, worker k of a LocalCluster takes GPU k mod n."""
+    device = resolve_device(name)
+    if device.type != "cuda" or torch.cuda.device_count() < 2:
+        return device
+    try:
+        from distributed import get_worker
+
+        index = int(get_worker().name)
+    except (ImportError, ValueError, TypeError):  # not in a worker, or a named one
+        return device
+    return torch.device("cuda", index % torch.cuda.device_count())
+
+
 def predict_block(
     source: Source, out: str, region: tuple[int, int, int, int], settings: InferSettings
 ) -> tuple[str, tuple[int, int, int, int]]:
     """Predict one block of one image and write it to the prediction store `out`."""
     torch.set_num_threads(settings.torch_threads)
-    device = resolve_device(settings.device)
+    device = worker_device(settings.device)
     bundle = worker_model(settings.bundle, device)
     predictor = make_predictor(
         bundle,
