@@ -167,6 +167,7 @@ def _infer(ns: argparse.Namespace) -> int:
 
 
 def _demo(ns: argparse.Namespace) -> int:
+    from flows.infer import infer_images
     from flows.ingest import ingest_dataset
     from flows.train import train_unet
     from tasks.synth import write_dataset, write_large_pair
@@ -192,10 +193,21 @@ def _demo(ns: argparse.Namespace) -> int:
         registered_model="segflow-demo",
     )
     print()
-    _print_train(train_unet(train), train, as_json=False)
+    trained = train_unet(train)
+    _print_train(trained, train, as_json=False)
+    predictions = workdir / "predictions.zarr"
+    infer = InferConfig(
+        input=str(store), output=str(predictions), model=trained.model_uri, workdir=str(workdir)
+    )
+    inferred = infer_images(infer)
+    print(
+        f"\npredictions: {predictions} ({inferred.images} images, "
+        f"{inferred.blocks_predicted} blocks)"
+    )
     print(f"\ndataset store: {store}  (python: tasks.dataset.open_dataset('{store}'))")
     print(f"Prefect UI:  PREFECT_HOME={os.environ['PREFECT_HOME']} prefect server start")
     print(f"MLflow UI:   mlflow ui --backend-store-uri sqlite:///{workdir / 'mlflow.db'}")
+    print(f"napari:      napari --plugin napari-ome-zarr {predictions}/large")
     return 0
 
 
