@@ -1,0 +1,388 @@
+"""Inference throughput: segflow's tiled Dask inference against MONAI and the bare-model floor.
+
+Same model (a base-16, depth-4 U-Net, random init; weights do not matter for speed), same
+normalisation, same precision on every row of one (image, precision) group. Throughput is
+megapixels of the input image per second:
+
+- floor: the bare model forward over the non-overlapping tiles of the image (edge tiles cut
+  to the image, batch `--batch`, inputs already normalised and in memory), one process,
+  2 torch threads: the least compute any tiled method must do;
+- MONAI: `monai.inferers.sliding_window_inference` on the whole image as one in-memory
+  tensor (N=1), roi = tile, MONAI's default overlap 0.25 with mode="gaussian", best of
+  sw_batch_size 1 and 8; only the call is timed;
+- segflow xW: `tasks.infer.run_blocks` (the plain function the flow calls) with W workers of
+  cores/W torch threads, overlap-tile blend (tile `--tile`, margin `--margin`), block 2048,
+  batch 4, on a tiled TIFF written beforehand. Its time **includes reading and decoding the
+  TIFF and writing the Zarr prediction store** (probabilities uint8 + mask): that is the job.
+  One worker runs in-process (run_blocks starts no cluster for it); W >= 2 runs on a Dask
+  LocalCluster started once before timing (its start is printed separately) and warmed up.
+  `prepare_predictions` (store creation, bundle copy) is not timed; its cost is printed.
+- segflow gaussian x1: as segflow x1 with blend="gaussian", overlap 0.25 (MONAI's geometry).
+
+fp32 rows use the default (NCHW) memory format, bf16 rows bf16 autocast + channels_last (for
+every method; `--fp32-channels-last` turns channels_last on for fp32 too). For floor, MONAI and
+the whole-image reference the model's weights are converted too (`model.to(memory_format=...)`);
+segflow rows run segflow's own code, which converts only the input tiles. "tiles" is the
+number of tile forwards each method makes.
+
+Seam error (synthetic sizes <= `--seam-max`): Dice between segflow's stored mask and the
+mask of one forward of the whole image (mirror-padded by tile/2 px, threshold 0.5), for both
+blends; the head weights are scaled x20 so the random model's outputs are confident.
+
+Run (takes several minutes; needs `pip install -e '.[bench]'`):
+
+    .venv/bin/python benchmarks/infer_throughput.py --sizes 2048 4096 \\
+        --hrf ../shared/data/hrf/images/01_h.jpg --precisions fp32 bf16 \\
+        --tile 512 --margin 16 --repeat 1
+
+Smoke test (seconds): `--sizes 512 --precisions bf16 --workers 1`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+from flows.env import use_local_defaults
+
+use_local_defaults()
+
+import numpy as np  # noqa: E402
+import tifffile  # noqa: E402
+import torch  # noqa: E402
+import zarr  # noqa: E402
+from monai.data.utils import dense_patch_slices  # noqa: E402
+from monai.inferers import sliding_window_inference  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from models.unet import build_unet  # noqa: E402
+from tasks.block_inference import InferSettings  # noqa: E402
+from tasks.cluster import dask_client  # noqa: E402
+from tasks.device import autocast  # noqa: E402
+from tasks.infer import prepare_predictions, run_blocks  # noqa: E402
+from tasks.model_bundle import ModelBundle, load_bundle, save_bundle  # noqa: E402
+from tasks.predictions import blocks  # noqa: E402
+from tasks.sources import Source, find_sources  # noqa: E402
+from tasks.synth import write_large_pair  # noqa: E402
+from tasks.tiling import make_tiling, tiles_for  # noqa: E402
+
+AMP = {"fp32": None, "bf16": torch.bfloat16}
+MONAI_BATCHES = (1, 8)
+
+
+def make_bundle(path: Path, channels: int) -> Path:
+    """A base-16 U-Net bundle, random init, head x20 (confident outputs)."""
+    torch.manual_seed(0)
+    model = build_unet(in_channels=channels, num_classes=1, depth=4, base_channels=16).eval()
+    with torch.no_grad():
+        model.head.weight.mul_(20.0)
+    return save_bundle(
+        path,
+        config=model.config,
+        state_dicts=[model.state_dict()],
+        mean=(128.0,) * channels,
+        std=(64.0,) * channels,
+        class_names=("background", "foreground"),
+    )
+
+
+def hrf_tiff(jpeg: Path, out: Path) -> Path:
+    """The JPEG re-written as a tiled (1024², zlib) RGB TIFF, like the synthetic inputs."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.asarray(Image.open(jpeg).convert("RGB"))
+    tifffile.imwrite(
+        out, pixels, tile=(1024, 1024), compression="zlib", photometric="rgb", bigtiff=True
+    )
+    return out
+
+
+def normalised(bundle: ModelBundle, source: Source) -> torch.Tensor:
+    """The whole image, normalised, as a (1, C, H, W) float32 tensor."""
+    pixels = source.region(0, source.shape[1], 0, source.shape[2])
+    return torch.from_numpy(bundle.normalize(pixels[None]))
+
+
+def floor_run(model, image: torch.Tensor, tile: int, batch: int, amp, fmt) -> float:
+    """Seconds of the bare forward over non-overlapping tiles (edge tiles cut to the image)."""
+    _, _, height, width = image.shape
+    groups: dict[tuple[int, int], list[torch.Tensor]] = defaultdict(list)
+    for y in range(0, height, tile):
+        for x in range(0, width, tile):
+            part = image[0, :, y : y + tile, x : x + tile]
+            groups[tuple(part.shape[-2:])].append(part)
+    batches = [
+        torch.stack(parts[i : i + batch]).contiguous(memory_format=fmt)
+        for parts in groups.values()
+        for i in range(0, len(parts), batch)
+    ]
+    start = time.perf_counter()
+    with torch.inference_mode(), autocast(torch.device("cpu"), amp):
+        for x in batches:
+            model(x)
+    return time.perf_counter() - start
+
+
+def monai_run(model, image: torch.Tensor, tile: int, sw_batch: int, amp, fmt) -> float:
+    """Seconds of one `sliding_window_inference` call on the whole in-memory image."""
+    x = image.contiguous(memory_format=fmt)
+    start = time.perf_counter()
+    with torch.inference_mode(), autocast(torch.device("cpu"), amp):
+        sliding_window_inference(
+            x,
+            roi_size=(tile, tile),
+            sw_batch_size=sw_batch,
+            predictor=lambda t: model(t.contiguous(memory_format=fmt)),
+            overlap=0.25,
+            mode="gaussian",
+        )
+    return time.perf_counter() - start
+
+
+def monai_tiles(shape: tuple[int, int], tile: int) -> int:
+    size = tuple(max(s, tile) for s in shape)  # MONAI pads images smaller than the roi
+    interval = tuple(tile if s == tile else int(tile * 0.75) for s in size)
+    return len(dense_patch_slices(size, (tile, tile), interval))
+
+
+def segflow_tiles(shape: tuple[int, int], block: int, tiling) -> int:
+    """Tile forwards of run_blocks: each block forwards every tile that writes into it."""
+    return sum(
+        len(tiles_for(y0, y1, tiling)) * len(tiles_for(x0, x1, tiling))
+        for y0, y1, x0, x1 in blocks(shape, block)
+    )
+
+
+def segflow_run(
+    source: Source, out: Path, bundle: Path, settings: dict, workers: int, address: str | None
+) -> tuple[float, float]:
+    """(seconds of run_blocks, seconds of prepare_predictions) into a fresh store `out`."""
+    if out.exists():
+        shutil.rmtree(out)
+    start = time.perf_counter()
+    bundle_path, _ = prepare_predictions(
+        [source],
+        str(out),
+        model_uri=str(bundle),
+        settings={"block": settings["block"], "probability_dtype": "uint8"},
+    )
+    prepared = time.perf_counter() - start
+    config = InferSettings(bundle=bundle_path, **settings)
+    start = time.perf_counter()
+    done, _, failed = run_blocks(
+        [source], str(out), config, workers=workers, dask_address=address, log=lambda _: None
+    )
+    elapsed = time.perf_counter() - start
+    if failed or done != len(blocks(source.shape[1:], settings["block"])):
+        raise RuntimeError(f"segflow run failed: {failed}")
+    return elapsed, prepared
+
+
+def seam_dice(model, source: Source, out: Path, bundle: ModelBundle, amp, fmt, pad: int) -> float:
+    """Dice of the stored mask against a whole-image forward (mirror-padded, threshold 0.5).
+
+    `pad` is a multiple of 16 (2**depth), so the whole image's pooling grid matches the tiles'.
+    """
+    pixels = source.region(0, source.shape[1], 0, source.shape[2])
+    width = ((0, 0), (pad, pad), (pad, pad))
+    x = torch.from_numpy(bundle.normalize(np.pad(pixels, width, mode="symmetric")[None]))
+    with torch.inference_mode(), autocast(torch.device("cpu"), amp):
+        probs = model(x.contiguous(memory_format=fmt)).float()[0, 0]
+    truth = probs[pad:-pad, pad:-pad].numpy() >= 0.5
+    mask = zarr.open_group(out, mode="r")[f"{source.name}/labels/mask/0"][0] == 1
+    both = truth.sum() + mask.sum()
+    return 1.0 if both == 0 else float(2 * np.logical_and(mask, truth).sum() / both)
+
+
+def best(run: Callable[..., float], repeat: int, *args) -> float:
+    """The least of `repeat` calls ``run(*args)``."""
+    return min(run(*args) for _ in range(repeat))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", type=int, nargs="*", default=[2048, 4096])
+    parser.add_argument("--hrf", type=Path, help="a real image (e.g. HRF 01_h.jpg), RGB")
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=list(AMP))
+    parser.add_argument("--tile", type=int, default=512)
+    parser.add_argument("--margin", type=int, default=16)
+    parser.add_argument("--block", type=int, default=2048)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--channels", type=int, default=1, choices=(1, 3))
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--seam-max", type=int, default=2048)
+    parser.add_argument("--gaussian", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--fp32-channels-last", action="store_true")
+    args = parser.parse_args()
+    cores = os.cpu_count() or 1
+    torch.set_num_threads(min(2, cores))
+    tmp = Path(tempfile.mkdtemp(prefix="segflow-infer-bench-"))
+
+    start = time.perf_counter()
+    inputs: list[tuple[str, Path, bool]] = []  # (label, TIFF, seam check)
+    for size in args.sizes:
+        image, _ = write_large_pair(
+            tmp / "src", size=size, channels=args.channels, seed=0, name=f"synth{size}"
+        )
+        inputs.append((f"synth {size}²", image, size <= args.seam_max))
+    if args.hrf:
+        inputs.append((f"{args.hrf.stem}", hrf_tiff(args.hrf, tmp / "src" / "hrf.tif"), False))
+    warm_tiff, _ = write_large_pair(tmp / "warm", size=1024, channels=args.channels, name="warm")
+    print(f"inputs written in {time.perf_counter() - start:.1f} s (tiled zlib TIFF, 1024² tiles)")
+
+    bundles: dict[int, Path] = {}
+    models: dict[int, ModelBundle] = {}
+    for c in {args.channels} | ({3} if args.hrf else set()):
+        bundles[c] = make_bundle(tmp / f"bundle{c}", c)
+        models[c] = load_bundle(bundles[c])
+        models[c].ensemble.eval()
+
+    def settings_for(precision: str, threads: int, blend: str) -> dict:
+        return {
+            "tile": args.tile,
+            "blend": blend,
+            "margin": args.margin,
+            "overlap": 0.25,
+            "batch": args.batch,
+            "precision": precision,
+            "device": "cpu",
+            "channels_last": precision == "bf16" or args.fp32_channels_last,
+            "block": args.block,
+            "torch_threads": threads,
+        }
+
+    tiling = make_tiling(args.tile, margin=args.margin)
+    gauss_tiling = make_tiling(args.tile, blend="gaussian", overlap=0.25)
+    rows: list[tuple] = []
+    seams: list[tuple] = []
+    prepares: list[float] = []
+    multi = sorted({w for w in args.workers if w > 1})
+    with contextlib.ExitStack() as stack:
+        addresses: dict[int, str | None] = {1: None}
+        cluster_start: dict[int, float] = {}
+        for workers in multi:  # one LocalCluster per worker count, started before timing
+            start = time.perf_counter()
+            client = stack.enter_context(dask_client(workers=workers))
+            client.run(importlib.import_module, "tasks.block_inference")
+            cluster_start[workers] = time.perf_counter() - start
+            addresses[workers] = client.scheduler.address
+        warm_source = find_sources(str(warm_tiff))[0][0]
+        for precision in args.precisions:  # imports, oneDNN kernels, model load paths
+            for workers in args.workers:
+                segflow_run(
+                    warm_source,
+                    tmp / "out" / "warm.zarr",
+                    bundles[args.channels],
+                    settings_for(precision, max(1, cores // workers), "overlap-tile"),
+                    workers,
+                    addresses[workers],
+                )
+        for label, tiff, seam in inputs:
+            source = find_sources(str(tiff))[0][0]
+            bundle = models[source.shape[0]]
+            model = bundle.ensemble
+            shape = source.shape[1:]
+            megapixels = shape[0] * shape[1] / 1e6
+            image = normalised(bundle, source)
+            for precision in args.precisions:
+                amp = AMP[precision]
+                fmt = (
+                    torch.channels_last
+                    if precision == "bf16" or args.fp32_channels_last
+                    else torch.contiguous_format
+                )
+                torch.set_num_threads(min(2, cores))
+                # Weights in the same format as the input: with 1-channel input,
+                # x.contiguous(memory_format=channels_last) is a no-op and only the weights'
+                # format switches the network to NHWC.
+                model.to(memory_format=fmt)
+                with torch.inference_mode(), autocast(torch.device("cpu"), amp):
+                    for n in {1, args.batch, *MONAI_BATCHES}:  # warm the kernels
+                        x = image[:, :, : args.tile, : args.tile].repeat(n, 1, 1, 1)
+                        model(x.contiguous(memory_format=fmt))
+                common = (model, image, args.tile)
+                floor_s = best(floor_run, args.repeat, *common, args.batch, amp, fmt)
+                floor_tiles = math.ceil(shape[0] / args.tile) * math.ceil(shape[1] / args.tile)
+                monai_s = {
+                    b: best(monai_run, args.repeat, *common, b, amp, fmt) for b in MONAI_BATCHES
+                }
+                monai_b = min(monai_s, key=monai_s.get)
+                floor_rate = megapixels / floor_s
+                monai_rate = megapixels / monai_s[monai_b]
+                group = [
+                    ("floor (bare forward)", floor_tiles, floor_s),
+                    (f"MONAI sw_batch {monai_b}", monai_tiles(shape, args.tile), monai_s[monai_b]),
+                ]
+                runs = [(w, "overlap-tile") for w in args.workers]
+                if args.gaussian:
+                    runs.append((1, "gaussian"))
+                for workers, blend in runs:
+                    out = tmp / "out" / f"{source.name}-{precision}-{workers}-{blend}.zarr"
+                    threads = max(1, cores // workers)
+                    config = settings_for(precision, threads, blend)
+                    times = []
+                    for _ in range(args.repeat):
+                        elapsed, prepared = segflow_run(
+                            source,
+                            out,
+                            bundles[source.shape[0]],
+                            config,
+                            workers,
+                            addresses[workers],
+                        )
+                        times.append(elapsed)
+                        prepares.append(prepared)
+                    name = f"segflow x{workers} ({threads} thr)"
+                    if blend == "gaussian":
+                        name = f"segflow gaussian x{workers}"
+                    geometry = tiling if blend == "overlap-tile" else gauss_tiling
+                    group.append((name, segflow_tiles(shape, args.block, geometry), min(times)))
+                    if seam and workers == 1:
+                        torch.set_num_threads(min(2, cores))
+                        pad = max(16, args.tile // 2 // 16 * 16)
+                        dice = seam_dice(model, source, out, bundle, amp, fmt, pad)
+                        seams.append((label, precision, blend, dice))
+                    shutil.rmtree(out)
+                for name, tiles, seconds in group:
+                    rate = megapixels / seconds
+                    rows.append(
+                        (label, precision, name, tiles, seconds, rate, rate / floor_rate,
+                         rate / monai_rate)
+                    )  # fmt: skip
+    print(
+        f"torch {torch.__version__}, {cores} cores, tile {args.tile}, margin {args.margin}, "
+        f"block {args.block}, batch {args.batch}, repeat {args.repeat} (best of)"
+    )
+    for workers, seconds in cluster_start.items():
+        print(f"Dask LocalCluster start, {workers} workers (not timed): {seconds:.1f} s")
+    if prepares:
+        print(f"prepare_predictions (not timed): {min(prepares):.2f}-{max(prepares):.2f} s")
+    header = (
+        f"{'image':14s} {'prec':5s} {'method':24s} {'tiles':>6s} {'s':>7s} {'MP/s':>7s} "
+        f"{'/floor':>7s} {'/MONAI':>7s}"
+    )
+    print(header)
+    print("-" * len(header))
+    for label, precision, name, tiles, seconds, rate, vs_floor, vs_monai in rows:
+        print(
+            f"{label:14s} {precision:5s} {name:24s} {tiles:6d} {seconds:7.2f} {rate:7.2f} "
+            f"{vs_floor:7.2f} {vs_monai:7.2f}"
+        )
+    if seams:
+        print("\nseam error: Dice of segflow's mask vs a whole-image forward (target >= 0.995)")
+        for label, precision, blend, dice in seams:
+            print(f"{label:14s} {precision:5s} {blend:13s} Dice {dice:.4f}")
+    shutil.rmtree(tmp)
+
+
+if __name__ == "__main__":
+    main()
