@@ -160,11 +160,22 @@ class InferConfig(_Frozen):
     split: Literal["train", "val", "test"] | None = Field(
         None, description="Dataset store input: predict only this split."
     )
-    tile: int = Field(512, ge=16, le=8192, description="Tile side fed to the model.")
+    tile: int = Field(
+        1024,
+        ge=16,
+        le=8192,
+        description="overlap-tile: output tile side (the model sees tile + 2 margin); "
+        "gaussian: window side.",
+    )
     blend: Literal["overlap-tile", "gaussian"] = Field(
         "overlap-tile", description="overlap-tile (U-Net paper) or gaussian (nnU-Net, MONAI)."
     )
-    margin: int = Field(16, ge=0, description="overlap-tile: context pixels on each tile side.")
+    margin: int = Field(
+        32,
+        ge=0,
+        description="Mirrored context pixels: per tile (overlap-tile), at the image "
+        "edges (gaussian).",
+    )
     overlap: float = Field(0.25, ge=0.0, lt=1.0, description="gaussian: tile overlap fraction.")
     batch: int = Field(4, ge=1, le=256, description="Tiles per forward pass.")
     tta: bool = Field(False, description="Average over flips (4x the compute).")
@@ -191,8 +202,11 @@ class InferConfig(_Frozen):
 
     @model_validator(mode="after")
     def _check_geometry(self) -> InferConfig:
-        if 2 * self.margin >= self.tile:
-            raise ValueError(f"margin {self.margin} leaves no tile centre (tile {self.tile})")
+        if self.blend == "overlap-tile" and self.block % self.tile:
+            raise ValueError(
+                f"block {self.block} must be a multiple of tile {self.tile}: a tile crossing "
+                "blocks would be predicted twice"
+            )
         if self.block % 256:
             raise ValueError(f"block must be a multiple of 256 (the chunk), got {self.block}")
         return self

@@ -25,9 +25,9 @@ class InferSettings:
     """Everything a worker needs besides the block; small and picklable."""
 
     bundle: str  # local folder of the model bundle
-    tile: int = 512
+    tile: int = 1024
     blend: Blend = "overlap-tile"
-    margin: int = 16
+    margin: int = 32
     overlap: float = 0.25
     batch: int = 4
     tta: bool = False

@@ -1,28 +1,30 @@
 """Tiled prediction of one region of an image: the pure core of Dask-parallel inference.
 
-A predictor maps a batch of tiles ``(B, C, t, t)`` to probabilities ``(B, K, t, t)``. The image
-is cut into tiles on a *global* grid (anchored at pixel 0, independent of how the work is split
-into blocks), so the result does not depend on chunking or on the number of workers.
+A predictor maps a batch of equally sized tiles ``(B, C, h, w)`` to probabilities
+``(B, K, h, w)``. Tiles sit on a *global* grid that depends only on the image size, never on
+how the work is split into regions, so the result does not depend on chunking or on the number
+of workers. Pixels outside the image are mirrored (symmetric padding), as in the U-Net paper.
 
 Two blending modes:
 
-- ``overlap-tile`` (the U-Net paper's): tiles advance by ``stride = tile - 2 * margin``; each
-  keeps only its centre ``stride x stride``, the margin serving as context. Every output pixel is
-  predicted exactly once. Costs ``(tile / stride)²`` of the non-overlapping forward passes.
-- ``gaussian`` (nnU-Net, MONAI): tiles advance by ``stride = tile * (1 - overlap)`` and
-  overlapping predictions are averaged with a Gaussian importance map (sigma = tile / 8) that
-  trusts tile centres more than their borders.
-
-Pixels outside the image are mirrored (symmetric padding), as in the U-Net paper.
+- ``overlap-tile`` (the U-Net paper's): the image is cut into output tiles of ``tile`` pixels
+  (smaller at the far edges); each is predicted from a window with ``margin`` pixels of context
+  on every side and keeps only its own pixels. Every pixel is predicted once, at a cost of
+  ``((tile + 2 margin) / tile)²`` of a plain pass, and edge tiles cost only their own size.
+- ``gaussian`` (nnU-Net, MONAI): ``tile``-sized windows every ``tile * (1 - overlap)`` pixels
+  over the image widened by ``margin`` mirrored pixels, the last window shifted back inside,
+  averaged with a Gaussian importance map (sigma = tile / 8) that trusts window centres more
+  than their borders.
 """
 
 from __future__ import annotations
 
-import math
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from itertools import product
+from typing import Literal, NamedTuple
 
 import numpy as np
 
@@ -33,39 +35,62 @@ Reader = Callable[[int, int, int, int], np.ndarray]
 
 @dataclass(frozen=True)
 class Tiling:
-    """Tile geometry: tiles of `tile` pixels placed every `stride` pixels from `offset`."""
+    """Tile geometry; build it with :func:`make_tiling`."""
 
     tile: int
-    stride: int
     blend: Blend
+    margin: int = 0
+    overlap: float = 0.0
 
-    @property
-    def offset(self) -> int:
-        """Tile k covers ``[k * stride - offset, k * stride - offset + tile)``."""
-        return (self.tile - self.stride) // 2
+
+class Span(NamedTuple):
+    """One tile along one axis: the pixels it writes and the window it reads."""
+
+    out_start: int
+    out_stop: int
+    win_start: int
+    win_stop: int
 
 
 def make_tiling(
-    tile: int, *, blend: Blend = "overlap-tile", margin: int = 16, overlap: float = 0.25
+    tile: int, *, blend: Blend = "overlap-tile", margin: int = 32, overlap: float = 0.25
 ) -> Tiling:
-    """Tiling for `blend`: `margin` pixels of context (overlap-tile) or an `overlap` fraction.
+    """Validate and build a tiling.
 
     Raises
     ------
     ValueError
-        Non-positive tile, margin leaving no centre, or overlap outside ``[0, 1)``.
+        Non-positive tile, negative margin, overlap outside ``[0, 1)`` or unknown blend.
     """
     if tile < 1:
         raise ValueError(f"tile must be positive, got {tile}")
     if blend == "overlap-tile":
-        if not 0 <= 2 * margin < tile:
-            raise ValueError(f"margin must be in [0, tile/2), got {margin} for tile {tile}")
-        return Tiling(tile, tile - 2 * margin, blend)
+        if margin < 0:
+            raise ValueError(f"margin must be >= 0, got {margin}")
+        return Tiling(tile, blend, margin=margin)
     if blend == "gaussian":
         if not 0.0 <= overlap < 1.0:
             raise ValueError(f"overlap must be in [0, 1), got {overlap}")
-        return Tiling(tile, max(1, round(tile * (1.0 - overlap))), blend)
+        if margin < 0:
+            raise ValueError(f"margin must be >= 0, got {margin}")
+        return Tiling(tile, blend, margin=margin, overlap=overlap)
     raise ValueError(f"blend must be 'overlap-tile' or 'gaussian', got {blend!r}")
+
+
+def spans(length: int, tiling: Tiling) -> list[Span]:
+    """The tiles along an axis of `length` pixels."""
+    t = tiling.tile
+    if tiling.blend == "overlap-tile":
+        m = tiling.margin
+        return [
+            Span(a, min(a + t, length), a - m, min(a + t, length) + m) for a in range(0, length, t)
+        ]
+    lo, hi = -tiling.margin, length + tiling.margin  # mirrored context at the image edges
+    if hi - lo <= t:  # one window, mirrored past the image
+        return [Span(0, length, lo, lo + t)]
+    stride = max(1, round(t * (1.0 - tiling.overlap)))
+    starts = list(range(lo, hi - t, stride)) + [hi - t]
+    return [Span(max(a, 0), min(a + t, length), a, a + t) for a in starts]
 
 
 @lru_cache(maxsize=8)
@@ -76,15 +101,6 @@ def gaussian_weights(tile: int) -> np.ndarray:
     weights = np.outer(g, g)
     weights /= weights.max()
     return np.maximum(weights, 1e-3).astype(np.float32)  # borders still count a little
-
-
-def tiles_for(lo: int, hi: int, tiling: Tiling) -> range:
-    """Indices k of the tiles that write output pixels in ``[lo, hi)`` along one axis."""
-    if tiling.blend == "overlap-tile":  # tile k writes [k * stride, (k + 1) * stride)
-        return range(lo // tiling.stride, math.ceil(hi / tiling.stride))
-    first = math.ceil((lo + tiling.offset - tiling.tile + 1) / tiling.stride)
-    last = math.floor((hi - 1 + tiling.offset) / tiling.stride)
-    return range(first, last + 1)
 
 
 def read_mirrored(read: Reader, shape: tuple[int, int], y: int, x: int, h: int, w: int):
@@ -102,6 +118,10 @@ def read_mirrored(read: Reader, shape: tuple[int, int], y: int, x: int, h: int, 
     return block
 
 
+def _overlapping(all_spans: list[Span], lo: int, hi: int) -> list[Span]:
+    return [s for s in all_spans if s.out_start < hi and s.out_stop > lo]
+
+
 def predict_region(
     read: Reader,
     shape: tuple[int, int],
@@ -113,12 +133,14 @@ def predict_region(
 ) -> np.ndarray:
     """Probabilities of the output pixels ``region = (y0, y1, x0, x1)`` of an (H, W) image.
 
+    The input the region's tiles need (the region plus their context) is read once.
+
     Parameters
     ----------
     read
         ``read(y0, y1, x0, x1) -> (C, y1 - y0, x1 - x0)`` pixels of the input (any dtype).
     predictor
-        ``(B, C, tile, tile) -> (B, K, tile, tile)`` float probabilities.
+        ``(B, C, h, w) -> (B, K, h, w)`` float probabilities.
 
     Returns
     -------
@@ -126,39 +148,50 @@ def predict_region(
         ``(K, y1 - y0, x1 - x0)`` float32.
     """
     y0, y1, x0, x1 = region
-    t, s, o = tiling.tile, tiling.stride, tiling.offset
-    starts = [
-        (ky * s - o, kx * s - o)
-        for ky in tiles_for(y0, y1, tiling)
-        for kx in tiles_for(x0, x1, tiling)
-    ]
+    rows = _overlapping(spans(shape[0], tiling), y0, y1)
+    cols = _overlapping(spans(shape[1], tiling), x0, x1)
+    top, left = rows[0].win_start, cols[0].win_start
+    pixels = read_mirrored(
+        read, shape, top, left, rows[-1].win_stop - top, cols[-1].win_stop - left
+    )
+    by_size: dict[tuple[int, int], list[tuple[Span, Span]]] = defaultdict(list)
+    for row, col in product(rows, cols):
+        by_size[(row.win_stop - row.win_start, col.win_stop - col.win_start)].append((row, col))
     out = weight = None
-    gauss = gaussian_weights(t) if tiling.blend == "gaussian" else None
-    for first in range(0, len(starts), batch):
-        chunk = starts[first : first + batch]
-        tiles = np.stack([read_mirrored(read, shape, ty, tx, t, t) for ty, tx in chunk])
-        probs = np.asarray(predictor(tiles), dtype=np.float32)
-        if out is None:
-            out = np.zeros((probs.shape[1], y1 - y0, x1 - x0), dtype=np.float32)
-            weight = np.zeros((y1 - y0, x1 - x0), dtype=np.float32)
-        for (ty, tx), prob in zip(chunk, probs, strict=True):
-            if tiling.blend == "overlap-tile":  # keep the centre stride x stride only
-                cy, cx = ty + o, tx + o
-                prob, tw = prob[:, o : o + s, o : o + s], None
-                ty, tx, size = cy, cx, s
-            else:
-                tw, size = gauss, t
-            # intersect the tile's output window with the region
-            a0, a1 = max(ty, y0), min(ty + size, y1)
-            b0, b1 = max(tx, x0), min(tx + size, x1)
-            if a0 >= a1 or b0 >= b1:
-                continue
-            part = prob[:, a0 - ty : a1 - ty, b0 - tx : b1 - tx]
-            if tw is None:
-                out[:, a0 - y0 : a1 - y0, b0 - x0 : b1 - x0] = part
-                weight[a0 - y0 : a1 - y0, b0 - x0 : b1 - x0] = 1.0
-            else:
-                w = tw[a0 - ty : a1 - ty, b0 - tx : b1 - tx]
-                out[:, a0 - y0 : a1 - y0, b0 - x0 : b1 - x0] += part * w
-                weight[a0 - y0 : a1 - y0, b0 - x0 : b1 - x0] += w
+    for jobs in by_size.values():
+        for first in range(0, len(jobs), batch):
+            chunk = jobs[first : first + batch]
+            tiles = np.stack(
+                [
+                    pixels[
+                        :,
+                        r.win_start - top : r.win_stop - top,
+                        c.win_start - left : c.win_stop - left,
+                    ]
+                    for r, c in chunk
+                ]
+            )
+            probs = np.asarray(predictor(tiles), dtype=np.float32)
+            if out is None:
+                out = np.zeros((probs.shape[1], y1 - y0, x1 - x0), dtype=np.float32)
+                weight = np.zeros((y1 - y0, x1 - x0), dtype=np.float32)
+            for (row, col), prob in zip(chunk, probs, strict=True):
+                a0, a1 = max(row.out_start, y0), min(row.out_stop, y1)
+                b0, b1 = max(col.out_start, x0), min(col.out_stop, x1)
+                part = prob[
+                    :,
+                    a0 - row.win_start : a1 - row.win_start,
+                    b0 - col.win_start : b1 - col.win_start,
+                ]
+                target = (slice(None), slice(a0 - y0, a1 - y0), slice(b0 - x0, b1 - x0))
+                if tiling.blend == "overlap-tile":
+                    out[target] = part
+                    weight[target[1:]] = 1.0
+                else:
+                    w = gaussian_weights(tiling.tile)[
+                        a0 - row.win_start : a1 - row.win_start,
+                        b0 - col.win_start : b1 - col.win_start,
+                    ]
+                    out[target] += part * w
+                    weight[target[1:]] += w
     return out / weight

@@ -88,9 +88,9 @@ def test_cli_infer_exit_code_and_bad_config(tmp_path, bundle):
                 str(tmp_path / "x.tif"),
                 str(tmp_path / "o2.zarr"),
                 "--tile",
-                "32",
-                "--margin",
-                "16",
+                "384",
+                "--block",
+                "1024",
             ]
         )
         == 2

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tasks.tiling import gaussian_weights, make_tiling, predict_region, read_mirrored
+from tasks.tiling import gaussian_weights, make_tiling, predict_region, read_mirrored, spans
 
 
 def reader(image):
@@ -73,6 +73,17 @@ def test_tile_larger_than_image_is_mirrored(image):
     np.testing.assert_allclose(out, small[:1] + 1.0, atol=1e-4)
 
 
+def test_spans_cover_each_axis():
+    overlap_tile = spans(1000, make_tiling(256, margin=8))
+    assert [(s.out_start, s.out_stop) for s in overlap_tile][-1] == (768, 1000)
+    assert overlap_tile[-1].win_stop - overlap_tile[-1].win_start == 232 + 16
+    gaussian = spans(1000, make_tiling(256, blend="gaussian", overlap=0.25, margin=0))
+    assert [s.win_start for s in gaussian] == [0, 192, 384, 576, 744]
+    assert spans(100, make_tiling(256, blend="gaussian", margin=8)) == [(0, 100, -8, 248)]
+    widened = spans(1000, make_tiling(256, blend="gaussian", overlap=0.25, margin=8))
+    assert widened[0] == (0, 248, -8, 248) and widened[-1] == (752, 1000, 752, 1008)
+
+
 def test_gaussian_weights_peak_in_the_centre():
     w = gaussian_weights(32)
     assert w.shape == (32, 32) and w.min() > 0
@@ -83,7 +94,7 @@ def test_gaussian_weights_peak_in_the_centre():
     ("kwargs", "message"),
     [
         ({"tile": 0}, "tile"),
-        ({"tile": 8, "margin": 4}, "margin"),
+        ({"tile": 8, "margin": -1}, "margin"),
         ({"tile": 8, "blend": "gaussian", "overlap": 1.0}, "overlap"),
         ({"tile": 8, "blend": "nearest"}, "blend"),
     ],
