@@ -40,15 +40,21 @@ class InferSettings:
     torch_threads: int = 1
 
 
-_BUNDLES: dict[tuple[str, str], ModelBundle] = {}
+_BUNDLES: dict[tuple[str, str, bool], ModelBundle] = {}
 
 
-def worker_model(path: str, device: torch.device) -> ModelBundle:
-    """The bundle at `path` on `device`, loaded once per process and reused for every block."""
-    key = (path, str(device))
+def worker_model(path: str, device: torch.device, channels_last: bool) -> ModelBundle:
+    """The bundle at `path` on `device`, loaded once per process and reused for every block.
+
+    With `channels_last` the weights take that layout too: for 1-channel inputs only the
+    weights decide the layout the convolutions run in (measured 2x faster in bf16 here).
+    """
+    key = (path, str(device), channels_last)
     if key not in _BUNDLES:
         bundle = load_bundle(path)
         bundle.ensemble.to(device).eval()
+        if channels_last:
+            bundle.ensemble.to(memory_format=torch.channels_last)
         _BUNDLES[key] = bundle
     return _BUNDLES[key]
 
@@ -103,7 +109,7 @@ def predict_block(
     """Predict one block of one image and write it to the prediction store `out`."""
     torch.set_num_threads(settings.torch_threads)
     device = worker_device(settings.device)
-    bundle = worker_model(settings.bundle, device)
+    bundle = worker_model(settings.bundle, device, settings.channels_last)
     predictor = make_predictor(
         bundle,
         device,
