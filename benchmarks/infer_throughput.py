@@ -11,9 +11,10 @@ megapixels of the input image per second:
   tensor (N=1), roi = tile, MONAI's default overlap 0.25 with mode="gaussian", best of
   sw_batch_size 1 and 8; only the call is timed;
 - segflow xW: `tasks.infer.run_blocks` (the plain function the flow calls) with W workers of
-  cores/W torch threads, overlap-tile blend (tile `--tile`, margin `--margin`), block 2048,
-  batch 4, on a tiled TIFF written beforehand. Its time **includes reading and decoding the
-  TIFF and writing the Zarr prediction store** (probabilities uint8 + mask): that is the job.
+  cores/W torch threads, overlap-tile blend (output tile `--tile`, margin `--margin`; defaults
+  are `InferConfig`'s), on a tiled TIFF written beforehand. Its time **includes reading and
+  decoding the TIFF and writing the Zarr prediction store** (probabilities uint8 + mask): that
+  is the job.
   One worker runs in-process (run_blocks starts no cluster for it); W >= 2 runs on a Dask
   LocalCluster started once before timing (its start is printed separately) and warmed up.
   `prepare_predictions` (store creation, bundle copy) is not timed; its cost is printed.
@@ -22,8 +23,9 @@ megapixels of the input image per second:
 fp32 rows use the default (NCHW) memory format, bf16 rows bf16 autocast + channels_last (for
 every method; `--fp32-channels-last` turns channels_last on for fp32 too). For floor, MONAI and
 the whole-image reference the model's weights are converted too (`model.to(memory_format=...)`);
-segflow rows run segflow's own code, which converts only the input tiles. "tiles" is the
-number of tile forwards each method makes.
+segflow rows run segflow's own code (weights converted too). "tiles" is the number of tile
+forwards each method makes; segflow's overlap-tile forwards are `tile + 2 margin` wide (edge
+tiles shrink to the image).
 
 Seam error (synthetic sizes <= `--seam-max`): Dice between segflow's stored mask and the
 mask of one forward of the whole image (mirror-padded by tile/2 px, threshold 0.5), for both
@@ -32,8 +34,7 @@ blends; the head weights are scaled x20 so the random model's outputs are confid
 Run (takes several minutes; needs `pip install -e '.[bench]'`):
 
     .venv/bin/python benchmarks/infer_throughput.py --sizes 2048 4096 \\
-        --hrf ../shared/data/hrf/images/01_h.jpg --precisions fp32 bf16 \\
-        --tile 512 --margin 16 --repeat 1
+        --hrf ../shared/data/hrf/images/01_h.jpg --precisions fp32 bf16 --repeat 1
 
 Smoke test (seconds): `--sizes 512 --precisions bf16 --workers 1`.
 """
@@ -64,6 +65,7 @@ from monai.data.utils import dense_patch_slices  # noqa: E402
 from monai.inferers import sliding_window_inference  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from flows.config import InferConfig  # noqa: E402
 from models.unet import build_unet  # noqa: E402
 from tasks.block_inference import InferSettings  # noqa: E402
 from tasks.cluster import dask_client  # noqa: E402
@@ -73,7 +75,7 @@ from tasks.model_bundle import ModelBundle, load_bundle, save_bundle  # noqa: E4
 from tasks.predictions import blocks  # noqa: E402
 from tasks.sources import Source, find_sources  # noqa: E402
 from tasks.synth import write_large_pair  # noqa: E402
-from tasks.tiling import make_tiling, tiles_for  # noqa: E402
+from tasks.tiling import make_tiling, spans  # noqa: E402
 
 AMP = {"fp32": None, "bf16": torch.bfloat16}
 MONAI_BATCHES = (1, 8)
@@ -155,8 +157,12 @@ def monai_tiles(shape: tuple[int, int], tile: int) -> int:
 
 def segflow_tiles(shape: tuple[int, int], block: int, tiling) -> int:
     """Tile forwards of run_blocks: each block forwards every tile that writes into it."""
+
+    def touching(length: int, lo: int, hi: int) -> int:
+        return sum(1 for s in spans(length, tiling) if s.out_start < hi and s.out_stop > lo)
+
     return sum(
-        len(tiles_for(y0, y1, tiling)) * len(tiles_for(x0, x1, tiling))
+        touching(shape[0], y0, y1) * touching(shape[1], x0, x1)
         for y0, y1, x0, x1 in blocks(shape, block)
     )
 
@@ -212,10 +218,11 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="*", default=[2048, 4096])
     parser.add_argument("--hrf", type=Path, help="a real image (e.g. HRF 01_h.jpg), RGB")
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=list(AMP))
-    parser.add_argument("--tile", type=int, default=512)
-    parser.add_argument("--margin", type=int, default=16)
-    parser.add_argument("--block", type=int, default=2048)
-    parser.add_argument("--batch", type=int, default=4)
+    defaults = InferConfig.model_fields  # segflow's own defaults, defined once
+    parser.add_argument("--tile", type=int, default=defaults["tile"].default)
+    parser.add_argument("--margin", type=int, default=defaults["margin"].default)
+    parser.add_argument("--block", type=int, default=defaults["block"].default)
+    parser.add_argument("--batch", type=int, default=defaults["batch"].default)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--channels", type=int, default=1, choices=(1, 3))
     parser.add_argument("--repeat", type=int, default=1)
@@ -261,7 +268,7 @@ def main() -> None:
         }
 
     tiling = make_tiling(args.tile, margin=args.margin)
-    gauss_tiling = make_tiling(args.tile, blend="gaussian", overlap=0.25)
+    gauss_tiling = make_tiling(args.tile, blend="gaussian", overlap=0.25, margin=args.margin)
     rows: list[tuple] = []
     seams: list[tuple] = []
     prepares: list[float] = []
