@@ -14,7 +14,6 @@ Smoke test: `--size 2048`. Target: peak RSS of the process tree <= 3 GB.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import shutil
 import subprocess
 import sys
@@ -25,25 +24,13 @@ from pathlib import Path
 import psutil
 import torch
 import zarr
+from ingest_large_rss import tree_rss
 
+from flows.config import InferConfig
 from models.unet import build_unet
 from tasks.model_bundle import save_bundle
 from tasks.predictions import block_done, blocks
 from tasks.synth import write_large_pair
-
-
-def tree_rss(proc: psutil.Process) -> tuple[int, int]:
-    """(RSS of `proc`, RSS of `proc` and all its descendants) in bytes."""
-    try:
-        own = proc.memory_info().rss
-        children = proc.children(recursive=True)
-    except psutil.NoSuchProcess:
-        return 0, 0
-    total = own
-    for child in children:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            total += child.memory_info().rss
-    return own, total
 
 
 def main() -> None:
@@ -51,7 +38,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=32768)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
-    parser.add_argument("--block", type=int, default=2048)
+    parser.add_argument("--block", type=int, default=InferConfig.model_fields["block"].default)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="segflow-infer-large-"))
