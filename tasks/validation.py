@@ -84,7 +84,7 @@ def validate(
             prob = prob[:, :h, :w]
             target = torch.from_numpy(mask.astype(np.int64))
             if binary:
-                target = (target == (binary_class or 1)).long()
+                target = (target == (1 if binary_class is None else binary_class)).long()
                 pred = (prob[0] >= 0.5).long()
                 part = bce_sum(prob[0], target)
             else:
