@@ -104,20 +104,29 @@ def create_image_arrays(
     labels = image.create_group(
         "labels", attributes={"ome": {"version": NGFF_VERSION, "labels": ["mask"]}}
     )
-    mask_meta = _multiscales("mask", _AXES) | {
+    _label_array(labels, "mask", (height, width), block, "uint8")
+
+
+def _label_array(
+    labels: zarr.Group, name: str, shape: tuple[int, int], block: int, dtype: str
+) -> zarr.Array:
+    """An NGFF label image ``labels/<name>/0`` of shape (1, H, W), replacing any earlier one."""
+    meta = _multiscales(name, _AXES) | {
         "image-label": {"version": NGFF_VERSION, "source": {"image": "../../"}}
     }
-    mask = labels.create_group("mask", attributes={"ome": mask_meta})
-    mask.create_array(
+    group = labels.require_group(name)
+    group.attrs["ome"] = meta
+    return group.create_array(
         "0",
-        shape=(1, height, width),
-        dtype="uint8",
+        shape=(1, *shape),
+        dtype=dtype,
         chunks=(1, CHUNK, CHUNK),
         shards=(1, block, block),
         compressors=_COMPRESSORS,
         dimension_names=("c", "y", "x"),
         fill_value=0,
         config=_ALWAYS_WRITE,
+        overwrite=True,
     )
 
 
@@ -192,29 +201,10 @@ def write_instances(out: str | Path, name: str, *, min_size: int, block: int) ->
     if height * width > MAX_INSTANCE_PIXELS:
         raise ValueError(f"{name}: {height}x{width} is too large for instance labelling")
     foreground = np.asarray(mask[0]) > 0
-    labels = measure.label(
-        morphology.remove_small_objects(foreground, max_size=min_size - 1)
-        if min_size > 1
-        else foreground,
-        connectivity=2,
-    )
+    kept = morphology.remove_small_objects(foreground, max_size=max(0, min_size - 1))
+    labels = measure.label(kept, connectivity=2)
     labels_group = image["labels"]
-    meta = _multiscales("instances", _AXES) | {
-        "image-label": {"version": NGFF_VERSION, "source": {"image": "../../"}}
-    }
-    group = labels_group.require_group("instances")
-    group.attrs["ome"] = meta
-    array = group.create_array(
-        "0",
-        shape=(1, height, width),
-        dtype="uint32",
-        chunks=(1, CHUNK, CHUNK),
-        shards=(1, block, block),
-        compressors=_COMPRESSORS,
-        dimension_names=("c", "y", "x"),
-        fill_value=0,
-        overwrite=True,
-    )
+    array = _label_array(labels_group, "instances", (height, width), block, "uint32")
     array[0] = labels.astype(np.uint32)
     ome = dict(labels_group.attrs["ome"])
     ome["labels"] = sorted(set(ome["labels"]) | {"instances"})
