@@ -15,6 +15,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
+from deployments.serve import add_arguments as add_serve_arguments
+from deployments.serve import run as run_serve
 from flows.config import InferConfig, IngestConfig, TrainConfig
 from flows.env import use_local_defaults
 
@@ -267,6 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="side of the large tiled image in the demo data (default 4096)",
     )
     demo.set_defaults(run=_demo)
+
+    serve = commands.add_parser(
+        "serve", help="serve the flows as deployments to a Prefect server (PREFECT_API_URL)"
+    )
+    add_serve_arguments(serve)
+    serve.set_defaults(run=run_serve)
     return parser
 
 
