@@ -146,7 +146,9 @@ def test_prefect_deploy_accepts_the_yaml(prefect_api):
         assert deployment["entrypoint"] == entry["entrypoint"]
         assert deployment["work_pool_name"] == "segflow"
         assert deployment["parameters"] == entry["parameters"]
-        assert [s["active"] for s in deployment["schedules"]] == [False]
+        crons = [s["schedule"]["cron"] for s in deployment["schedules"]]
+        assert crons == [s["cron"] for s in entry.get("schedules", [])]
+        assert not any(s["active"] for s in deployment["schedules"])
         # Relative parameter paths resolve against the directory `prefect deploy` ran in.
         assert deployment["pull_steps"] == [
             {"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}
