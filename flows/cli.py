@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from deployments.serve import add_arguments as add_serve_arguments
 from deployments.serve import run as run_serve
-from flows.config import InferConfig, IngestConfig, TrainConfig
+from flows.config import EvaluateConfig, InferConfig, IngestConfig, TrainConfig
 from flows.env import use_local_defaults
 
 
@@ -168,6 +168,37 @@ def _infer(ns: argparse.Namespace) -> int:
     return 1 if summary.failed or (summary.images == 0) else 0
 
 
+def _print_evaluation(summary, as_json: bool) -> None:
+    if as_json:
+        print(summary.model_dump_json(indent=2))
+        return
+    report = summary.report
+    pooled = report["pooled"]
+    print(f"evaluated  {report['images']} images of split {report['split']}")
+    print(
+        "pooled     "
+        + ", ".join(f"{m} {pooled[m]:.4f}" for m in ("dice", "iou", "bce", "precision", "recall"))
+    )
+    for name, values in pooled["per_class"].items():
+        print(f"  {name:<16} Dice {values['dice']:.4f}  IoU {values['iou']:.4f}")
+    thresholds = report["threshold_sweep"]["thresholds"]
+    for name, dice in report["threshold_sweep"]["dice"].items():
+        best = max(range(len(dice)), key=dice.__getitem__)
+        print(f"best threshold for {name}: {thresholds[best]:.2f} (Dice {dice[best]:.4f})")
+    print(f"MLflow run {summary.run_id}")
+    if summary.promotion is not None:
+        verb = "promoted" if summary.promotion["promoted"] else "not promoted"
+        print(f"champion   {verb}: {summary.promotion['reason']}")
+
+
+def _evaluate(ns: argparse.Namespace) -> int:
+    config = _config(EvaluateConfig, ns)
+    from flows.evaluate import evaluate_predictions
+
+    _print_evaluation(evaluate_predictions(config), ns.json)
+    return 0
+
+
 def _demo(ns: argparse.Namespace) -> int:
     from flows.infer import infer_images
     from flows.ingest import ingest_dataset
@@ -253,6 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(infer, InferConfig, positional=("input", "output"))
     infer.add_argument("--json", action="store_true", help="print the summary as JSON")
     infer.set_defaults(run=_infer)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="score predictions against a store's masks, log them to MLflow"
+    )
+    _add_config_options(evaluate, EvaluateConfig, positional=("predictions", "store"))
+    evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    evaluate.set_defaults(run=_evaluate)
 
     demo = commands.add_parser("demo", help="run the pipeline on a generated dataset")
     demo.add_argument(

@@ -210,3 +210,28 @@ class InferConfig(_Frozen):
         if self.block % 256:
             raise ValueError(f"block must be a multiple of 256 (the chunk), got {self.block}")
         return self
+
+
+class EvaluateConfig(_Frozen):
+    """Settings of the `evaluate-predictions` flow."""
+
+    predictions: str = Field(..., description="Prediction store written by `segflow infer`.")
+    store: str = Field(..., description="Dataset store holding the true masks.")
+    split: Literal["train", "val", "test"] | None = Field(
+        "test", description="Evaluate the samples of this split (None: all samples)."
+    )
+    workdir: str = Field("work", description="Holds the default MLflow database.")
+    experiment: str = Field(
+        "segflow", description="MLflow experiment, when the model has no training run."
+    )
+    promote: bool = Field(
+        False, description="Move the champion alias here if the test Dice beats its holder."
+    )
+    champion_alias: str = Field(
+        "champion", pattern=r"^[A-Za-z0-9_-]+$", description="Alias promotion moves."
+    )
+    overlays: int = Field(2, ge=0, le=16, description="Best and worst images logged as overlays.")
+    workers: int | None = Field(
+        None, ge=1, le=1024, description="Dask workers (default: one per core)."
+    )
+    dask_address: str | None = Field(None, description="Use this Dask scheduler instead.")

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import TypeVar
 
 import dask
-from dask.distributed import Client, LocalCluster
+from dask.distributed import Client, LocalCluster, as_completed
+
+T = TypeVar("T")
 
 
 def default_workers() -> int:
@@ -47,3 +50,27 @@ def dask_client(address: str | None = None, *, workers: int | None = None) -> It
             yield client
         finally:
             quiet.setLevel(level)
+
+
+def map_unordered(
+    function: Callable[..., T],
+    arguments: Sequence[tuple],
+    *,
+    workers: int,
+    dask_address: str | None = None,
+    log: Callable[[str], None] = print,
+) -> Iterator[tuple[tuple, T]]:
+    """Yield ``(args, function(*args))`` for every tuple in `arguments`, as they finish.
+
+    In this process when one local worker is asked for (no cluster start-up cost), else on a
+    LocalCluster of `workers` processes or the cluster at `dask_address`. A failing call raises.
+    """
+    if workers == 1 and not dask_address:
+        for args in arguments:
+            yield args, function(*args)
+        return
+    with dask_client(dask_address, workers=workers) as client:
+        log(f"Dask dashboard: {client.dashboard_link}")
+        futures = {client.submit(function, *args, pure=False): args for args in arguments}
+        for future in as_completed(futures):
+            yield futures[future], future.result()

@@ -27,6 +27,7 @@ from tasks.predictions import (
     create_image_arrays,
     write_instances,
 )
+from tasks.registry import resolve_model
 from tasks.sources import Source, find_sources
 from tasks.store import local_path
 from tasks.tracking import fetch_bundle
@@ -67,6 +68,7 @@ def prepare_predictions(
             "schema_version": SCHEMA_VERSION,
             "kind": "predictions",
             "model_uri": model_uri,
+            "model": resolve_model(model_uri).to_dict(),
             "model_sha256": digest,
             "settings": settings,
             "class_names": list(model.class_names),

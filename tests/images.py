@@ -67,3 +67,65 @@ def make_store(tmp_path: Path, *, count: int = 8, size: int = 64, seed: int = 0,
         store, rejected=rejected, fractions={"train": 0.5, "val": 0.25, "test": 0.25}, seed=seed
     )
     return store
+
+
+def make_predictions(
+    out: Path,
+    store: Path,
+    probs: dict[str, np.ndarray],
+    *,
+    dtype: str = "uint8",
+    block: int = 256,
+    threshold: float = 0.5,
+    binary_class: int | None = None,
+    model: dict | None = None,
+) -> Path:
+    """A prediction store holding the given ``(K, H, W)`` probabilities per sample, written as
+    `segflow infer` writes them (block by block), without a model."""
+    import zarr
+
+    from tasks.dataset import open_dataset
+    from tasks.predictions import blocks, create_image_arrays, write_block
+
+    dataset = open_dataset(store)
+    root = zarr.open_group(out, mode="a")
+    root.attrs["segflow"] = {
+        "kind": "predictions",
+        "class_names": dataset.class_names,
+        "binary_class": binary_class,
+        "settings": {"probability_dtype": dtype, "block": block, "threshold": threshold},
+        "model_uri": (model or {}).get("uri", "test"),
+        "model": model,
+    }
+    for name, p in probs.items():
+        create_image_arrays(
+            out,
+            name,
+            shape=p.shape[1:],
+            classes=p.shape[0],
+            block=block,
+            probability_dtype=dtype,
+            attrs={},
+        )
+        for y0, y1, x0, x1 in blocks(p.shape[1:], block):
+            write_block(
+                out,
+                name,
+                (y0, y1, x0, x1),
+                p[:, y0:y1, x0:x1],
+                threshold=threshold,
+                probability_dtype=dtype,
+            )
+    return out
+
+
+def noisy_probabilities(
+    rng: np.random.Generator, truth: np.ndarray, num_classes: int, noise: float = 0.6
+) -> np.ndarray:
+    """Probabilities that mostly agree with `truth`: one channel for binary, else K (softmax)."""
+    onehot = np.eye(num_classes)[truth].transpose(2, 0, 1)
+    logits = 4 * onehot + noise * 4 * rng.standard_normal(onehot.shape)
+    if num_classes == 2:
+        return 1 / (1 + np.exp(-(logits[1] - logits[0])))[None]
+    e = np.exp(logits - logits.max(0))
+    return e / e.sum(0)

@@ -1,0 +1,79 @@
+"""The ``evaluate-predictions`` flow: score predictions against the truth, log to MLflow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import flow_run
+from pydantic import BaseModel
+
+from flows.config import EvaluateConfig
+from tasks.cluster import default_workers
+from tasks.evaluate import log, per_image_table, plan, report, score
+from tasks.evaluation import THRESHOLDS, Evaluation
+from tasks.registry import Promotion
+from tasks.tracking import configure_tracking
+
+
+class EvaluateSummary(BaseModel):
+    """What an evaluation found; ``segflow evaluate --json`` prints it."""
+
+    run_id: str
+    report: dict
+    promotion: dict | None
+
+
+def _markdown(evaluation: Evaluation, run_id: str, promotion: Promotion | None) -> str:
+    pooled = evaluation.pooled
+    lines = [
+        f"# Evaluation of `{evaluation.plan.predictions}`",
+        "",
+        f"{len(evaluation.images)} images of split `{evaluation.plan.split}`, "
+        f"{pooled.pixels:,} pixels; MLflow run `{run_id}`.",
+        "",
+        "| metric | pooled |",
+        "|---|---|",
+    ]
+    lines += [
+        f"| {m} | {getattr(pooled, m):.4f} |" for m in ("dice", "iou", "bce", "precision", "recall")
+    ]
+    for name, dice in evaluation.sweep.items():
+        best = max(range(len(dice)), key=dice.__getitem__)
+        lines += ["", f"Best threshold for {name}: {THRESHOLDS[best]:.2f} (Dice {dice[best]:.4f})."]
+    if promotion is not None:
+        verb = "promoted" if promotion.promoted else "not promoted"
+        lines += ["", f"Champion: {verb}: {promotion.reason}."]
+    return "\n".join(lines)
+
+
+@flow(name="evaluate-predictions", validate_parameters=True)
+def evaluate_predictions(config: EvaluateConfig) -> EvaluateSummary:
+    """Score ``config.predictions`` against the masks of ``config.store`` chunk by chunk, log
+    the result to MLflow (next to the model's training run) and to the Prefect UI, and
+    optionally promote the model to the champion alias."""
+    configure_tracking(Path(config.workdir), config.experiment)
+    blocks = plan(config.predictions, config.store, config.split)
+    evaluation = score(
+        blocks, workers=config.workers or default_workers(), dask_address=config.dask_address
+    )
+    run_id, promotion = log(
+        evaluation,
+        experiment=config.experiment,
+        flow_run_id=flow_run.get_id(),
+        promote=config.promote,
+        alias=config.champion_alias,
+        overlays=config.overlays,
+    )
+    create_table_artifact(
+        per_image_table(evaluation),
+        key="evaluation-per-image",
+        description=f"Per-image scores of {config.predictions} ({config.split or 'all'})",
+    )
+    create_markdown_artifact(_markdown(evaluation, run_id, promotion), key="evaluation-summary")
+    return EvaluateSummary(
+        run_id=run_id,
+        report=report(evaluation),
+        promotion=None if promotion is None else promotion.__dict__,
+    )
