@@ -8,6 +8,8 @@ are built from a data root laid out as::
     DATA/work                 checkpoints and the default MLflow database
     DATA/incoming             images the nightly inference predicts
     DATA/predictions.zarr     the prediction store
+    DATA/test-predictions.zarr  predictions of the test split, to evaluate
+    DATA/pipeline             the work directory of the scheduled pipeline
 
 This module imports no Prefect, so it can be read before Prefect's settings are chosen.
 """
@@ -22,7 +24,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from flows.config import InferConfig, IngestConfig, TrainConfig
+from flows.config import (
+    EvaluateConfig,
+    InferConfig,
+    IngestConfig,
+    PipelineConfig,
+    TrainConfig,
+)
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,37 @@ SPECS: tuple[DeploymentSpec, ...] = (
             input=str(root / "incoming"),
             output=str(root / "predictions.zarr"),
             workdir=str(root / "work"),
+        ),
+    ),
+    DeploymentSpec(
+        entrypoint="flows/evaluate.py:evaluate_predictions",
+        flow_name="evaluate-predictions",
+        name="test-split",
+        description="Score DATA/test-predictions.zarr against the test masks of "
+        "DATA/dataset.zarr, log to MLflow and promote the model to 'champion' if it is better.",
+        tags=("segflow", "evaluate"),
+        cron=None,
+        example=lambda root: EvaluateConfig(
+            predictions=str(root / "test-predictions.zarr"),
+            store=str(root / "dataset.zarr"),
+            workdir=str(root / "work"),
+            promote=True,
+        ),
+    ),
+    DeploymentSpec(
+        entrypoint="flows/pipeline.py:run_pipeline",
+        flow_name="segflow-pipeline",
+        name="weekly-retrain-evaluate",
+        description="Ingest DATA/raw, retrain (at most two hours), predict and evaluate the "
+        "test split in DATA/pipeline, promoting a better model to 'champion'; stages whose "
+        "inputs did not change are skipped.",
+        tags=("segflow", "pipeline"),
+        cron="0 4 * * 6",
+        example=lambda root: PipelineConfig(
+            source=str(root / "raw"),
+            workdir=str(root / "pipeline"),
+            train={"max_minutes": 120},
+            evaluate={"promote": True},
         ),
     ),
 )

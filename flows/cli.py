@@ -199,48 +199,65 @@ def _evaluate(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _print_pipeline(summary, as_json: bool) -> None:
+    if as_json:
+        print(summary.model_dump_json(indent=2))
+        return
+    print("stage      status   seconds")
+    for name, stage in summary.stages.items():
+        print(f"{name:<10} {stage.status:<8} {stage.seconds:7.1f}")
+    pooled = summary.stages["evaluate"].result["report"]["pooled"]
+    print(f"\nmodel       {summary.model_uri}")
+    print(f"predictions {summary.predictions}")
+    print("evaluation  " + ", ".join(f"{m} {pooled[m]:.4f}" for m in ("dice", "iou", "bce")))
+    workdir = Path(summary.workdir).resolve()
+    print(f"\ndataset store: {summary.store}  (python: tasks.dataset.open_dataset(...))")
+    print(f"MLflow UI:     mlflow ui --backend-store-uri sqlite:///{workdir / 'mlflow.db'}")
+    print(f"Prefect UI:    PREFECT_HOME={os.environ['PREFECT_HOME']} prefect server start")
+    print(f"napari:        napari --plugin napari-ome-zarr {summary.predictions}/<image>")
+
+
+def _pipeline(ns: argparse.Namespace) -> int:
+    from flows.pipeline import load_pipeline_config, run_pipeline
+
+    try:
+        config = load_pipeline_config(ns.source, ns.workdir, ns.config, ns.overrides)
+    except (OSError, ValueError) as exc:  # pydantic's ValidationError is reported by main()
+        if isinstance(exc, ValidationError):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    _print_pipeline(run_pipeline(config), ns.json)
+    return 0
+
+
+# The demo's settings: a short training so the whole pipeline takes minutes on 2 CPU cores
+# (`segflow train` defaults are sized for real data); every image predicted, so the large one
+# can be viewed; the model promoted to `champion` when it beats the holder.
+DEMO_SETTINGS = [
+    "train.epochs=4",
+    "train.patches_per_epoch=64",
+    "train.patch_size=128",
+    "train.base_channels=16",
+    "train.val_max_tiles=32",
+    "train.registered_model=segflow-demo",
+    "infer.split=null",
+    "evaluate.promote=true",
+]
+
+
 def _demo(ns: argparse.Namespace) -> int:
-    from flows.infer import infer_images
-    from flows.ingest import ingest_dataset
-    from flows.train import train_unet
+    from flows.pipeline import load_pipeline_config, run_pipeline
     from tasks.synth import write_dataset, write_large_pair
 
     workdir = ns.workdir.resolve()
-    source, store = workdir / "data", workdir / "dataset.zarr"
+    source = workdir / "data"
     if not (source / "images").is_dir():
         print(f"generating a synthetic dataset under {source}")
         write_dataset(source, count=24, size=(256, 256), fg_fraction=0.05, seed=0)
         write_large_pair(source, size=ns.large, fg_fraction=0.05, seed=0)
-    summary = ingest_dataset(IngestConfig(source=str(source), store=str(store)))
-    _print_ingest(summary, as_json=False)
-    # A short training so the demo finishes in minutes on 2 CPU cores; `segflow train` defaults
-    # are sized for real data.
-    train = TrainConfig(
-        store=str(store),
-        workdir=str(workdir),
-        epochs=4,
-        patches_per_epoch=64,
-        patch_size=128,
-        base_channels=16,
-        val_max_tiles=32,
-        registered_model="segflow-demo",
-    )
-    print()
-    trained = train_unet(train)
-    _print_train(trained, train, as_json=False)
-    predictions = workdir / "predictions.zarr"
-    infer = InferConfig(
-        input=str(store), output=str(predictions), model=trained.model_uri, workdir=str(workdir)
-    )
-    inferred = infer_images(infer)
-    print(
-        f"\npredictions: {predictions} ({inferred.images} images, "
-        f"{inferred.blocks_predicted} blocks)"
-    )
-    print(f"\ndataset store: {store}  (python: tasks.dataset.open_dataset('{store}'))")
-    print(f"Prefect UI:  PREFECT_HOME={os.environ['PREFECT_HOME']} prefect server start")
-    print(f"MLflow UI:   mlflow ui --backend-store-uri sqlite:///{workdir / 'mlflow.db'}")
-    print(f"napari:      napari --plugin napari-ome-zarr {predictions}/large")
+    config = load_pipeline_config(str(source), str(workdir), overrides=DEMO_SETTINGS)
+    _print_pipeline(run_pipeline(config), as_json=False)
     return 0
 
 
@@ -291,6 +308,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(evaluate, EvaluateConfig, positional=("predictions", "store"))
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
     evaluate.set_defaults(run=_evaluate)
+
+    pipeline = commands.add_parser(
+        "pipeline", help="ingest, train, infer and evaluate in one flow; skips unchanged stages"
+    )
+    pipeline.add_argument("source", metavar="SRC", help="folder with images/ and masks/")
+    pipeline.add_argument("workdir", metavar="WORKDIR", help="where everything is written")
+    pipeline.add_argument(
+        "--config", type=Path, help="YAML or TOML file: sections ingest, train, infer, evaluate"
+    )
+    pipeline.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="override one setting, e.g. --set train.epochs=5 (repeatable)",
+    )
+    pipeline.add_argument("--json", action="store_true", help="print the summary as JSON")
+    pipeline.set_defaults(run=_pipeline)
 
     demo = commands.add_parser("demo", help="run the pipeline on a generated dataset")
     demo.add_argument(

@@ -6,9 +6,11 @@ the descriptions and bounds below, and bad values fail before any work starts.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic.fields import FieldInfo
 
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
 
@@ -235,3 +237,85 @@ class EvaluateConfig(_Frozen):
         None, ge=1, le=1024, description="Dask workers (default: one per core)."
     )
     dask_address: str | None = Field(None, description="Use this Dask scheduler instead.")
+
+
+def _stage(model: type[_Frozen], paths: tuple[str, ...], **defaults: Any) -> type[_Frozen]:
+    """`model`'s settings without the fields the pipeline fills in (`paths`), optionally with
+    other `defaults`. Cross-field checks run when the pipeline builds the stage's config."""
+    fields: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        if name in paths:
+            continue
+        if name in defaults:
+            info = FieldInfo.merge_field_infos(info, default=defaults[name])
+        fields[name] = (info.annotation, info)
+    return create_model(
+        f"{model.__name__.removesuffix('Config')}Stage",
+        __base__=_Frozen,
+        __doc__=f"{model.__doc__} Paths are set by the pipeline.",
+        **fields,
+    )
+
+
+IngestStage = _stage(IngestConfig, ("source", "store"))
+TrainStage = _stage(TrainConfig, ("store", "workdir", "resume"))
+InferStage = _stage(InferConfig, ("input", "output", "model", "workdir"), split="test")
+EvaluateStage = _stage(EvaluateConfig, ("predictions", "store", "workdir", "experiment"))
+
+
+class PipelineConfig(_Frozen):
+    """Settings of the `segflow-pipeline` flow: ingest -> train -> infer -> evaluate.
+
+    Everything lands in `workdir`: ``dataset.zarr``, the MLflow database and checkpoints,
+    ``predictions/<model>.zarr`` and ``pipeline.json`` (what ran, for skipping it next time).
+    """
+
+    source: str = Field(..., description="Folder holding the image and mask sub-folders.")
+    workdir: str = Field(..., description="Where the store, runs and predictions go.")
+    ingest: IngestStage = Field(default_factory=IngestStage, description="Ingest settings.")
+    train: TrainStage = Field(default_factory=TrainStage, description="Training settings.")
+    infer: InferStage = Field(default_factory=InferStage, description="Inference settings.")
+    evaluate: EvaluateStage = Field(
+        default_factory=EvaluateStage, description="Evaluation settings."
+    )
+
+    @property
+    def store(self) -> str:
+        return str(Path(self.workdir) / "dataset.zarr")
+
+    def ingest_config(self) -> IngestConfig:
+        return IngestConfig(source=self.source, store=self.store, **self.ingest.model_dump())
+
+    def train_config(self, *, resume: bool = False) -> TrainConfig:
+        return TrainConfig(
+            store=self.store, workdir=self.workdir, resume=resume, **self.train.model_dump()
+        )
+
+    def infer_config(self, model: str) -> InferConfig:
+        """Predictions of each model go to their own store (a store holds one model's)."""
+        name = model.removeprefix("models:/").removeprefix("runs:/").replace("/", "-")
+        output = Path(self.workdir) / "predictions" / f"{name}.zarr"
+        return InferConfig(
+            input=self.store,
+            output=str(output),
+            model=model,
+            workdir=self.workdir,
+            **self.infer.model_dump(),
+        )
+
+    def evaluate_config(self, predictions: str) -> EvaluateConfig:
+        return EvaluateConfig(
+            predictions=predictions,
+            store=self.store,
+            workdir=self.workdir,
+            experiment=self.train.experiment,
+            **self.evaluate.model_dump(),
+        )
+
+    @model_validator(mode="after")
+    def _check_stages(self) -> PipelineConfig:
+        # Build every stage's config now, so a bad combination fails before any work.
+        self.ingest_config()
+        self.train_config()
+        self.evaluate_config(self.infer_config("models:/check/1").output)
+        return self

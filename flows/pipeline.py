@@ -1,0 +1,180 @@
+"""The ``segflow-pipeline`` flow: ingest -> train -> infer -> evaluate as subflows.
+
+Re-running it on the same work directory skips every stage whose inputs did not change
+(:mod:`tasks.ledger`); an interrupted stage runs again and resumes by its own means.
+"""
+
+from __future__ import annotations
+
+import time
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from pydantic import BaseModel
+
+from flows.config import PipelineConfig
+from flows.evaluate import evaluate_predictions
+from flows.infer import infer_images
+from flows.ingest import ingest_dataset
+from flows.train import train_unet
+from tasks.dataset import open_dataset
+from tasks.ledger import Ledger, source_fingerprint, stage_key
+from tasks.tracking import dataset_fingerprint
+
+
+class StageReport(BaseModel):
+    """One stage of a pipeline run."""
+
+    status: str  # "ran" or "skipped" (inputs unchanged since the recorded run)
+    seconds: float
+    result: dict[str, Any]
+
+
+class PipelineSummary(BaseModel):
+    """What a pipeline run did and where its products are."""
+
+    workdir: str
+    store: str
+    model_uri: str
+    predictions: str
+    stages: dict[str, StageReport]
+
+
+def load_pipeline_config(
+    source: str, workdir: str, file: str | Path | None = None, overrides: Sequence[str] = ()
+) -> PipelineConfig:
+    """Build the config from an optional YAML or TOML `file` and ``section.field=value``
+    `overrides` (values parsed as YAML: ``4``, ``true``, ``null``, ``[a, b]``).
+
+    Raises
+    ------
+    ValueError
+        An unreadable file or a malformed override; pydantic's ValidationError for bad values.
+    """
+    data: dict[str, Any] = {}
+    if file is not None:
+        path = Path(file)
+        text = path.read_text()
+        try:
+            data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text) or {}
+        except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+            raise ValueError(
+                f"{path}: not valid {path.suffix.lstrip('.').upper()}: {exc}"
+            ) from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+    for item in overrides:
+        dotted, sep, value = item.partition("=")
+        if not sep or not dotted:
+            raise ValueError(f"override {item!r}: expected section.field=value")
+        *sections, field = dotted.split(".")
+        target = data
+        for section in sections:
+            target = target.setdefault(section, {})
+        target[field] = yaml.safe_load(value)
+    return PipelineConfig.model_validate(data | {"source": source, "workdir": workdir})
+
+
+def _stage(
+    ledger: Ledger,
+    name: str,
+    key: str,
+    run: Callable[[bool], BaseModel],
+    outputs_exist: Callable[[Mapping[str, Any]], bool] = lambda _: True,
+) -> StageReport:
+    """Run a stage unless the ledger holds a finished run with the same key (and its outputs
+    still exist). `run(resume)` gets whether an earlier run with this key was interrupted."""
+    logger = get_run_logger()
+    recorded = ledger.done(name, key)
+    if recorded is not None and outputs_exist(recorded):
+        logger.info("%s: inputs unchanged since the recorded run, skipped", name)
+        return StageReport(status="skipped", seconds=0.0, result=recorded)
+    resume = ledger.interrupted(name, key)
+    ledger.start(name, key)
+    start = time.perf_counter()
+    result = run(resume).model_dump(mode="json")
+    seconds = time.perf_counter() - start
+    ledger.finish(name, key, result)
+    logger.info("%s: done in %.1f s", name, seconds)
+    return StageReport(status="ran", seconds=seconds, result=result)
+
+
+@flow(name="segflow-pipeline", validate_parameters=True)
+def run_pipeline(config: PipelineConfig) -> PipelineSummary:
+    """Ingest ``config.source``, train a U-Net, predict and evaluate, all in ``config.workdir``.
+
+    Each stage is the stage's own flow, run as a subflow with the stage's config.
+    """
+    ledger = Ledger(config.workdir)
+    stages: dict[str, StageReport] = {}
+
+    ingest = config.ingest_config()
+    key = stage_key(ingest.model_dump(), source_fingerprint(config.source))
+    stages["ingest"] = _stage(
+        ledger,
+        "ingest",
+        key,
+        lambda _: ingest_dataset(ingest),
+        lambda _: (Path(config.store) / "zarr.json").exists(),
+    )
+
+    data = dataset_fingerprint(open_dataset(config.store))
+    train = config.train_config()
+    key = stage_key(train.model_dump(), data)
+    stages["train"] = _stage(
+        ledger, "train", key, lambda resume: train_unet(config.train_config(resume=resume))
+    )
+    model_uri = stages["train"].result["model_uri"]
+
+    infer = config.infer_config(model_uri)
+    key = stage_key(infer.model_dump(), data)
+
+    def run_infer(_: bool) -> BaseModel:
+        summary = infer_images(infer)
+        if summary.failed or summary.images == 0:
+            raise RuntimeError(f"inference failed for {summary.failed or 'every image'}")
+        return summary
+
+    stages["infer"] = _stage(
+        ledger, "infer", key, run_infer, lambda _: Path(infer.output, "zarr.json").exists()
+    )
+
+    evaluate = config.evaluate_config(infer.output)
+    stages["evaluate"] = _stage(
+        ledger,
+        "evaluate",
+        stage_key(evaluate.model_dump(), key),
+        lambda _: evaluate_predictions(evaluate),
+    )
+    summary = PipelineSummary(
+        workdir=config.workdir,
+        store=config.store,
+        model_uri=model_uri,
+        predictions=infer.output,
+        stages=stages,
+    )
+    create_markdown_artifact(_markdown(summary), key="pipeline-summary")
+    return summary
+
+
+def _markdown(summary: PipelineSummary) -> str:
+    lines = [
+        f"# Pipeline in `{summary.workdir}`",
+        "",
+        f"Model `{summary.model_uri}`, predictions `{summary.predictions}`.",
+        "",
+        "| stage | status | seconds |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {n} | {s.status} | {s.seconds:.1f} |" for n, s in summary.stages.items()]
+    pooled = summary.stages["evaluate"].result["report"]["pooled"]
+    lines += [
+        "",
+        f"Test Dice {pooled['dice']:.4f}, IoU {pooled['iou']:.4f}, BCE {pooled['bce']:.4f}.",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,100 @@
+import json
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+from prefect.client.orchestration import get_client
+
+from flows.cli import main
+from flows.config import EvaluateConfig
+from flows.evaluate import evaluate_predictions
+from tasks.dataset import open_dataset
+from tasks.registry import ModelRef
+from tasks.tracking import configure_tracking
+from tests.images import make_predictions, make_store, noisy_probabilities
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    configure_tracking(tmp_path / "work", "segflow")
+    return tmp_path / "work"
+
+
+def _version(name: str) -> ModelRef:
+    """A registered model version with a (training) run, as the train flow leaves one."""
+    client = MlflowClient()
+    with mlflow.start_run(run_name="train") as run:
+        pass
+    if not client.search_registered_models(f"name = '{name}'"):
+        client.create_registered_model(name)
+    version = client.create_model_version(
+        name, source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id
+    )
+    return ModelRef(f"models:/{name}/{version.version}", run.info.run_id, name, version.version)
+
+
+def test_evaluation_logs_beside_the_model_and_promotes_the_better(tmp_path, workdir):
+    store = make_store(tmp_path, count=8, size=96)
+    dataset = open_dataset(store)
+    truths = {n: np.asarray(dataset.mask(n)) for n in dataset.samples("test")}
+    rng = np.random.default_rng(0)
+
+    def evaluate(noise: float, promote: bool = True):
+        ref = _version("unet")
+        probs = {n: noisy_probabilities(rng, t, 2, noise=noise) for n, t in truths.items()}
+        out = make_predictions(
+            tmp_path / f"pred-v{ref.version}.zarr", store, probs, model=ref.to_dict()
+        )
+        config = EvaluateConfig(
+            predictions=str(out), store=str(store), workdir=str(workdir), promote=promote, workers=1
+        )
+        return ref, evaluate_predictions(config)
+
+    first, summary = evaluate(noise=0.8)
+    assert summary.promotion["promoted"] and "no version held" in summary.promotion["reason"]
+    client = MlflowClient()
+    run = client.get_run(summary.run_id)
+    assert run.data.tags["mlflow.parentRunId"] == first.run_id  # nested under the training run
+    pooled = summary.report["pooled"]
+    assert run.data.metrics["test.dice"] == pytest.approx(pooled["dice"])
+    assert run.data.metrics["test.bce"] == pytest.approx(pooled["bce"])
+    assert "test.iou.class_1" in run.data.metrics
+    sweep = client.get_metric_history(summary.run_id, "test.sweep_dice.class_1")
+    assert [m.step for m in sweep] == list(range(1, 100))
+    files = {a.path for a in client.list_artifacts(summary.run_id, "evaluation")}
+    assert {"evaluation/threshold_sweep.png", "evaluation/images.json"} <= files
+    assert sum(p.startswith("evaluation/worst_") for p in files) == 2
+    assert sum(p.startswith("evaluation/best_") for p in files) == 2
+    tags = client.get_model_version("unet", first.version).tags
+    assert float(tags["segflow.test_dice"]) == pytest.approx(pooled["dice"], abs=1e-6)
+
+    better, summary = evaluate(noise=0.2)
+    assert summary.promotion["promoted"], summary.promotion["reason"]
+    worse, summary = evaluate(noise=1.2)
+    assert not summary.promotion["promoted"]
+    assert "does not beat" in summary.promotion["reason"]
+    assert client.get_model_version_by_alias("unet", "champion").version == better.version
+
+    with get_client(sync_client=True) as prefect:
+        keys = {a.key for a in prefect.read_artifacts()}
+    assert {"evaluation-per-image", "evaluation-summary"} <= keys
+
+
+def test_cli_json_prints_the_metrics(tmp_path, workdir, capsys):
+    store = make_store(tmp_path, count=8, size=64)
+    dataset = open_dataset(store)
+    probs = {
+        n: (np.asarray(dataset.mask(n)) > 0).astype(np.float64)[None]
+        for n in dataset.samples("test")
+    }
+    out = make_predictions(tmp_path / "pred.zarr", store, probs)
+    code = main(
+        ["evaluate", str(out), str(store), "--workdir", str(workdir), "--workers", "1", "--json"]
+    )
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["report"]["pooled"]["dice"] == 1.0
+    assert printed["report"]["images"] == len(probs)
+    assert printed["promotion"] is None
