@@ -61,9 +61,7 @@ def test_multiclass_per_class_scores_and_cross_entropy(tmp_path):
     store, out, truths, probs = _setup(tmp_path, num_classes=3, dtype="float16", size=200)
     result = evaluate(plan_evaluation(str(out), str(store), "test"), workers=1, log=print)
     t = np.concatenate([truths[n].ravel() for n in truths])
-    stored = np.concatenate(
-        [_stored(probs[n], "float16").reshape(3, -1) for n in truths], axis=1
-    )
+    stored = np.concatenate([_stored(probs[n], "float16").reshape(3, -1) for n in truths], axis=1)
     m = np.concatenate([probs[n].argmax(0).ravel() for n in truths])  # as infer stores it
     f1 = f1_score(t, m, average=None, labels=[0, 1, 2], zero_division=1.0)
     iou = jaccard_score(t, m, average=None, labels=[0, 1, 2], zero_division=1.0)
