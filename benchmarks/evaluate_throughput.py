@@ -95,7 +95,7 @@ def build(tmp: Path, size: int) -> tuple[Path, Path]:
     for y0, y1, x0, x1 in blocks(shape, BLOCK):
         t = np.asarray(truth[y0:y1, x0:x1])
         rng = np.random.default_rng([y0, x0])
-        logits = 3.0 * (2.0 * t - 1.0) + 2.0 * rng.standard_normal(t.shape)
+        logits = 4.0 * (2.0 * t - 1.0) + 1.5 * rng.standard_normal(t.shape)
         probs = (1.0 / (1.0 + np.exp(-logits)))[None]
         write_block(out, "big", (y0, y1, x0, x1), probs, threshold=0.5, probability_dtype="uint8")
     return store, out
