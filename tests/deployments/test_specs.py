@@ -64,12 +64,20 @@ def test_parameter_schema_has_descriptions_and_bounds(spec):
     assert set(properties) == set(model.model_fields)
     for name, field in model.model_fields.items():
         assert properties[name]["description"] == field.description
-    # The bounds pydantic declares reach the form (Optional fields nest them under anyOf).
-    expected = model.model_json_schema()["properties"]
-    bounded = [n for n, p in expected.items() if "minimum" in str(p) or "maximum" in str(p)]
+    # The bounds pydantic declares reach the form (Optional fields nest them under anyOf;
+    # the pipeline's stage sections are definitions of their own).
+    pydantic_schema = model.model_json_schema()
+    expected = {model.__name__: pydantic_schema} | pydantic_schema.get("$defs", {})
+    bounded = [
+        (definition, name)
+        for definition, body in expected.items()
+        for name, p in body["properties"].items()
+        if "minimum" in str(p) or "maximum" in str(p)
+    ]
     assert bounded
-    for name in bounded:
-        assert properties[name] == expected[name]
+    for definition, name in bounded:
+        got = schema["definitions"][definition]["properties"][name]
+        assert got == expected[definition]["properties"][name]
 
 
 def test_prefect_yaml_matches_the_table():
