@@ -213,6 +213,10 @@ def _print_pipeline(summary, as_json: bool) -> None:
     workdir = Path(summary.workdir).resolve()
     print(f"\ndataset store: {summary.store}  (python: tasks.dataset.open_dataset(...))")
     print(f"MLflow UI:     mlflow ui --backend-store-uri sqlite:///{workdir / 'mlflow.db'}")
+    print(
+        f"MLflow runs:   training {summary.stages['train'].result['run_id']}, evaluation "
+        f"{summary.stages['evaluate'].result['run_id']} (nested under it)"
+    )
     print(f"Prefect UI:    PREFECT_HOME={os.environ['PREFECT_HOME']} prefect server start")
     print(f"napari:        napari --plugin napari-ome-zarr {summary.predictions}/<image>")
 
