@@ -1,0 +1,99 @@
+"""Seam error of tiled inference against margin: random-init and trained models.
+
+Dice between the mask `segflow infer` stores (tiles of `--tile` on a global grid, overlap-tile
+with each `--margins` value, and gaussian) and the mask of one forward pass over the whole
+image (mirror-padded by tile/2, threshold 0.5), plus segflow's time for each setting.
+
+- model: `--bundle DIR` (a segflow model bundle, e.g. ``OUT/model`` of a prediction store, or
+  a bundle fetched from MLflow), else the random-init base-16 U-Net of infer_throughput.py
+  (head x20 so its outputs are confident);
+- image: `--image` (any input segflow reads: TIFF, PNG/JPEG), cropped to its top-left
+  `--crop`² pixels, else the synthetic 2048² tiled TIFF of infer_throughput.py.
+
+    .venv/bin/python benchmarks/infer_seam.py --margins 32 48 64
+    .venv/bin/python benchmarks/infer_seam.py --bundle /tmp/hrf-work/predictions/m.zarr/model \\
+        --image ../shared/data/hrf/images/01_h.jpg --margins 32 48 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import torch
+import zarr
+from infer_throughput import AMP, make_bundle, seam_dice, segflow_run
+
+from tasks.model_bundle import load_bundle
+from tasks.sources import find_sources
+from tasks.synth import write_large_pair
+
+
+def crop_tiff(image: Path, crop: int, out: Path) -> Path:
+    """The top-left crop² pixels of `image` as a tiled TIFF (channels last)."""
+    source = find_sources(str(image))[0][0]
+    pixels = source.region(0, min(crop, source.shape[1]), 0, min(crop, source.shape[2]))
+    data = pixels.transpose(1, 2, 0)
+    tifffile.imwrite(
+        out,
+        data if data.shape[2] > 1 else data[..., 0],
+        tile=(256, 256),
+        photometric="rgb" if data.shape[2] == 3 else "minisblack",
+    )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bundle", type=Path)
+    parser.add_argument("--image", type=Path)
+    parser.add_argument("--crop", type=int, default=2048)
+    parser.add_argument("--tile", type=int, default=1024)
+    parser.add_argument("--margins", type=int, nargs="+", default=[32, 48, 64])
+    parser.add_argument("--precision", default="bf16", choices=list(AMP))
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    tmp = Path(tempfile.mkdtemp(prefix="segflow-seam-"))
+    if args.image:
+        tiff = crop_tiff(args.image, args.crop, tmp / "input.tif")
+    else:
+        tiff, _ = write_large_pair(tmp / "src", size=args.crop, seed=0, name="synth")
+    source = find_sources(str(tiff))[0][0]
+    bundle_path = args.bundle or make_bundle(tmp / "bundle", source.shape[0])
+    bundle = load_bundle(bundle_path)
+    model = bundle.ensemble.eval()
+    amp = AMP[args.precision]
+    fmt = torch.channels_last if args.precision == "bf16" else torch.contiguous_format
+    model.to(memory_format=fmt)
+    print(f"image {source.shape}, model {bundle_path}, {args.precision}, tile {args.tile}")
+    settings = {
+        "tile": args.tile,
+        "overlap": 0.25,
+        "batch": 4,
+        "precision": args.precision,
+        "device": "cpu",
+        "channels_last": args.precision == "bf16",
+        "block": 2048,
+        "torch_threads": 2,
+    }
+    runs = [("overlap-tile", m) for m in args.margins] + [("gaussian", 32)]
+    segflow_run(source, tmp / "warm.zarr", bundle_path, settings | {"blend": "gaussian"}, 1, None)
+    for blend, margin in runs:
+        out = tmp / f"{blend}-{margin}.zarr"
+        seconds, _ = segflow_run(
+            source, out, bundle_path, settings | {"blend": blend, "margin": margin}, 1, None
+        )
+        dice = seam_dice(model, source, out, bundle, amp, fmt, pad=args.tile // 2)
+        mp = source.shape[1] * source.shape[2] / 1e6
+        foreground = float(np.mean(zarr.open_group(out)[f"{source.name}/labels/mask/0"][:]))
+        print(
+            f"{blend:<12} margin {margin:3d}: seam Dice {dice:.4f}  {seconds:6.1f} s "
+            f"({mp / seconds:.2f} MP/s), foreground {foreground:.3f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
