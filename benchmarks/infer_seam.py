@@ -27,6 +27,7 @@ import torch
 import zarr
 from infer_throughput import AMP, make_bundle, seam_dice, segflow_run
 
+from tasks.block_inference import default_batch
 from tasks.model_bundle import load_bundle
 from tasks.sources import find_sources
 from tasks.synth import write_large_pair
@@ -72,7 +73,7 @@ def main() -> None:
     settings = {
         "tile": args.tile,
         "overlap": 0.25,
-        "batch": 4,
+        "batch": default_batch("cpu"),
         "precision": args.precision,
         "device": "cpu",
         "channels_last": args.precision == "bf16",

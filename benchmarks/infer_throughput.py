@@ -67,7 +67,7 @@ from PIL import Image  # noqa: E402
 
 from flows.config import InferConfig  # noqa: E402
 from models.unet import build_unet  # noqa: E402
-from tasks.block_inference import InferSettings  # noqa: E402
+from tasks.block_inference import InferSettings, default_batch  # noqa: E402
 from tasks.cluster import dask_client  # noqa: E402
 from tasks.device import autocast  # noqa: E402
 from tasks.infer import prepare_predictions, run_blocks  # noqa: E402
@@ -222,7 +222,7 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=defaults["tile"].default)
     parser.add_argument("--margin", type=int, default=defaults["margin"].default)
     parser.add_argument("--block", type=int, default=defaults["block"].default)
-    parser.add_argument("--batch", type=int, default=defaults["batch"].default)
+    parser.add_argument("--batch", type=int, default=default_batch("cpu"))
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--channels", type=int, default=1, choices=(1, 3))
     parser.add_argument("--repeat", type=int, default=1)

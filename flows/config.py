@@ -179,7 +179,13 @@ class InferConfig(_Frozen):
         "edges (gaussian).",
     )
     overlap: float = Field(0.25, ge=0.0, lt=1.0, description="gaussian: tile overlap fraction.")
-    batch: int = Field(4, ge=1, le=256, description="Tiles per forward pass.")
+    batch: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="Tiles per forward pass (default: 1 on CPU, where bigger batches are "
+        "slower per tile, 4 on CUDA).",
+    )
     tta: bool = Field(False, description="Average over flips (4x the compute).")
     threshold: float = Field(0.5, gt=0.0, lt=1.0, description="Binary mask threshold.")
     probability_dtype: Literal["uint8", "float16"] = Field(
@@ -234,7 +240,10 @@ class EvaluateConfig(_Frozen):
     )
     overlays: int = Field(2, ge=0, le=16, description="Best and worst images logged as overlays.")
     workers: int | None = Field(
-        None, ge=1, le=1024, description="Dask workers (default: one per core)."
+        None,
+        ge=1,
+        le=1024,
+        description="Dask workers (default: in-process up to 2^28 pixels, else one per core).",
     )
     dask_address: str | None = Field(None, description="Use this Dask scheduler instead.")
 

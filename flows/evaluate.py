@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from flows.config import EvaluateConfig
 from tasks.cluster import default_workers
 from tasks.evaluate import log, per_image_table, plan, report, score
-from tasks.evaluation import THRESHOLDS, Evaluation
+from tasks.evaluation import THRESHOLDS, Evaluation, default_evaluation_workers
 from tasks.registry import Promotion
 from tasks.tracking import configure_tracking
 
@@ -56,7 +56,9 @@ def evaluate_predictions(config: EvaluateConfig) -> EvaluateSummary:
     configure_tracking(Path(config.workdir), config.experiment)
     blocks = plan(config.predictions, config.store, config.split)
     evaluation = score(
-        blocks, workers=config.workers or default_workers(), dask_address=config.dask_address
+        blocks,
+        workers=config.workers or default_evaluation_workers(blocks, default_workers()),
+        dask_address=config.dask_address,
     )
     run_id, promotion = log(
         evaluation,

@@ -10,7 +10,7 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
 from flows.config import InferConfig
-from tasks.block_inference import InferSettings
+from tasks.block_inference import InferSettings, default_batch
 from tasks.infer import (
     default_infer_workers,
     find_inputs,
@@ -53,7 +53,7 @@ def infer_images(config: InferConfig) -> InferSummary:
         blend=config.blend,
         margin=config.margin,
         overlap=config.overlap,
-        batch=config.batch,
+        batch=config.batch or default_batch(config.device),
         tta=config.tta,
         threshold=config.threshold,
         precision=config.precision,

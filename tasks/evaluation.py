@@ -270,6 +270,17 @@ def _layout(meta: dict, store_classes: list[str], predictions: str, store: str) 
     return Layout((f"not {name}" if binary != 1 else store_classes[0], name), binary, dtype, block)
 
 
+# Below this many pixels one in-process worker beats a LocalCluster, whose start-up (~5 s)
+# outweighs the work: 8192² took 2.5 s in-process, 6.9 s on 2 workers (benchmarks/README.md).
+IN_PROCESS_PIXELS = 2**28
+
+
+def default_evaluation_workers(plan: Plan, cores: int) -> int:
+    """One in-process worker for small evaluations, else one per core."""
+    pixels = sum((r[1] - r[0]) * (r[3] - r[2]) for _, r in plan.jobs)
+    return 1 if pixels <= IN_PROCESS_PIXELS else cores
+
+
 @dataclass
 class Evaluation:
     """Scores per image and pooled over all images, and the pooled threshold sweep."""

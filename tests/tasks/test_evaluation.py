@@ -1,11 +1,19 @@
 """Streaming evaluation: exact against scikit-learn on the same pixels, any chunking."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from sklearn.metrics import f1_score, jaccard_score, log_loss, precision_score, recall_score
 
 from tasks.dataset import open_dataset
-from tasks.evaluation import THRESHOLDS, evaluate, plan_evaluation
+from tasks.evaluation import (
+    IN_PROCESS_PIXELS,
+    THRESHOLDS,
+    default_evaluation_workers,
+    evaluate,
+    plan_evaluation,
+)
 from tests.images import make_predictions, make_store, noisy_probabilities
 
 
@@ -86,6 +94,11 @@ def test_dask_workers_give_identical_results(tmp_path):
     assert parallel.pooled == alone.pooled
     assert parallel.images == alone.images
     assert parallel.sweep == alone.sweep
+    assert default_evaluation_workers(plan, cores=8) == 1  # small: no cluster start-up
+    pixels = sum(s.pixels for s in alone.images.values())
+    big = IN_PROCESS_PIXELS // pixels + 1
+    huge = replace(plan, names=plan.names * big, regions=plan.regions)
+    assert default_evaluation_workers(huge, cores=8) == 8
 
 
 def test_missing_and_incomplete_predictions_are_named(tmp_path):
