@@ -239,8 +239,8 @@ def _pipeline(ns: argparse.Namespace) -> int:
 # (`segflow train` defaults are sized for real data); every image predicted, so the large one
 # can be viewed; the model promoted to `champion` when it beats the holder.
 DEMO_SETTINGS = [
-    "train.epochs=4",
-    "train.patches_per_epoch=64",
+    "train.epochs=8",
+    "train.patches_per_epoch=128",
     "train.patch_size=128",
     "train.base_channels=16",
     "train.val_max_tiles=32",
