@@ -18,4 +18,6 @@ def use_local_defaults(home: str | Path | None = None) -> Path:
     # No network here: Prefect's telemetry would log connection errors on every run.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    # One progress line per artifact file floods the flow logs when a model is fetched.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     return root
