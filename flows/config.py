@@ -276,7 +276,8 @@ class PipelineConfig(_Frozen):
     """Settings of the `segflow-pipeline` flow: ingest -> train -> infer -> evaluate.
 
     Everything lands in `workdir`: ``dataset.zarr``, the MLflow database and checkpoints,
-    ``predictions/<model>.zarr`` and ``pipeline.json`` (what ran, for skipping it next time).
+    ``predictions/<model>-<version>-<run>.zarr`` and ``pipeline.json`` (what ran, for
+    skipping it next time).
     """
 
     source: str = Field(..., description="Folder holding the image and mask sub-folders.")
@@ -300,10 +301,12 @@ class PipelineConfig(_Frozen):
             store=self.store, workdir=self.workdir, resume=resume, **self.train.model_dump()
         )
 
-    def infer_config(self, model: str) -> InferConfig:
-        """Predictions of each model go to their own store (a store holds one model's)."""
+    def infer_config(self, model: str, run_id: str) -> InferConfig:
+        """Predictions of each model go to their own store (a store holds one model's),
+        named by the model and its training run (version numbers restart with a new
+        tracking database)."""
         name = model.removeprefix("models:/").removeprefix("runs:/").replace("/", "-")
-        output = Path(self.workdir) / "predictions" / f"{name}.zarr"
+        output = Path(self.workdir) / "predictions" / f"{name}-{run_id[:8]}.zarr"
         return InferConfig(
             input=self.store,
             output=str(output),
@@ -326,5 +329,5 @@ class PipelineConfig(_Frozen):
         # Build every stage's config now, so a bad combination fails before any work.
         self.ingest_config()
         self.train_config()
-        self.evaluate_config(self.infer_config("models:/check/1").output)
+        self.evaluate_config(self.infer_config("models:/check/1", "0" * 32).output)
         return self

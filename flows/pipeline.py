@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from mlflow.exceptions import MlflowException
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
@@ -24,7 +25,8 @@ from flows.ingest import ingest_dataset
 from flows.train import train_unet
 from tasks.dataset import open_dataset
 from tasks.ledger import Ledger, source_fingerprint, stage_key
-from tasks.tracking import dataset_fingerprint
+from tasks.registry import resolve_model
+from tasks.tracking import configure_tracking, dataset_fingerprint
 
 
 class StageReport(BaseModel):
@@ -126,12 +128,17 @@ def run_pipeline(config: PipelineConfig) -> PipelineSummary:
     data = dataset_fingerprint(open_dataset(config.store))
     train = config.train_config()
     key = stage_key(train.model_dump(), data)
+    configure_tracking(Path(config.workdir), config.train.experiment)
     stages["train"] = _stage(
-        ledger, "train", key, lambda resume: train_unet(config.train_config(resume=resume))
+        ledger,
+        "train",
+        key,
+        lambda resume: train_unet(config.train_config(resume=resume)),
+        lambda recorded: _registered(recorded["model_uri"]),
     )
     model_uri = stages["train"].result["model_uri"]
 
-    infer = config.infer_config(model_uri)
+    infer = config.infer_config(model_uri, stages["train"].result["run_id"])
     key = stage_key(infer.model_dump(), data)
 
     def run_infer(_: bool) -> BaseModel:
@@ -160,6 +167,15 @@ def run_pipeline(config: PipelineConfig) -> PipelineSummary:
     )
     create_markdown_artifact(_markdown(summary), key="pipeline-summary")
     return summary
+
+
+def _registered(model_uri: str) -> bool:
+    """Whether the tracking store still knows the model (e.g. its database was not removed)."""
+    try:
+        resolve_model(model_uri)
+    except MlflowException:
+        return False
+    return True
 
 
 def _markdown(summary: PipelineSummary) -> str:

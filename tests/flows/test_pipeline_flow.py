@@ -2,6 +2,7 @@ import json
 from pathlib import Path
 
 import pytest
+from mlflow import MlflowClient
 from pydantic import ValidationError
 
 from flows.cli import main
@@ -57,6 +58,13 @@ def test_pipeline_runs_every_stage_then_skips_unchanged_ones(tmp_path, source):
     assert status == {"ingest": "skipped", "train": "ran", "infer": "ran", "evaluate": "ran"}
     assert changed.model_uri != first.model_uri
     assert changed.predictions != first.predictions  # one prediction store per model
+
+    # a model gone from the registry is trained again, though its inputs are unchanged
+    MlflowClient().delete_registered_model("tiny-pipeline")
+    retrained = run_pipeline(
+        load_pipeline_config(str(source), str(workdir), overrides=[*TINY, "train.epochs=3"])
+    )
+    assert retrained.stages["train"].status == "ran"
 
     # a new image in the source folder re-runs everything downstream of ingest
     write_dataset(source, count=9, size=(64, 64), seed=0)
