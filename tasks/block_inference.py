@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from tasks.allocator import retain_freed_memory
 from tasks.device import autocast, resolve_device, resolve_precision
 from tasks.model_bundle import ModelBundle, load_bundle
 from tasks.predictions import ProbabilityDtype, write_block
@@ -51,6 +52,7 @@ def worker_model(path: str, device: torch.device, channels_last: bool) -> ModelB
     """
     key = (path, str(device), channels_last)
     if key not in _BUNDLES:
+        retain_freed_memory()  # activations stay mapped between forward passes
         bundle = load_bundle(path)
         bundle.ensemble.to(device).eval()
         if channels_last:
