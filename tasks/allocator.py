@@ -4,7 +4,7 @@ glibc serves every allocation above 32 MiB (its largest mmap threshold) with a f
 and unmaps it on free, so each forward pass of a U-Net over a large tile page-faults its
 activations in again: on this project's CPU a quarter of the inference time went to the
 kernel. Serving large blocks from the heap and not trimming it makes the memory stay mapped
-between passes (measured: 0.466 -> 0.314 s per 1088² tile, bf16, base 16; benchmarks/README.md).
+between passes (measured: 0.466 -> 0.307 s per 1088² tile, bf16, base 16; benchmarks/README.md).
 The process keeps its peak footprint instead of returning memory, which suits long-lived
 inference workers with a bounded per-block peak.
 """
