@@ -29,9 +29,8 @@ from pathlib import Path
 
 import dask.array as da
 import numpy as np
-import psutil
 import zarr
-from ingest_large_rss import tree_rss
+from ingest_large_rss import watch_peak_rss
 from scipy import ndimage
 from sklearn.metrics import f1_score, jaccard_score, log_loss, precision_score, recall_score
 
@@ -143,20 +142,14 @@ def memory(store: Path, out: Path, tmp: Path) -> None:
     )
     env = os.environ | {"SEGFLOW_HOME": str(tmp / "home")}
     start = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env
-    )
-    watched = psutil.Process(proc.pid)
-    peak_own = peak_tree = 0
-    while proc.poll() is None:
-        own, tree = tree_rss(watched)
-        peak_own, peak_tree = max(peak_own, own), max(peak_tree, tree)
-        time.sleep(0.05)
+    output = tmp / "evaluate.out"  # a file, not a pipe: a full pipe would stall the flow
+    with output.open("w") as out_file:
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=out_file, env=env)
+        peak_own, peak_tree = watch_peak_rss(proc)
     seconds = time.perf_counter() - start
-    output = proc.stdout.read()
     if proc.returncode:
         raise SystemExit(f"evaluation failed ({proc.returncode})")
-    pooled = json.loads(output.strip().splitlines()[-1])
+    pooled = json.loads(output.read_text().strip().splitlines()[-1])
     print(f"evaluate-predictions flow: {seconds:.0f} s; Dice {pooled['dice']:.4f}")
     print(
         f"peak RSS: flow process {peak_own / 2**20:.0f} MiB, "

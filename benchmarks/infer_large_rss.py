@@ -21,10 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
 import torch
 import zarr
-from ingest_large_rss import tree_rss
+from ingest_large_rss import watch_peak_rss
 
 from flows.config import InferConfig
 from models.unet import build_unet
@@ -76,12 +75,7 @@ def main() -> None:
     log_path = tmp / "infer.log"  # a file, not a pipe: a full pipe would stall the CLI
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
-    watched = psutil.Process(proc.pid)
-    peak_main = peak_tree = 0
-    while proc.poll() is None:
-        own, total = tree_rss(watched)
-        peak_main, peak_tree = max(peak_main, own), max(peak_tree, total)
-        time.sleep(0.05)
+        peak_main, peak_tree = watch_peak_rss(proc)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         print(log_path.read_text(errors="replace")[-4000:])

@@ -40,6 +40,17 @@ def tree_rss(proc: psutil.Process) -> tuple[int, int]:
     return own, total
 
 
+def watch_peak_rss(proc: subprocess.Popen) -> tuple[int, int]:
+    """Wait for `proc`, sampling RSS every 50 ms; (peak of `proc`, peak of its whole tree)."""
+    watched = psutil.Process(proc.pid)
+    peak_own = peak_tree = 0
+    while proc.poll() is None:
+        own, total = tree_rss(watched)
+        peak_own, peak_tree = max(peak_own, own), max(peak_tree, total)
+        time.sleep(0.05)
+    return peak_own, peak_tree
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", type=int, default=16384)
@@ -66,12 +77,7 @@ def main() -> None:
     ]
     start = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    watched = psutil.Process(proc.pid)
-    peak_main = peak_tree = 0
-    while proc.poll() is None:
-        own, total = tree_rss(watched)
-        peak_main, peak_tree = max(peak_main, own), max(peak_tree, total)
-        time.sleep(0.05)
+    peak_main, peak_tree = watch_peak_rss(proc)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"segflow ingest failed with exit code {proc.returncode}")
