@@ -2,7 +2,8 @@
 
 Dice between the mask `segflow infer` stores (tiles of `--tile` on a global grid, overlap-tile
 with each `--margins` value, and gaussian) and the mask of one forward pass over the whole
-image (mirror-padded by tile/2, threshold 0.5), plus segflow's time for each setting.
+image by the same network (BatchNorm folded, as segflow runs it; mirror-padded by tile/2,
+threshold 0.5), plus segflow's time for each setting and what folding alone changes.
 
 - model: `--bundle DIR` (a segflow model bundle, e.g. ``OUT/model`` of a prediction store, or
   a bundle fetched from MLflow), else the random-init base-16 U-Net of infer_throughput.py
@@ -87,12 +88,13 @@ def main() -> None:
         seconds, _ = segflow_run(
             source, out, bundle_path, settings | {"blend": blend, "margin": margin}, 1, None
         )
-        dice = seam_dice(model, source, out, bundle, amp, fmt, pad=args.tile // 2)
+        dice, folding = seam_dice(model, source, out, bundle, amp, fmt, pad=args.tile // 2)
         mp = source.shape[1] * source.shape[2] / 1e6
         foreground = float(np.mean(zarr.open_group(out)[f"{source.name}/labels/mask/0"][:]))
         print(
             f"{blend:<12} margin {margin:3d}: seam Dice {dice:.4f}  {seconds:6.1f} s "
-            f"({mp / seconds:.2f} MP/s), foreground {foreground:.3f}"
+            f"({mp / seconds:.2f} MP/s), foreground {foreground:.3f}, BatchNorm folding "
+            f"alone: Dice {folding:.4f}"
         )
 
 

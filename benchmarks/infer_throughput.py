@@ -6,10 +6,15 @@ megapixels of the input image per second:
 
 - floor: the bare model forward over the non-overlapping tiles of the image (edge tiles cut
   to the image, batch `--batch`, inputs already normalised and in memory), one process,
-  2 torch threads: the least compute any tiled method must do;
+  2 torch threads: the least compute any tiled method must do with the model as given;
+  "floor, BatchNorm folded": the same with the model segflow's workers run
+  (`models.fusion.fold_batch_norm`);
 - MONAI: `monai.inferers.sliding_window_inference` on the whole image as one in-memory
   tensor (N=1), roi = tile, MONAI's default overlap 0.25 with mode="gaussian", best of
-  sw_batch_size 1 and 8; only the call is timed;
+  sw_batch_size 1 and 8; only the call is timed. "MONAI" runs in a fresh spawned process
+  with glibc's default malloc, as MONAI's users run it (the /MONAI column); "MONAI
+  kept-memory" runs in this process after segflow's warm-up switched malloc to keeping freed
+  memory (`tasks/allocator.py`), i.e. MONAI given segflow's allocator fix (the /MONAI* column);
 - segflow xW: `tasks.infer.run_blocks` (the plain function the flow calls) with W workers of
   cores/W torch threads, overlap-tile blend (output tile `--tile`, margin `--margin`; defaults
   are `InferConfig`'s), on a tiled TIFF written beforehand. Its time **includes reading and
@@ -28,8 +33,10 @@ forwards each method makes; segflow's overlap-tile forwards are `tile + 2 margin
 tiles shrink to the image).
 
 Seam error (synthetic sizes <= `--seam-max`): Dice between segflow's stored mask and the
-mask of one forward of the whole image (mirror-padded by tile/2 px, threshold 0.5), for both
-blends; the head weights are scaled x20 so the random model's outputs are confident.
+mask of one forward of the whole image by the same network (BatchNorm folded, as segflow's
+workers run it; mirror-padded by tile/2 px, threshold 0.5), for both blends; the head weights
+are scaled x20 so the random model's outputs are confident. Printed beside it: Dice of that
+whole-image mask against the unfolded model's, i.e. what folding alone changes.
 
 Run (takes several minutes; needs `pip install -e '.[bench]'`):
 
@@ -45,12 +52,14 @@ import argparse
 import contextlib
 import importlib
 import math
+import multiprocessing
 import os
 import shutil
 import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from flows.env import use_local_defaults
@@ -66,6 +75,7 @@ from monai.inferers import sliding_window_inference  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from flows.config import InferConfig  # noqa: E402
+from models.fusion import fold_batch_norm  # noqa: E402
 from models.unet import build_unet  # noqa: E402
 from tasks.block_inference import InferSettings, default_batch  # noqa: E402
 from tasks.cluster import dask_client  # noqa: E402
@@ -149,6 +159,31 @@ def monai_run(model, image: torch.Tensor, tile: int, sw_batch: int, amp, fmt) ->
     return time.perf_counter() - start
 
 
+def monai_shipped(
+    bundle_dir: Path,
+    tiff: Path,
+    tile: int,
+    precision: str,
+    channels_last: bool,
+    threads: int,
+    repeat: int,
+) -> dict[int, float]:
+    """Seconds of `monai_run` per sw_batch_size in a fresh process: MONAI as its users run it,
+    with glibc's default malloc (segflow's workers keep freed memory mapped; see
+    tasks/allocator.py). Runs in a spawned child, so nothing of this process carries over."""
+    torch.set_num_threads(threads)
+    bundle = load_bundle(bundle_dir)
+    model = bundle.ensemble.eval()
+    image = normalised(bundle, find_sources(str(tiff))[0][0])
+    amp = AMP[precision]
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(memory_format=fmt)
+    with torch.inference_mode(), autocast(torch.device("cpu"), amp):
+        for n in MONAI_BATCHES:  # warm the kernels
+            model(image[:, :, :tile, :tile].repeat(n, 1, 1, 1).contiguous(memory_format=fmt))
+    return {b: best(monai_run, repeat, model, image, tile, b, amp, fmt) for b in MONAI_BATCHES}
+
+
 def monai_tiles(shape: tuple[int, int], tile: int) -> int:
     size = tuple(max(s, tile) for s in shape)  # MONAI pads images smaller than the roi
     interval = tuple(tile if s == tile else int(tile * 0.75) for s in size)
@@ -192,8 +227,8 @@ def segflow_run(
     return elapsed, prepared
 
 
-def seam_dice(model, source: Source, out: Path, bundle: ModelBundle, amp, fmt, pad: int) -> float:
-    """Dice of the stored mask against a whole-image forward (mirror-padded, threshold 0.5).
+def whole_image_mask(model, source: Source, bundle: ModelBundle, amp, fmt, pad: int):
+    """The mask of one forward over the whole image (mirror-padded by `pad`, threshold 0.5).
 
     `pad` is a multiple of 16 (2**depth), so the whole image's pooling grid matches the tiles'.
     """
@@ -202,10 +237,24 @@ def seam_dice(model, source: Source, out: Path, bundle: ModelBundle, amp, fmt, p
     x = torch.from_numpy(bundle.normalize(np.pad(pixels, width, mode="symmetric")[None]))
     with torch.inference_mode(), autocast(torch.device("cpu"), amp):
         probs = model(x.contiguous(memory_format=fmt)).float()[0, 0]
-    truth = probs[pad:-pad, pad:-pad].numpy() >= 0.5
+    return probs[pad:-pad, pad:-pad].numpy() >= 0.5
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    both = a.sum() + b.sum()
+    return 1.0 if both == 0 else float(2 * np.logical_and(a, b).sum() / both)
+
+
+def seam_dice(
+    model, source: Source, out: Path, bundle: ModelBundle, amp, fmt, pad: int
+) -> tuple[float, float]:
+    """(Dice of the stored mask against a whole-image forward of the network segflow's
+    workers run, i.e. with BatchNorm folded: the tiling error alone; Dice of that whole-image
+    mask against the unfolded model's: what folding alone changes at this precision)."""
+    folded = fold_batch_norm(model).to(memory_format=fmt)
+    truth = whole_image_mask(folded, source, bundle, amp, fmt, pad)
     mask = zarr.open_group(out, mode="r")[f"{source.name}/labels/mask/0"][0] == 1
-    both = truth.sum() + mask.sum()
-    return 1.0 if both == 0 else float(2 * np.logical_and(mask, truth).sum() / both)
+    return dice(mask, truth), dice(truth, whole_image_mask(model, source, bundle, amp, fmt, pad))
 
 
 def best(run: Callable[..., float], repeat: int, *args) -> float:
@@ -274,6 +323,10 @@ def main() -> None:
     prepares: list[float] = []
     multi = sorted({w for w in args.workers if w > 1})
     with contextlib.ExitStack() as stack:
+        # MONAI as shipped runs in a fresh process (glibc defaults), one at a time.
+        shipped = stack.enter_context(
+            ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        )
         addresses: dict[int, str | None] = {1: None}
         cluster_start: dict[int, float] = {}
         for workers in multi:  # one LocalCluster per worker count, started before timing
@@ -318,16 +371,33 @@ def main() -> None:
                         model(x.contiguous(memory_format=fmt))
                 common = (model, image, args.tile)
                 floor_s = best(floor_run, args.repeat, *common, args.batch, amp, fmt)
+                folded = fold_batch_norm(model).to(memory_format=fmt)
+                folded_s = best(floor_run, args.repeat, folded, *common[1:], args.batch, amp, fmt)
                 floor_tiles = math.ceil(shape[0] / args.tile) * math.ceil(shape[1] / args.tile)
                 monai_s = {
                     b: best(monai_run, args.repeat, *common, b, amp, fmt) for b in MONAI_BATCHES
                 }
                 monai_b = min(monai_s, key=monai_s.get)
+                shipped_s = shipped.submit(
+                    monai_shipped,
+                    bundles[source.shape[0]],
+                    tiff,
+                    args.tile,
+                    precision,
+                    fmt == torch.channels_last,
+                    min(2, cores),
+                    args.repeat,
+                ).result()
+                shipped_b = min(shipped_s, key=shipped_s.get)
                 floor_rate = megapixels / floor_s
-                monai_rate = megapixels / monai_s[monai_b]
+                monai_rate = megapixels / shipped_s[shipped_b]
+                kept_rate = megapixels / monai_s[monai_b]
+                windows = monai_tiles(shape, args.tile)
                 group = [
                     ("floor (bare forward)", floor_tiles, floor_s),
-                    (f"MONAI sw_batch {monai_b}", monai_tiles(shape, args.tile), monai_s[monai_b]),
+                    ("floor, BatchNorm folded", floor_tiles, folded_s),
+                    (f"MONAI sw_batch {shipped_b}", windows, shipped_s[shipped_b]),
+                    (f"MONAI kept-memory sw {monai_b}", windows, monai_s[monai_b]),
                 ]
                 runs = [(w, "overlap-tile") for w in args.workers]
                 if args.gaussian:
@@ -356,14 +426,14 @@ def main() -> None:
                     if seam and workers == 1:
                         torch.set_num_threads(min(2, cores))
                         pad = max(16, args.tile // 2 // 16 * 16)
-                        dice = seam_dice(model, source, out, bundle, amp, fmt, pad)
-                        seams.append((label, precision, blend, dice))
+                        seam, folding = seam_dice(model, source, out, bundle, amp, fmt, pad)
+                        seams.append((label, precision, blend, seam, folding))
                     shutil.rmtree(out)
                 for name, tiles, seconds in group:
                     rate = megapixels / seconds
                     rows.append(
                         (label, precision, name, tiles, seconds, rate, rate / floor_rate,
-                         rate / monai_rate)
+                         rate / monai_rate, rate / kept_rate)
                     )  # fmt: skip
     print(
         f"torch {torch.__version__}, {cores} cores, tile {args.tile}, margin {args.margin}, "
@@ -374,20 +444,24 @@ def main() -> None:
     if prepares:
         print(f"prepare_predictions (not timed): {min(prepares):.2f}-{max(prepares):.2f} s")
     header = (
-        f"{'image':14s} {'prec':5s} {'method':24s} {'tiles':>6s} {'s':>7s} {'MP/s':>7s} "
-        f"{'/floor':>7s} {'/MONAI':>7s}"
+        f"{'image':14s} {'prec':5s} {'method':29s} {'tiles':>6s} {'s':>7s} {'MP/s':>7s} "
+        f"{'/floor':>7s} {'/MONAI':>7s} {'/MONAI*':>7s}"
     )
     print(header)
     print("-" * len(header))
-    for label, precision, name, tiles, seconds, rate, vs_floor, vs_monai in rows:
+    for label, precision, name, tiles, seconds, rate, vs_floor, vs_monai, vs_kept in rows:
         print(
-            f"{label:14s} {precision:5s} {name:24s} {tiles:6d} {seconds:7.2f} {rate:7.2f} "
-            f"{vs_floor:7.2f} {vs_monai:7.2f}"
+            f"{label:14s} {precision:5s} {name:29s} {tiles:6d} {seconds:7.2f} {rate:7.2f} "
+            f"{vs_floor:7.2f} {vs_monai:7.2f} {vs_kept:7.2f}"
         )
     if seams:
-        print("\nseam error: Dice of segflow's mask vs a whole-image forward (target >= 0.995)")
-        for label, precision, blend, dice in seams:
-            print(f"{label:14s} {precision:5s} {blend:13s} Dice {dice:.4f}")
+        print(
+            "\nseam error: Dice of segflow's mask vs a whole-image forward of the same "
+            "(BatchNorm-folded) network (target >= 0.995); folding: Dice of that whole-image "
+            "mask vs the unfolded model's"
+        )
+        for label, precision, blend, seam, folding in seams:
+            print(f"{label:14s} {precision:5s} {blend:13s} Dice {seam:.4f}  folding {folding:.4f}")
     shutil.rmtree(tmp)
 
 

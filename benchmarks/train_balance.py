@@ -13,7 +13,7 @@ test 0.2, seed 0). Then two runs with `flows.config.TrainConfig` defaults except
 - balance on: ``balance=True`` (fg_oversample 0.33, per-sample weights: the default);
 - balance off: ``balance=False`` (uniform sample weights, uniform patch positions).
 Everything else is the same: seed 0, bf16 autocast + channels_last, bce_dice, AdamW + cosine,
-validation each epoch, the best-validation checkpoint kept (see `train_quality.train_segflow`,
+validation each epoch, the weights `TrainConfig.weights` keeps (see `train_quality.train_segflow`,
 which runs the `train-unet` flow's balance step and `fit` without Prefect/MLflow).
 
 Test Dice reuses segflow's own validation scorer on the TEST split:

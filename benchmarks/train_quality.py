@@ -7,9 +7,11 @@
   at most val_max_tiles tiles), with only ``max_minutes = --minutes`` and ``epochs = 10000`` (so
   the budget is what stops it). It runs the same code path as the `train-unet` flow's training
   task: `tasks.train.prepare_balance` then `tasks.training.fit` built exactly as
-  `tasks.train.train_member` builds it, and the model kept is segflow's: the best-validation
-  checkpoint (`best.pt`). Left out: MLflow logging and the overlay/registration steps after
-  training (none of which is inside the time budget except a per-epoch metrics write).
+  `tasks.train.train_member` builds it, and the model kept is segflow's (`TrainConfig.weights`,
+  auto: the last epoch's weights when the budget ends the schedule, the best-validation ones
+  after early stopping). The test Dice of the other checkpoint is printed beside it. Left
+  out: MLflow logging and the overlay/registration steps after training (none of which is
+  inside the time budget except a per-epoch metrics write).
 - reference: `benchmarks/reference_loop.py` (uniform patches, flips/rot90, exact per-channel
   normalisation, same model, loss, optimiser and precision, no validation, final weights).
 
@@ -35,6 +37,7 @@ ingest and test prediction; HRF ingest and test prediction take a few minutes).
 from __future__ import annotations
 
 import argparse
+import copy
 import shutil
 import tempfile
 import time
@@ -47,7 +50,7 @@ from reference_loop import DATASETS, ingest_store, load_split, test_dice, train_
 from flows.config import TrainConfig
 from models.unet import UNet, UNetConfig
 from tasks.train import Balance, fit_member, prepare_balance
-from tasks.training import EpochReport, FitResult
+from tasks.training import EpochReport, FitResult, load_checkpoint
 
 
 @dataclass
@@ -55,8 +58,17 @@ class SegflowResult:
     model: UNet
     balance: Balance
     fit: FitResult
+    kept: str  # which checkpoint `model` holds: "best" or "last"
     reports: list[EpochReport]
     seconds: float  # wall time of fit (the budgeted part)
+    folder: Path
+
+    def other(self) -> tuple[str, UNet]:
+        """The checkpoint segflow did not keep, loaded into a copy of the model."""
+        name = "best" if self.kept == "last" else "last"
+        model = copy.deepcopy(self.model)
+        model.load_state_dict(load_checkpoint(self.folder / f"{name}.pt")["model"])
+        return name, model
 
     @property
     def patches(self) -> int:
@@ -84,7 +96,7 @@ def train_segflow(config: TrainConfig, folder: Path) -> SegflowResult:
     )
     reports: list[EpochReport] = []
     started = time.monotonic()
-    model, result = fit_member(
+    model, result, kept = fit_member(
         balance,
         store_path=config.store,
         folder=folder,
@@ -109,10 +121,11 @@ def train_segflow(config: TrainConfig, folder: Path) -> SegflowResult:
         resume=False,
         seed=config.seed,
         config=config.model_dump(),
+        weights=config.weights,
         on_epoch=reports.append,
     )
     seconds = time.monotonic() - started
-    return SegflowResult(model, balance, result, reports, seconds)
+    return SegflowResult(model, balance, result, kept, reports, seconds, folder)
 
 
 def main() -> None:
@@ -137,6 +150,8 @@ def main() -> None:
             started = time.monotonic()
             seg_dice = test_dice(seg.model, test, seg.balance.normalization)
             seg_eval = time.monotonic() - started
+            other, other_model = seg.other()
+            other_dice = test_dice(other_model, test, seg.balance.normalization)
             in_epochs = sum(r.seconds for r in seg.reports)
             rows.append(
                 (
@@ -147,7 +162,9 @@ def main() -> None:
                     seg_dice,
                     f"{seg.fit.epochs_done} epochs ({in_epochs:.0f} s training steps, the rest "
                     f"validation + checkpoints), best val Dice {seg.fit.best_dice:.4f} at epoch "
-                    f"{seg.fit.best_epoch + 1}; test prediction {seg_eval:.0f} s",
+                    f"{seg.fit.best_epoch + 1}, last {seg.fit.last_dice:.4f}; kept the {seg.kept} "
+                    f"weights (test Dice of the {other}: {other_dice:.4f}); test prediction "
+                    f"{seg_eval:.0f} s",
                 )
             )
             del seg

@@ -136,6 +136,11 @@ class TrainConfig(_Frozen):
         10, ge=0, description="Stop after N epochs without a better val Dice (0: never)."
     )
     max_minutes: float | None = Field(None, gt=0, description="Stop training after N minutes.")
+    weights: Literal["auto", "best", "last"] = Field(
+        "auto",
+        description="Weights to register: best val Dice, the last epoch's, or auto = last when "
+        "the schedule ran its course (epochs or time budget), best after early stopping.",
+    )
     resume: bool = Field(False, description="Continue the run's last checkpoint.")
     seed: int = Field(0, ge=0, description="Seed of the sampling plan, init and data order.")
 
@@ -195,7 +200,10 @@ class InferConfig(_Frozen):
         2048, ge=256, le=16384, description="Pixels per side of a Dask task (and of a shard)."
     )
     workers: int | None = Field(
-        None, ge=1, le=1024, description="Dask workers (default: one per GPU, else per core)."
+        None,
+        ge=1,
+        le=1024,
+        description="Dask workers (default: one per GPU, else one per two cores).",
     )
     torch_threads: int | None = Field(
         None, ge=1, description="Torch threads per worker (default: cores / workers)."

@@ -82,6 +82,7 @@ def train_unet(config: TrainConfig) -> TrainSummary:
             num_workers=config.num_workers,
             val_max_tiles=config.val_max_tiles,
             patience=config.patience,
+            weights=config.weights,
             max_seconds=None if config.max_minutes is None else config.max_minutes * 60,
             resume=config.resume,
             seed=config.seed,
@@ -100,7 +101,7 @@ def train_unet(config: TrainConfig) -> TrainSummary:
     summary = TrainSummary(
         run_id=run_id,
         model_uri=model_uri,
-        val_dice=sum(m.best_dice for m in members) / len(members),
+        val_dice=sum(m.val_dice for m in members) / len(members),
         members=[m.__dict__ for m in members],
         class_fractions_uniform=balance.fractions_before,
         class_fractions_balanced=balance.fractions_after,

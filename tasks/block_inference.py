@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from models.fusion import fold_batch_norm
 from tasks.allocator import retain_freed_memory
 from tasks.device import autocast, resolve_device, resolve_precision
 from tasks.model_bundle import ModelBundle, load_bundle
@@ -47,14 +48,15 @@ _BUNDLES: dict[tuple[str, str, bool], ModelBundle] = {}
 def worker_model(path: str, device: torch.device, channels_last: bool) -> ModelBundle:
     """The bundle at `path` on `device`, loaded once per process and reused for every block.
 
-    With `channels_last` the weights take that layout too: for 1-channel inputs only the
-    weights decide the layout the convolutions run in (measured 2x faster in bf16 here).
+    BatchNorm is folded into the convolutions (:func:`models.fusion.fold_batch_norm`). With
+    `channels_last` the weights take that layout too: for 1-channel inputs only the weights
+    decide the layout the convolutions run in (measured 2x faster in bf16 here).
     """
     key = (path, str(device), channels_last)
     if key not in _BUNDLES:
         retain_freed_memory()  # activations stay mapped between forward passes
         bundle = load_bundle(path)
-        bundle.ensemble.to(device).eval()
+        bundle.ensemble = fold_batch_norm(bundle.ensemble).to(device)
         if channels_last:
             bundle.ensemble.to(memory_format=torch.channels_last)
         _BUNDLES[key] = bundle

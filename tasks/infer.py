@@ -192,12 +192,17 @@ def predict_blocks(
 
 
 def default_infer_workers(device: str) -> int:
-    """One worker per GPU on CUDA, else one per core."""
+    """One worker per GPU on CUDA, else one per two cores (each runs two torch threads).
+
+    On this project's 2-core machine one worker of two threads beat two of one thread on every
+    image measured (HRF bf16 2.46 vs 2.14 MP/s; benchmarks/README.md): torch's own threads
+    share a tile's work with less memory than a second copy of the model and its activations.
+    """
     import torch
 
     if device != "cpu" and torch.cuda.is_available():
         return torch.cuda.device_count()
-    return default_workers()
+    return max(1, default_workers() // 2)
 
 
 @task(name="label-instances", cache_policy=NO_CACHE)

@@ -41,7 +41,7 @@ from tasks.tracking import (
     log_class_distribution,
     overlay,
 )
-from tasks.training import EpochReport, FitResult, fit, load_checkpoint
+from tasks.training import EpochReport, FitResult, fit, kept_weights, load_checkpoint
 from tasks.validation import tile_grid
 
 
@@ -143,7 +143,7 @@ def prepare_balance(
 
 @dataclass(frozen=True)
 class MemberResult:
-    """One trained model: where its best weights are and how good it was on val."""
+    """One trained model: where the weights it contributes are and how good they were on val."""
 
     member: int
     checkpoint: str
@@ -152,6 +152,8 @@ class MemberResult:
     best_epoch: int
     best_dice: float
     stopped: str
+    kept: str  # "best" or "last": which weights `checkpoint` holds
+    val_dice: float  # of the kept weights
 
 
 def _member_run(parent_run_id: str, member: int, members: int, folder: Path) -> str:
@@ -233,9 +235,11 @@ def fit_member(
     resume: bool,
     seed: int,
     config: dict[str, Any],
+    weights: str = "auto",
     on_epoch: Callable[[EpochReport], None] | None = None,
-) -> tuple[UNet, FitResult]:
-    """Train one model (no tracking); returns it with its best weights, on CPU, and the result.
+) -> tuple[UNet, FitResult, str]:
+    """Train one model (no tracking); returns it on CPU with the weights :func:`kept_weights`
+    picks, the fit result and which weights those are (``best`` or ``last``).
 
     Member k uses seed ``seed + k``; with `folds`, it also leaves out every `members`-th train
     sample starting at k. Checkpoints go to `folder`.
@@ -248,13 +252,13 @@ def fit_member(
     torch.manual_seed(seed + member)
     model = UNet(unet)
     torch_device = resolve_device(device)
-    weights = plan.class_weights
+    loss_weights = plan.class_weights
     binary = balance.binary_class is not None
     loss_fn = build_loss(
         loss,
         num_classes=1 if binary else len(balance.class_names),
-        pos_weight=(weights[1] / weights[0]) if (weights and binary) else None,
-        class_weights=torch.tensor(weights) if (weights and not binary) else None,
+        pos_weight=(loss_weights[1] / loss_weights[0]) if (loss_weights and binary) else None,
+        class_weights=torch.tensor(loss_weights) if (loss_weights and not binary) else None,
     ).to(torch_device)
     data = PatchDataset(
         store_path,
@@ -290,8 +294,9 @@ def fit_member(
         binary_class=balance.binary_class,
         on_epoch=on_epoch,
     )
-    model.load_state_dict(load_checkpoint(folder / "best.pt")["model"])
-    return model.cpu().float(), result
+    kept = kept_weights(weights, result.stopped)
+    model.load_state_dict(load_checkpoint(folder / f"{kept}.pt")["model"])
+    return model.cpu().float(), result, kept
 
 
 def train_member(
@@ -308,7 +313,7 @@ def train_member(
     run_id = _member_run(parent_run_id, member, members, folder)
     with mlflow.start_run(run_id=run_id):
         mlflow.set_tag("member", member)
-        model, result = fit_member(
+        model, result, kept = fit_member(
             balance,
             folder=folder,
             member=member,
@@ -317,15 +322,25 @@ def train_member(
             **options,
         )
         _log_overlays(model, balance, options["store_path"], balance.plan.patch_size)
-        mlflow.log_metrics({"best_val_dice": result.best_dice, "best_epoch": result.best_epoch})
+        val_dice = result.best_dice if kept == "best" else result.last_dice
+        mlflow.log_metrics(
+            {
+                "best_val_dice": result.best_dice,
+                "best_epoch": result.best_epoch,
+                "kept_val_dice": val_dice,
+            }
+        )
+        mlflow.set_tag("segflow.kept_weights", kept)
     return MemberResult(
         member,
-        str(folder / "best.pt"),
+        str(folder / f"{kept}.pt"),
         run_id,
         result.epochs_done,
         result.best_epoch,
         result.best_dice,
         result.stopped,
+        kept,
+        val_dice,
     )
 
 
@@ -351,7 +366,7 @@ def register_model(
             metadata={
                 "binary_class": balance.binary_class,
                 "store": str(Path(store_path).resolve()),
-                "member_val_dice": [m.best_dice for m in members],
+                "member_val_dice": [m.val_dice for m in members],
             },
         )
         info = log_bundle_model(
@@ -360,7 +375,7 @@ def register_model(
             out_channels=balance.out_channels,
             registered_name=registered_name,
         )
-        mlflow.log_metric("model_val_dice", float(np.mean([m.best_dice for m in members])))
+        mlflow.log_metric("model_val_dice", float(np.mean([m.val_dice for m in members])))
     if registered_name:
         return f"models:/{registered_name}/{info.registered_model_version}"
     return info.model_uri
@@ -431,12 +446,15 @@ def train_model(balance: Balance, *, member: int, **options: Any) -> MemberResul
     """Train one model (see :func:`train_member`)."""
     result = train_member(balance, member=member, **options)
     get_run_logger().info(
-        "member %d: best val Dice %.4f at epoch %d (%d epochs, stopped by %s)",
+        "member %d: best val Dice %.4f at epoch %d (%d epochs, stopped by %s); kept the %s "
+        "weights (val Dice %.4f)",
         member,
         result.best_dice,
-        result.best_epoch,
+        result.best_epoch + 1,
         result.epochs_done,
         result.stopped,
+        result.kept,
+        result.val_dice,
     )
     return result
 

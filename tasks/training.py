@@ -49,7 +49,21 @@ class FitResult:
     epochs_done: int
     best_epoch: int
     best_dice: float
+    last_dice: float
     stopped: str
+
+
+def kept_weights(weights: str, stopped: str) -> str:
+    """Which checkpoint a member contributes: ``best`` or ``last``.
+
+    ``auto`` keeps the last epoch's weights when the learning-rate schedule ran its course
+    (all epochs, or the time budget it is stretched over), as nnU-Net does: the cosine decay
+    ends there, and picking the best of noisy per-epoch val scores adds selection noise. After
+    early stopping the run went past its best, so ``auto`` keeps the best-val weights.
+    """
+    if weights == "auto":
+        return "best" if stopped == "early stopping" else "last"
+    return weights
 
 
 def cosine_schedule(
@@ -189,7 +203,7 @@ def fit(
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    start_epoch, best_dice, best_epoch, stale = 0, -1.0, -1, 0
+    start_epoch, best_dice, best_epoch, stale, last_dice = 0, -1.0, -1, 0, -1.0
     last = checkpoint_dir / "last.pt"
     if resume and last.exists():
         state = load_checkpoint(last)
@@ -199,6 +213,7 @@ def fit(
         scaler.load_state_dict(state["scaler"])
         start_epoch = state["epoch"] + 1
         best_dice, best_epoch, stale = state["best_dice"], state["best_epoch"], state["stale"]
+        last_dice = state["dice"]
         log.info("resumed from %s at epoch %d", last, start_epoch)
     stopped = "epochs"
     epoch = start_epoch - 1
@@ -234,6 +249,7 @@ def fit(
             binary_class=binary_class,
         )
         validation_seconds = time.perf_counter() - started - seconds
+        last_dice = scores.dice
         improved = scores.dice > best_dice
         if improved:
             best_dice, best_epoch, stale = scores.dice, epoch, 0
@@ -245,6 +261,7 @@ def fit(
             "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(),
             "epoch": epoch,
+            "dice": scores.dice,
             "best_dice": best_dice,
             "best_epoch": best_epoch,
             "stale": stale,
@@ -273,4 +290,4 @@ def fit(
         if patience and stale >= patience:
             stopped = "early stopping"
             break
-    return FitResult(epoch + 1, best_epoch, best_dice, stopped)
+    return FitResult(epoch + 1, best_epoch, best_dice, last_dice, stopped)

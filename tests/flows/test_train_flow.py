@@ -1,12 +1,14 @@
 import mlflow
 import numpy as np
 import pytest
+import torch
 from mlflow import MlflowClient
 
 from flows.config import TrainConfig
 from flows.train import train_unet
 from tasks.dataset import open_dataset
 from tasks.tracking import load_model
+from tasks.training import load_checkpoint
 from tests.images import make_store
 
 TINY = {
@@ -42,6 +44,9 @@ def test_train_flow_logs_registers_and_reloads(tmp_path, workdir):
     assert "class_fraction.balanced.class_1" in run.data.metrics
     history = client.get_metric_history(summary.run_id, "val_dice")
     assert [m.step for m in history] == [0, 1]
+    # The schedule ran its course (no early stop), so the last epoch's weights are registered.
+    assert run.data.tags["segflow.kept_weights"] == "last"
+    assert run.data.metrics["kept_val_dice"] == history[-1].value == summary.val_dice
     artifacts = [a.path for a in client.list_artifacts(summary.run_id, "overlays")]
     assert artifacts and all(p.endswith(".png") for p in artifacts)
 
@@ -51,6 +56,9 @@ def test_train_flow_logs_registers_and_reloads(tmp_path, workdir):
     image = np.random.default_rng(0).integers(0, 255, (1, 1, 37, 51)).astype(np.float32)
     probs = bundle.predict(image)
     assert probs.shape == (1, 1, 37, 51) and ((probs >= 0) & (probs <= 1)).all()
+    last = load_checkpoint(workdir / "training" / "unet" / "member_0" / "last.pt")["model"]
+    for key, value in bundle.ensemble.members[0].state_dict().items():
+        torch.testing.assert_close(value, last[key], rtol=0, atol=0)
     pyfunc = mlflow.pyfunc.load_model("models:/tiny@newest")
     np.testing.assert_allclose(pyfunc.predict(image), probs, rtol=1e-5, atol=1e-6)
     assert open_dataset(store).meta["sampling_plan"]["patch_size"] == 32

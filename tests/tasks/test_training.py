@@ -19,7 +19,7 @@ from models.unet import build_unet
 from tasks.balance import build_plan, foreground_locations
 from tasks.dataset import open_dataset
 from tasks.patches import PatchDataset, channel_statistics, read_patch
-from tasks.training import fit, load_checkpoint
+from tasks.training import fit, kept_weights, load_checkpoint
 from tests.images import make_store
 
 
@@ -105,6 +105,28 @@ def test_training_lowers_the_loss_and_checkpoints(store, tmp_path):
     state = load_checkpoint(tmp_path / "last.pt")
     assert state["epoch"] == 3 and state["config"] == {"k": 1}
     assert (tmp_path / "best.pt").exists()
+
+
+def test_fit_reports_the_last_epochs_val_dice(store, tmp_path):
+    _, result, reports = run_fit(store, tmp_path, epochs=3)
+    assert result.last_dice == reports[-1].scores.dice
+    assert result.best_dice == max(r.scores.dice for r in reports)
+    _, again, _ = run_fit(store, tmp_path, epochs=3, resume=True)  # nothing left to train
+    assert (again.last_dice, again.best_dice) == (result.last_dice, result.best_dice)
+
+
+@pytest.mark.parametrize(
+    ("weights", "stopped", "kept"),
+    [
+        ("auto", "epochs", "last"),
+        ("auto", "time budget", "last"),
+        ("auto", "early stopping", "best"),
+        ("best", "time budget", "best"),
+        ("last", "early stopping", "last"),
+    ],
+)
+def test_kept_weights(weights, stopped, kept):
+    assert kept_weights(weights, stopped) == kept
 
 
 def test_resume_continues_exactly(store, tmp_path):
