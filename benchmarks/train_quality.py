@@ -15,11 +15,13 @@
 - reference: `benchmarks/reference_loop.py` (uniform patches, flips/rot90, exact per-channel
   normalisation, same model, loss, optimiser and precision, no validation, final weights).
 
-Both get the same wall-clock budget for their training loop (segflow's `fit` may overrun it by
-the validation of its last epoch; the printed seconds say how much, and patches/s is patches
-over those seconds, validation included). Data loading into memory
-(reference) and the balance step (segflow) are outside the budget. Both are evaluated with the
-same function, `reference_loop.test_dice`: whole test images predicted in 512² tiles with a
+Each loop runs in its own freshly spawned process (segflow's `fit` switches glibc's malloc to
+keeping freed memory, `tasks/allocator.py`; the reference loop runs with the defaults, as a
+hand-written loop would). Both get the same wall-clock budget for their training loop
+(segflow's `fit` may overrun it by the validation of its last epoch; the printed seconds say
+how much, and patches/s is patches over those seconds, validation included). Data loading into
+memory (reference) and the balance step (segflow) are outside the budget. Both are evaluated
+with the same function, `reference_loop.test_dice`: whole test images predicted in 512² tiles with a
 32 px halo (576² inputs, mirrored at image borders), bf16 autocast, threshold 0.5, Dice pooled
 over all test pixels. Split: train 0.6 / val 0.2 / test 0.2, seed 0 (HRF: 12/4/4 images,
 ISBI: 18/6/6).
@@ -38,9 +40,12 @@ from __future__ import annotations
 
 import argparse
 import copy
+import multiprocessing
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,13 +133,56 @@ def train_segflow(config: TrainConfig, folder: Path) -> SegflowResult:
     return SegflowResult(model, balance, result, kept, reports, seconds, folder)
 
 
+Row = tuple[str, str, int, float, float, str]  # dataset, loop, patches, seconds, Dice, notes
+
+
+def segflow_row(name: str, store: Path, work: Path, minutes: float) -> Row:
+    """Train with segflow's defaults and test the kept weights (and, in the notes, the other)."""
+    torch.set_num_threads(2)
+    test = load_split(store, "test")
+    config = TrainConfig(store=str(store), workdir=str(work), max_minutes=minutes, epochs=10_000)
+    seg = train_segflow(config, work / name)
+    started = time.monotonic()
+    seg_dice = test_dice(seg.model, test, seg.balance.normalization)
+    seg_eval = time.monotonic() - started
+    other, other_model = seg.other()
+    other_dice = test_dice(other_model, test, seg.balance.normalization)
+    in_epochs = sum(r.seconds for r in seg.reports)
+    notes = (
+        f"{seg.fit.epochs_done} epochs ({in_epochs:.0f} s training steps, the rest "
+        f"validation + checkpoints), best val Dice {seg.fit.best_dice:.4f} at epoch "
+        f"{seg.fit.best_epoch + 1}, last {seg.fit.last_dice:.4f}; kept the {seg.kept} "
+        f"weights (test Dice of the {other}: {other_dice:.4f}); test prediction {seg_eval:.0f} s"
+    )
+    return name, "segflow defaults", seg.patches, seg.seconds, seg_dice, notes
+
+
+def reference_row(name: str, store: Path, minutes: float) -> Row:
+    """Train the plain reference loop and test its final weights."""
+    torch.set_num_threads(2)
+    test = load_split(store, "test")
+    ref = train_reference(load_split(store, "train"), seconds=minutes * 60)
+    started = time.monotonic()
+    ref_dice = test_dice(ref.model, test, ref.norm)
+    notes = f"{ref.steps} steps; test prediction {time.monotonic() - started:.0f} s"
+    return name, "reference loop", ref.patches, ref.seconds, ref_dice, notes
+
+
+def in_fresh_process(function: Callable[..., Row], *args) -> Row:
+    """`function(*args)` in a newly spawned interpreter: each loop starts from the same process
+    state (segflow's training changes glibc's malloc settings for its process, see
+    tasks/allocator.py; the reference loop runs with the defaults, as a hand-written loop
+    would)."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(function, *args).result()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--dataset", choices=["hrf", "isbi", "both"], default="both")
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
-    torch.set_num_threads(2)
     names = ["hrf", "isbi"] if args.dataset == "both" else [args.dataset]
     tmp = Path(tempfile.mkdtemp(prefix="segflow-bench-"))
     rows = []
@@ -142,39 +190,8 @@ def main() -> None:
         for name in names:
             source, foreground_value = DATASETS[name]
             store = ingest_store(source, tmp / f"{name}.zarr", foreground_value=foreground_value)
-            test = load_split(store, "test")
-            config = TrainConfig(
-                store=str(store), workdir=str(tmp / "work"), max_minutes=args.minutes, epochs=10_000
-            )
-            seg = train_segflow(config, tmp / "work" / name)
-            started = time.monotonic()
-            seg_dice = test_dice(seg.model, test, seg.balance.normalization)
-            seg_eval = time.monotonic() - started
-            other, other_model = seg.other()
-            other_dice = test_dice(other_model, test, seg.balance.normalization)
-            in_epochs = sum(r.seconds for r in seg.reports)
-            rows.append(
-                (
-                    name,
-                    "segflow defaults",
-                    seg.patches,
-                    seg.seconds,
-                    seg_dice,
-                    f"{seg.fit.epochs_done} epochs ({in_epochs:.0f} s training steps, the rest "
-                    f"validation + checkpoints), best val Dice {seg.fit.best_dice:.4f} at epoch "
-                    f"{seg.fit.best_epoch + 1}, last {seg.fit.last_dice:.4f}; kept the {seg.kept} "
-                    f"weights (test Dice of the {other}: {other_dice:.4f}); test prediction "
-                    f"{seg_eval:.0f} s",
-                )
-            )
-            del seg
-            ref = train_reference(load_split(store, "train"), seconds=args.minutes * 60)
-            started = time.monotonic()
-            ref_dice = test_dice(ref.model, test, ref.norm)
-            ref_eval = time.monotonic() - started
-            notes = f"{ref.steps} steps; test prediction {ref_eval:.0f} s"
-            rows.append((name, "reference loop", ref.patches, ref.seconds, ref_dice, notes))
-            del ref
+            rows.append(in_fresh_process(segflow_row, name, store, tmp / "work", args.minutes))
+            rows.append(in_fresh_process(reference_row, name, store, args.minutes))
             print(f"{name}: done", flush=True)
         print(f"budget {args.minutes} min per run; test Dice: 512² tiles + 32 px halo, thr 0.5")
         print(

@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from tasks.allocator import retain_freed_memory
 from tasks.dataset import Dataset as Store
 from tasks.device import autocast
 from tasks.patches import EpochSampler, Normalization, PatchDataset
@@ -63,6 +64,8 @@ def kept_weights(weights: str, stopped: str) -> str:
     """
     if weights == "auto":
         return "best" if stopped == "early stopping" else "last"
+    if weights not in ("best", "last"):
+        raise ValueError(f"weights must be auto, best or last, got {weights!r}")
     return weights
 
 
@@ -175,6 +178,7 @@ def fit(
     asking for more `epochs` (the cosine schedule then stretches over the new total).
     `patience` > 0 stops after that many epochs without a better validation Dice.
     """
+    retain_freed_memory()  # 4.0 -> 4.6 patches/s here: activations stay mapped between steps
     started_at = time.monotonic()
     deadline = None if max_seconds is None else started_at + max_seconds
     model.to(device)
@@ -213,7 +217,7 @@ def fit(
         scaler.load_state_dict(state["scaler"])
         start_epoch = state["epoch"] + 1
         best_dice, best_epoch, stale = state["best_dice"], state["best_epoch"], state["stale"]
-        last_dice = state["dice"]
+        last_dice = state.get("dice", math.nan)  # not in checkpoints of earlier versions
         log.info("resumed from %s at epoch %d", last, start_epoch)
     stopped = "epochs"
     epoch = start_epoch - 1

@@ -129,6 +129,11 @@ def test_kept_weights(weights, stopped, kept):
     assert kept_weights(weights, stopped) == kept
 
 
+def test_kept_weights_rejects_unknown_choices():
+    with pytest.raises(ValueError, match="auto, best or last"):
+        kept_weights(None, "epochs")
+
+
 def test_resume_continues_exactly(store, tmp_path):
     straight, _, _ = run_fit(store, tmp_path / "a", epochs=3)
     with pytest.raises(Interrupted):
