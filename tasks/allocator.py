@@ -5,10 +5,10 @@ and unmaps it on free, so each forward pass of a U-Net over a large tile page-fa
 activations in again: on this project's CPU a quarter of the inference time went to the
 kernel. Serving large blocks from the heap and not trimming it makes the memory stay mapped
 between passes (measured: 0.466 -> 0.307 s per 1088² tile, bf16, base 16; benchmarks/README.md).
-Training gains too (U-Net base 32, batch 8 x 256², bf16: 4.0 -> 4.6 patches/s, 3.2 M -> 0
-page faults per 12 steps). The process keeps its peak footprint instead of returning memory,
-which suits long-lived inference workers with a bounded per-block peak and training loops
-whose peak repeats every step.
+Training gains too (U-Net base 32, batch 8 x 256², bf16: 3.9 -> 4.8 patches/s, 3.3 M -> 8 k
+page faults per 12 steps; benchmarks/forward_probe.py). The process keeps its peak footprint
+instead of returning memory, which suits long-lived inference workers with a bounded
+per-block peak and training loops whose peak repeats every step.
 """
 
 from __future__ import annotations
