@@ -23,12 +23,11 @@ Run (about 3 minutes on the project machine, idle):
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import resource
 import time
-from concurrent.futures import ProcessPoolExecutor
 
 import torch
+from spawned import in_fresh_process
 from torch import nn
 
 from models.fusion import fold_batch_norm
@@ -137,12 +136,6 @@ def train_row(kept: bool, steps: int = 12, warmup: int = 3):
     return 8 * steps / seconds, faults_after - faults, kernel_after - kernel
 
 
-def fresh(function, *args):
-    """`function(*args)` in a newly spawned interpreter."""
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(function, *args).result()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tile", type=int, default=1088)
@@ -154,7 +147,7 @@ def main() -> None:
     for precision in ("fp32", "bf16"):
         for folded in (False, True):
             for kept in (False, True):
-                per_tile, faults, kernel = fresh(
+                per_tile, faults, kernel = in_fresh_process(
                     infer_row, precision, folded, kept, args.tile, args.batch, args.repeat
                 )
                 print(
@@ -162,12 +155,12 @@ def main() -> None:
                     f"{'kept' if kept else 'glibc':12s} {per_tile:7.3f} {faults:9d} {kernel:6.1f}"
                 )
     print("\nmask Dice against the fp32 forward of the model as given (1024², head x20):")
-    for name, value in fresh(folding_accuracy).items():
+    for name, value in in_fresh_process(folding_accuracy).items():
         print(f"  {name:14s} {value:.4f}")
     print("\ntraining step, base-32 U-Net, batch 8 x 256², bf16, 2 threads")
     print(f"{'malloc':12s} {'patches/s':>9s} {'faults':>9s} {'sys s':>6s}")
     for kept in (False, True):
-        rate, faults, kernel = fresh(train_row, kept)
+        rate, faults, kernel = in_fresh_process(train_row, kept)
         print(f"{'kept' if kept else 'glibc':12s} {rate:9.2f} {faults:9d} {kernel:6.1f}")
 
 

@@ -52,14 +52,12 @@ import argparse
 import contextlib
 import importlib
 import math
-import multiprocessing
 import os
 import shutil
 import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from flows.env import use_local_defaults
@@ -73,6 +71,7 @@ import zarr  # noqa: E402
 from monai.data.utils import dense_patch_slices  # noqa: E402
 from monai.inferers import sliding_window_inference  # noqa: E402
 from PIL import Image  # noqa: E402
+from spawned import in_fresh_process  # noqa: E402
 
 from flows.config import InferConfig  # noqa: E402
 from models.fusion import fold_batch_norm  # noqa: E402
@@ -323,10 +322,6 @@ def main() -> None:
     prepares: list[float] = []
     multi = sorted({w for w in args.workers if w > 1})
     with contextlib.ExitStack() as stack:
-        # MONAI as shipped runs in a fresh process (glibc defaults), one at a time.
-        shipped = stack.enter_context(
-            ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-        )
         addresses: dict[int, str | None] = {1: None}
         cluster_start: dict[int, float] = {}
         for workers in multi:  # one LocalCluster per worker count, started before timing
@@ -378,7 +373,7 @@ def main() -> None:
                     b: best(monai_run, args.repeat, *common, b, amp, fmt) for b in MONAI_BATCHES
                 }
                 monai_b = min(monai_s, key=monai_s.get)
-                shipped_s = shipped.submit(
+                shipped_s = in_fresh_process(  # glibc defaults, as MONAI's users run it
                     monai_shipped,
                     bundles[source.shape[0]],
                     tiff,
@@ -387,7 +382,7 @@ def main() -> None:
                     fmt == torch.channels_last,
                     min(2, cores),
                     args.repeat,
-                ).result()
+                )
                 shipped_b = min(shipped_s, key=shipped_s.get)
                 floor_rate = megapixels / floor_s
                 monai_rate = megapixels / shipped_s[shipped_b]

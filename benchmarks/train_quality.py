@@ -40,17 +40,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-import multiprocessing
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from reference_loop import DATASETS, ingest_store, load_split, test_dice, train_reference
+from spawned import in_fresh_process
 
 from flows.config import TrainConfig
 from models.unet import UNet, UNetConfig
@@ -166,15 +164,6 @@ def reference_row(name: str, store: Path, minutes: float) -> Row:
     ref_dice = test_dice(ref.model, test, ref.norm)
     notes = f"{ref.steps} steps; test prediction {time.monotonic() - started:.0f} s"
     return name, "reference loop", ref.patches, ref.seconds, ref_dice, notes
-
-
-def in_fresh_process(function: Callable[..., Row], *args) -> Row:
-    """`function(*args)` in a newly spawned interpreter: each loop starts from the same process
-    state (segflow's training changes glibc's malloc settings for its process, see
-    tasks/allocator.py; the reference loop runs with the defaults, as a hand-written loop
-    would)."""
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(function, *args).result()
 
 
 def main() -> None:
