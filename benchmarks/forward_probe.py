@@ -41,19 +41,30 @@ def _usage() -> tuple[int, float]:
     return usage.ru_minflt, usage.ru_stime
 
 
-def infer_row(precision: str, folded: bool, kept: bool, tile: int, batch: int, repeat: int):
-    """(seconds per tile, minor page faults, kernel CPU s) of `repeat` forwards."""
-    if kept:
-        retain_freed_memory()
+def probe_model(head_scale: float = 1.0) -> nn.Module:
+    """The probes' base-16 U-Net in eval mode, 2 torch threads, with BatchNorm statistics and
+    affine parameters as after training (so folding has work to do); `head_scale` multiplies
+    the head's weights (x20: confident outputs, many pixels near the threshold)."""
     torch.set_num_threads(2)
     torch.manual_seed(0)
     model = build_unet(in_channels=1, num_classes=1, depth=4, base_channels=16).eval()
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
-        for module in model.modules():  # statistics as after training, so folding does work
+        for module in model.modules():
             if isinstance(module, nn.BatchNorm2d):
                 module.running_mean.uniform_(-0.5, 0.5, generator=generator)
                 module.running_var.uniform_(0.5, 2.0, generator=generator)
+                module.weight.uniform_(0.5, 1.5, generator=generator)
+                module.bias.uniform_(-0.2, 0.2, generator=generator)
+        model.head.weight.mul_(head_scale)
+    return model
+
+
+def infer_row(precision: str, folded: bool, kept: bool, tile: int, batch: int, repeat: int):
+    """(seconds per tile, minor page faults, kernel CPU s) of `repeat` forwards."""
+    if kept:
+        retain_freed_memory()
+    model = probe_model()
     if folded:
         model = fold_batch_norm(model)
     bf16 = precision == "bf16"
@@ -73,19 +84,8 @@ def infer_row(precision: str, folded: bool, kept: bool, tile: int, batch: int, r
 
 def folding_accuracy(size: int = 1024) -> dict[str, float]:
     """Mask Dice of bf16 forwards, as given and folded, against the fp32 forward as given (the
-    model of `infer_row` with the head x20, so many pixels sit near the threshold)."""
-    torch.set_num_threads(2)
-    torch.manual_seed(0)
-    model = build_unet(in_channels=1, num_classes=1, depth=4, base_channels=16).eval()
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.5, 0.5, generator=generator)
-                module.running_var.uniform_(0.5, 2.0, generator=generator)
-                module.weight.uniform_(0.5, 1.5, generator=generator)
-                module.bias.uniform_(-0.2, 0.2, generator=generator)
-        model.head.weight.mul_(20.0)
+    `probe_model` with the head x20, so many pixels sit near the threshold)."""
+    model = probe_model(head_scale=20.0)
     x = torch.randn(1, 1, size, size)
 
     def mask(net: nn.Module, bf16: bool) -> torch.Tensor:

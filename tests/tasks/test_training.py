@@ -115,6 +115,15 @@ def test_fit_reports_the_last_epochs_val_dice(store, tmp_path):
     assert (again.last_dice, again.best_dice) == (result.last_dice, result.best_dice)
 
 
+def test_resume_of_a_checkpoint_without_the_last_dice(store, tmp_path):
+    run_fit(store, tmp_path, epochs=2)
+    state = load_checkpoint(tmp_path / "last.pt")
+    del state["dice"]  # as written by earlier versions
+    torch.save(state, tmp_path / "last.pt")
+    _, result, _ = run_fit(store, tmp_path, epochs=2, resume=True)
+    assert np.isnan(result.last_dice) and result.best_dice >= 0
+
+
 @pytest.mark.parametrize(
     ("weights", "stopped", "kept"),
     [
