@@ -29,8 +29,8 @@ fp32 rows use the default (NCHW) memory format, bf16 rows bf16 autocast + channe
 every method; `--fp32-channels-last` turns channels_last on for fp32 too). For floor, MONAI and
 the whole-image reference the model's weights are converted too (`model.to(memory_format=...)`);
 segflow rows run segflow's own code (weights converted too). "tiles" is the number of tile
-forwards each method makes; segflow's overlap-tile forwards are `tile + 2 margin` wide (edge
-tiles shrink to the image).
+forwards each method makes; segflow's overlap-tile forwards are `tile + 2 margin` wide (the
+last tile of an axis absorbs a remainder under half a tile; `tasks.tiling.pieces`).
 
 Seam error (synthetic sizes <= `--seam-max`): Dice between segflow's stored mask and the
 mask of one forward of the whole image by the same network (BatchNorm folded, as segflow's
@@ -38,10 +38,14 @@ workers run it; mirror-padded by tile/2 px, threshold 0.5), for both blends; the
 are scaled x20 so the random model's outputs are confident. Printed beside it: Dice of that
 whole-image mask against the unfolded model's, i.e. what folding alone changes.
 
-Run (takes several minutes; needs `pip install -e '.[bench]'`):
+Every row is the best of `--repeat` (3) calls, so all methods are timed warm (oneDNN kernels
+built for every tile shape, heap grown); segflow's first call on each image is printed too
+("1st s"): that is what one image alone costs a fresh worker.
+
+Run (about 25 minutes on the project machine; needs `pip install -e '.[bench]'`):
 
     .venv/bin/python benchmarks/infer_throughput.py --sizes 2048 4096 \\
-        --hrf ../shared/data/hrf/images/01_h.jpg --precisions fp32 bf16 --repeat 1
+        --hrf ../shared/data/hrf/images/01_h.jpg --precisions fp32 bf16
 
 Smoke test (seconds): `--sizes 512 --precisions bf16 --workers 1`.
 """
@@ -273,7 +277,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=default_batch("cpu"))
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--channels", type=int, default=1, choices=(1, 3))
-    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seam-max", type=int, default=2048)
     parser.add_argument("--gaussian", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--fp32-channels-last", action="store_true")
@@ -389,10 +393,10 @@ def main() -> None:
                 kept_rate = megapixels / monai_s[monai_b]
                 windows = monai_tiles(shape, args.tile)
                 group = [
-                    ("floor (bare forward)", floor_tiles, floor_s),
-                    ("floor, BatchNorm folded", floor_tiles, folded_s),
-                    (f"MONAI sw_batch {shipped_b}", windows, shipped_s[shipped_b]),
-                    (f"MONAI kept-memory sw {monai_b}", windows, monai_s[monai_b]),
+                    ("floor (bare forward)", floor_tiles, floor_s, None),
+                    ("floor, BatchNorm folded", floor_tiles, folded_s, None),
+                    (f"MONAI sw_batch {shipped_b}", windows, shipped_s[shipped_b], None),
+                    (f"MONAI kept-memory sw {monai_b}", windows, monai_s[monai_b], None),
                 ]
                 runs = [(w, "overlap-tile") for w in args.workers]
                 if args.gaussian:
@@ -417,17 +421,18 @@ def main() -> None:
                     if blend == "gaussian":
                         name = f"segflow gaussian x{workers}"
                     geometry = tiling if blend == "overlap-tile" else gauss_tiling
-                    group.append((name, segflow_tiles(shape, args.block, geometry), min(times)))
+                    tiles = segflow_tiles(shape, args.block, geometry)
+                    group.append((name, tiles, min(times), times[0]))
                     if seam and workers == 1:
                         torch.set_num_threads(min(2, cores))
                         pad = max(16, args.tile // 2 // 16 * 16)
                         seam, folding = seam_dice(model, source, out, bundle, amp, fmt, pad)
                         seams.append((label, precision, blend, seam, folding))
                     shutil.rmtree(out)
-                for name, tiles, seconds in group:
+                for name, tiles, seconds, first in group:
                     rate = megapixels / seconds
                     rows.append(
-                        (label, precision, name, tiles, seconds, rate, rate / floor_rate,
+                        (label, precision, name, tiles, seconds, first, rate, rate / floor_rate,
                          rate / monai_rate, rate / kept_rate)
                     )  # fmt: skip
     print(
@@ -439,14 +444,17 @@ def main() -> None:
     if prepares:
         print(f"prepare_predictions (not timed): {min(prepares):.2f}-{max(prepares):.2f} s")
     header = (
-        f"{'image':14s} {'prec':5s} {'method':29s} {'tiles':>6s} {'s':>7s} {'MP/s':>7s} "
+        f"{'image':14s} {'prec':5s} {'method':29s} {'tiles':>6s} {'s':>7s} {'1st s':>7s} "
+        f"{'MP/s':>7s} "
         f"{'/floor':>7s} {'/MONAI':>7s} {'/MONAI*':>7s}"
     )
     print(header)
     print("-" * len(header))
-    for label, precision, name, tiles, seconds, rate, vs_floor, vs_monai, vs_kept in rows:
+    for label, precision, name, tiles, seconds, first, rate, vs_floor, vs_monai, vs_kept in rows:
+        cold = "" if first is None else f"{first:.2f}"
         print(
-            f"{label:14s} {precision:5s} {name:29s} {tiles:6d} {seconds:7.2f} {rate:7.2f} "
+            f"{label:14s} {precision:5s} {name:29s} {tiles:6d} {seconds:7.2f} {cold:>7s} "
+            f"{rate:7.2f} "
             f"{vs_floor:7.2f} {vs_monai:7.2f} {vs_kept:7.2f}"
         )
     if seams:

@@ -7,8 +7,9 @@ Layout (Zarr v3)::
     OUT/<image>/0                     (K, H, W) probabilities, uint8 (p * 255, rounded) or float16
     OUT/<image>/labels/mask/0         (1, H, W) uint8 class ids (NGFF label image)
 
-Arrays are written block by block; a block is a whole shard of every array, so parallel writers
-never share a shard, and a block is done exactly when its shards exist (resume).
+Arrays are written block by block; a block is one or more whole shards of every array (a
+remainder shorter than half a block joins the last block of its axis), so parallel writers never
+share a shard, and a block is done exactly when its shards exist (resume).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from skimage import measure, morphology
 from zarr.codecs import BloscCodec
 
 from tasks.store import local_path
+from tasks.tiling import pieces
 
 SCHEMA_VERSION = 1
 CHUNK = 256
@@ -131,21 +133,25 @@ def _label_array(
 
 
 def blocks(shape: tuple[int, int], block: int) -> list[tuple[int, int, int, int]]:
-    """Shard-aligned regions ``(y0, y1, x0, x1)`` covering an (H, W) image."""
-    height, width = shape
+    """Shard-aligned regions ``(y0, y1, x0, x1)`` covering an (H, W) image once
+    (:func:`tasks.tiling.pieces` along each axis)."""
     return [
-        (y, min(y + block, height), x, min(x + block, width))
-        for y in range(0, height, block)
-        for x in range(0, width, block)
+        (y0, y1, x0, x1)
+        for y0, y1 in pieces(shape[0], block)
+        for x0, x1 in pieces(shape[1], block)
     ]
 
 
 def block_done(out: str | Path, name: str, region: tuple[int, int, int, int], block: int) -> bool:
-    """Whether both shards of `region` are on disk (shard files are written atomically)."""
-    iy, ix = region[0] // block, region[2] // block
+    """Whether every shard of `region`, in both arrays, is on disk (shard files are written
+    atomically)."""
+    y0, y1, x0, x1 = region
     root = local_path(out) / name
     return all(
-        (root / arr / "c" / "0" / str(iy) / str(ix)).exists() for arr in ("0", "labels/mask/0")
+        (root / arr / "c" / "0" / str(iy) / str(ix)).exists()
+        for arr in ("0", "labels/mask/0")
+        for iy in range(y0 // block, -(-y1 // block))
+        for ix in range(x0 // block, -(-x1 // block))
     )
 
 

@@ -8,9 +8,10 @@ of workers. Pixels outside the image are mirrored (symmetric padding), as in the
 Two blending modes:
 
 - ``overlap-tile`` (the U-Net paper's): the image is cut into output tiles of ``tile`` pixels
-  (smaller at the far edges); each is predicted from a window with ``margin`` pixels of context
-  on every side and keeps only its own pixels. Every pixel is predicted once, at a cost of
-  ``((tile + 2 margin) / tile)²`` of a plain pass, and edge tiles cost only their own size.
+  (:func:`pieces`: the last tile of an axis absorbs a remainder shorter than half a tile, so no
+  thin edge tile pays a full margin); each is predicted from a window with ``margin`` pixels of
+  context on every side and keeps only its own pixels. Every pixel is predicted once, at a cost
+  of ``((tile + 2 margin) / tile)²`` of a plain pass.
 - ``gaussian`` (nnU-Net, MONAI): ``tile``-sized windows every ``tile * (1 - overlap)`` pixels
   over the image widened by ``margin`` mirrored pixels, the last window shifted back inside,
   averaged with a Gaussian importance map (sigma = tile / 8) that trusts window centres more
@@ -53,7 +54,7 @@ class Span(NamedTuple):
 
 
 def make_tiling(
-    tile: int, *, blend: Blend = "overlap-tile", margin: int = 32, overlap: float = 0.25
+    tile: int, *, blend: Blend = "overlap-tile", margin: int = 48, overlap: float = 0.25
 ) -> Tiling:
     """Validate and build a tiling.
 
@@ -77,14 +78,25 @@ def make_tiling(
     raise ValueError(f"blend must be 'overlap-tile' or 'gaussian', got {blend!r}")
 
 
+def pieces(length: int, step: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` pieces of `step` pixels covering ``[0, length)``; the last piece absorbs
+    a remainder shorter than ``step / 2`` (so pieces are ``step // 2`` to ``1.5 step`` long).
+
+    Used for tiles and for blocks alike: when `step` divides the block size, every block
+    border is a tile border, so a tile never straddles two blocks.
+    """
+    starts = list(range(0, length, step))
+    if len(starts) > 1 and length - starts[-1] < step / 2:
+        starts.pop()
+    return list(zip(starts, [*starts[1:], length], strict=True))
+
+
 def spans(length: int, tiling: Tiling) -> list[Span]:
     """The tiles along an axis of `length` pixels."""
     t = tiling.tile
     if tiling.blend == "overlap-tile":
         m = tiling.margin
-        return [
-            Span(a, min(a + t, length), a - m, min(a + t, length) + m) for a in range(0, length, t)
-        ]
+        return [Span(a, b, a - m, b + m) for a, b in pieces(length, t)]
     lo, hi = -tiling.margin, length + tiling.margin  # mirrored context at the image edges
     if hi - lo <= t:  # one window, mirrored past the image
         return [Span(0, length, lo, lo + t)]

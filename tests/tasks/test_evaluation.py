@@ -24,7 +24,7 @@ def _stored(p: np.ndarray, dtype: str) -> np.ndarray:
     return p.astype(np.float16).astype(np.float64)
 
 
-def _setup(tmp_path, *, num_classes=2, dtype="uint8", size=300, count=8):
+def _setup(tmp_path, *, num_classes=2, dtype="uint8", size=400, count=8):
     store = make_store(tmp_path, count=count, size=size, num_classes=num_classes, fg_fraction=0.1)
     dataset = open_dataset(store)
     rng = np.random.default_rng(5)
@@ -38,7 +38,7 @@ def _setup(tmp_path, *, num_classes=2, dtype="uint8", size=300, count=8):
 def test_binary_scores_equal_sklearn(tmp_path, dtype):
     store, out, truths, probs = _setup(tmp_path, dtype=dtype)
     plan = plan_evaluation(str(out), str(store), "test")
-    assert len(plan.jobs) == 4 * len(truths)  # 300² in 256² blocks: partial edge blocks
+    assert len(plan.jobs) == 4 * len(truths)  # 400² in 256² blocks: partial edge blocks
     result = evaluate(plan, workers=1, log=lambda _: None)
     masks = {n: (probs[n][0] >= 0.5).astype(np.uint8) for n in truths}
     stored = {n: np.clip(_stored(probs[n][0], dtype), 1e-7, 1 - 1e-7) for n in truths}
@@ -114,7 +114,7 @@ def test_missing_and_incomplete_predictions_are_named(tmp_path):
 
 def test_other_classes_are_refused(tmp_path):
     store, _, truths, probs = _setup(tmp_path)
-    other = make_store(tmp_path / "other", count=8, size=300, num_classes=3)
+    other = make_store(tmp_path / "other", count=8, size=400, num_classes=3)
     out = make_predictions(tmp_path / "p3.zarr", other, {n: probs[n] for n in truths})
     with pytest.raises(ValueError, match="classes"):
         plan_evaluation(str(out), str(store), "test")

@@ -3,7 +3,15 @@
 import numpy as np
 import pytest
 
-from tasks.tiling import gaussian_weights, make_tiling, predict_region, read_mirrored, spans
+from tasks.predictions import blocks
+from tasks.tiling import (
+    gaussian_weights,
+    make_tiling,
+    pieces,
+    predict_region,
+    read_mirrored,
+    spans,
+)
 
 
 def reader(image):
@@ -103,3 +111,18 @@ def test_bad_tiling_is_refused(kwargs, message):
     tile = kwargs.pop("tile")
     with pytest.raises(ValueError, match=message):
         make_tiling(tile, **kwargs)
+
+
+def test_pieces_absorb_a_thin_remainder():
+    assert pieces(1000, 256) == [(0, 256), (256, 512), (512, 768), (768, 1000)]  # 232 >= 128
+    assert pieces(1100, 256)[-1] == (768, 1100)  # 76 < 128 joins the last tile
+    assert pieces(300, 256) == [(0, 300)]
+    assert pieces(100, 256) == [(0, 100)]
+    assert pieces(384, 256) == [(0, 256), (256, 384)]  # exactly half stays a piece
+
+
+def test_a_tile_never_straddles_two_blocks():
+    for length in range(1, 1600):
+        tile_borders = {s.out_start for s in spans(length, make_tiling(64, margin=4))}
+        block_borders = {y0 for y0, _, _, _ in blocks((length, 1), 256)}
+        assert block_borders <= tile_borders, length
