@@ -199,7 +199,10 @@ class InferConfig(_Frozen):
         "uint8", description="Stored probabilities: uint8 (p*255) or float16."
     )
     block: int = Field(
-        2048, ge=256, le=16384, description="Pixels per side of a Dask task and of a shard (the last block of "
+        2048,
+        ge=256,
+        le=16384,
+        description="Pixels per side of a Dask task and of a shard (the last block of "
         "an axis absorbs a remainder under block/2).",
     )
     workers: int | None = Field(

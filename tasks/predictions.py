@@ -136,9 +136,7 @@ def blocks(shape: tuple[int, int], block: int) -> list[tuple[int, int, int, int]
     """Shard-aligned regions ``(y0, y1, x0, x1)`` covering an (H, W) image once
     (:func:`tasks.tiling.pieces` along each axis)."""
     return [
-        (y0, y1, x0, x1)
-        for y0, y1 in pieces(shape[0], block)
-        for x0, x1 in pieces(shape[1], block)
+        (y0, y1, x0, x1) for y0, y1 in pieces(shape[0], block) for x0, x1 in pieces(shape[1], block)
     ]
 
 
