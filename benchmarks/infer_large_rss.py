@@ -6,9 +6,11 @@ matter for speed or memory), runs the CLI in a subprocess and samples the RSS of
 process tree (the flow process plus its Dask workers) every 50 ms. Then checks that every block
 was written (`tasks.predictions.block_done`) and that the arrays have the image's shape. Run:
 
-    .venv/bin/python benchmarks/infer_large_rss.py [--size 32768] [--workers 2]
+    .venv/bin/python benchmarks/infer_large_rss.py [--size 32768] [--workers 1 2]
 
-Smoke test: `--size 2048`. Target: peak RSS of the process tree <= 3 GB.
+`--workers` lists worker counts, one run each on the same image (default: segflow's own
+default, one per two cores on CPU). Smoke test: `--size 2048`. Target: peak RSS of the process
+tree <= 3 GB.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from tasks.synth import write_large_pair
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", type=int, default=32768)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, nargs="*", default=[])
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
     parser.add_argument("--block", type=int, default=InferConfig.model_fields["block"].default)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
@@ -54,7 +56,16 @@ def main() -> None:
         std=(64.0,),
         class_names=("background", "foreground"),
     )
-    out = tmp / "pred.zarr"
+    for workers in args.workers or [None]:
+        run(image, tmp / f"pred-{workers or 'default'}.zarr", bundle, workers, args)
+    if args.keep:
+        print(f"kept {tmp}")
+    else:
+        shutil.rmtree(tmp)
+
+
+def run(image: Path, out: Path, bundle: Path, workers: int | None, args) -> None:
+    """Run `segflow infer` as a subprocess, print its time and peak RSS, check the output."""
     command = [
         sys.executable,
         "-m",
@@ -64,15 +75,14 @@ def main() -> None:
         str(out),
         "--model",
         str(bundle),
-        "--workers",
-        str(args.workers),
+        *(["--workers", str(workers)] if workers else []),
         "--precision",
         args.precision,
         "--block",
         str(args.block),
     ]
     start = time.perf_counter()
-    log_path = tmp / "infer.log"  # a file, not a pipe: a full pipe would stall the CLI
+    log_path = out.with_suffix(".log")  # a file, not a pipe: a full pipe would stall the CLI
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
         peak_main, peak_tree = watch_peak_rss(proc)
@@ -88,7 +98,8 @@ def main() -> None:
         raise SystemExit(f"{len(missing)} of {len(regions)} blocks missing; shapes {shapes}")
     megapixels = args.size * args.size / 1e6
     print(
-        f"segflow infer ({args.workers} Dask workers, precision {args.precision}): {wall:.1f} s, "
+        f"segflow infer ({workers or 'default'} workers, precision {args.precision}): "
+        f"{wall:.1f} s, "
         f"{megapixels / wall:.2f} MP/s (incl. Prefect, cluster start, store writes)"
     )
     print(
@@ -96,10 +107,6 @@ def main() -> None:
         f"whole process tree {peak_tree / 2**20:.0f} MiB (target <= 3 GB)"
     )
     print(f"all {len(regions)} blocks of {args.block}² written (block_done), shapes {shapes}")
-    if args.keep:
-        print(f"kept {tmp}")
-    else:
-        shutil.rmtree(tmp)
 
 
 if __name__ == "__main__":

@@ -20,8 +20,9 @@ megapixels of the input image per second:
   are `InferConfig`'s), on a tiled TIFF written beforehand. Its time **includes reading and
   decoding the TIFF and writing the Zarr prediction store** (probabilities uint8 + mask): that
   is the job.
-  One worker runs in-process (run_blocks starts no cluster for it); W >= 2 runs on a Dask
-  LocalCluster started once before timing (its start is printed separately) and warmed up.
+  One worker runs in-process (run_blocks starts no cluster for it), and no cluster is alive
+  while it, the floor and MONAI are timed; W >= 2 runs afterwards on a Dask LocalCluster
+  started once before timing (its start is printed separately) and warmed up.
   `prepare_predictions` (store creation, bundle copy) is not timed; its cost is printed.
 - segflow gaussian x1: as segflow x1 with blend="gaussian", overlap 0.25 (MONAI's geometry).
 
@@ -53,7 +54,6 @@ Smoke test (seconds): `--sizes 512 --precisions bf16 --workers 1`.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import math
 import os
@@ -321,120 +321,128 @@ def main() -> None:
 
     tiling = make_tiling(args.tile, margin=args.margin)
     gauss_tiling = make_tiling(args.tile, blend="gaussian", overlap=0.25, margin=args.margin)
-    rows: list[tuple] = []
     seams: list[tuple] = []
     prepares: list[float] = []
-    multi = sorted({w for w in args.workers if w > 1})
-    with contextlib.ExitStack() as stack:
-        addresses: dict[int, str | None] = {1: None}
-        cluster_start: dict[int, float] = {}
-        for workers in multi:  # one LocalCluster per worker count, started before timing
-            start = time.perf_counter()
-            client = stack.enter_context(dask_client(workers=workers))
+    warm_source = find_sources(str(warm_tiff))[0][0]
+
+    def time_segflow(source: Source, precision: str, workers: int, blend: str, address):
+        """(row name, tile forwards, best seconds, first seconds, the last output store)."""
+        out = tmp / "out" / f"{source.name}-{precision}-{workers}-{blend}.zarr"
+        threads = max(1, cores // workers)
+        config = settings_for(precision, threads, blend)
+        times = []
+        for _ in range(args.repeat):
+            elapsed, prepared = segflow_run(
+                source, out, bundles[source.shape[0]], config, workers, address
+            )
+            times.append(elapsed)
+            prepares.append(prepared)
+        name = f"segflow x{workers} ({threads} thr)"
+        if blend == "gaussian":
+            name = f"segflow gaussian x{workers}"
+        geometry = tiling if blend == "overlap-tile" else gauss_tiling
+        tiles = segflow_tiles(source.shape[1:], args.block, geometry)
+        return (name, tiles, min(times), times[0]), out
+
+    def warm_up(workers: int, address: str | None) -> None:
+        """Imports, oneDNN kernels and model load paths, on a small image."""
+        for precision in args.precisions:
+            config = settings_for(precision, max(1, cores // workers), "overlap-tile")
+            out = tmp / "out" / "warm.zarr"
+            segflow_run(warm_source, out, bundles[args.channels], config, workers, address)
+
+    # One process, one worker: no Dask cluster is alive while these rows run (an idle
+    # LocalCluster's scheduler and heartbeats measured 6 % off an in-process run).
+    groups: dict[tuple[str, str], list[tuple]] = {}
+    rates: dict[tuple[str, str], tuple[float, float, float, float]] = {}
+    sources: dict[str, Source] = {}
+    warm_up(1, None)
+    for label, tiff, check_seam in inputs:
+        source = sources[label] = find_sources(str(tiff))[0][0]
+        bundle = models[source.shape[0]]
+        model = bundle.ensemble
+        shape = source.shape[1:]
+        megapixels = shape[0] * shape[1] / 1e6
+        image = normalised(bundle, source)
+        for precision in args.precisions:
+            amp = AMP[precision]
+            fmt = (
+                torch.channels_last
+                if precision == "bf16" or args.fp32_channels_last
+                else torch.contiguous_format
+            )
+            torch.set_num_threads(min(2, cores))
+            # Weights in the same format as the input: with 1-channel input,
+            # x.contiguous(memory_format=channels_last) is a no-op and only the weights'
+            # format switches the network to NHWC.
+            model.to(memory_format=fmt)
+            with torch.inference_mode(), autocast(torch.device("cpu"), amp):
+                for n in {1, args.batch, *MONAI_BATCHES}:  # warm the kernels
+                    x = image[:, :, : args.tile, : args.tile].repeat(n, 1, 1, 1)
+                    model(x.contiguous(memory_format=fmt))
+            common = (model, image, args.tile)
+            floor_s = best(floor_run, args.repeat, *common, args.batch, amp, fmt)
+            folded = fold_batch_norm(model).to(memory_format=fmt)
+            folded_s = best(floor_run, args.repeat, folded, *common[1:], args.batch, amp, fmt)
+            floor_tiles = math.ceil(shape[0] / args.tile) * math.ceil(shape[1] / args.tile)
+            monai_s = {b: best(monai_run, args.repeat, *common, b, amp, fmt) for b in MONAI_BATCHES}
+            monai_b = min(monai_s, key=monai_s.get)
+            shipped_s = in_fresh_process(  # glibc defaults, as MONAI's users run it
+                monai_shipped,
+                bundles[source.shape[0]],
+                tiff,
+                args.tile,
+                precision,
+                fmt == torch.channels_last,
+                min(2, cores),
+                args.repeat,
+            )
+            shipped_b = min(shipped_s, key=shipped_s.get)
+            rates[label, precision] = (
+                megapixels,
+                megapixels / floor_s,
+                megapixels / shipped_s[shipped_b],
+                megapixels / monai_s[monai_b],
+            )
+            windows = monai_tiles(shape, args.tile)
+            group = groups[label, precision] = [
+                ("floor (bare forward)", floor_tiles, floor_s, None),
+                ("floor, BatchNorm folded", floor_tiles, folded_s, None),
+                (f"MONAI sw_batch {shipped_b}", windows, shipped_s[shipped_b], None),
+                (f"MONAI kept-memory sw {monai_b}", windows, monai_s[monai_b], None),
+            ]
+            blends = ["overlap-tile", "gaussian"] if args.gaussian else ["overlap-tile"]
+            for blend in blends:
+                row, out = time_segflow(source, precision, 1, blend, None)
+                group.append(row)
+                if check_seam:
+                    torch.set_num_threads(min(2, cores))
+                    pad = max(16, args.tile // 2 // 16 * 16)
+                    seam, folding = seam_dice(model, source, out, bundle, amp, fmt, pad)
+                    seams.append((label, precision, blend, seam, folding))
+                shutil.rmtree(out)
+    # Then W workers on a LocalCluster, started once per W before timing and warmed up.
+    cluster_start: dict[int, float] = {}
+    for workers in sorted({w for w in args.workers if w > 1}):
+        start = time.perf_counter()
+        with dask_client(workers=workers) as client:
             client.run(importlib.import_module, "tasks.block_inference")
             cluster_start[workers] = time.perf_counter() - start
-            addresses[workers] = client.scheduler.address
-        warm_source = find_sources(str(warm_tiff))[0][0]
-        for precision in args.precisions:  # imports, oneDNN kernels, model load paths
-            for workers in args.workers:
-                segflow_run(
-                    warm_source,
-                    tmp / "out" / "warm.zarr",
-                    bundles[args.channels],
-                    settings_for(precision, max(1, cores // workers), "overlap-tile"),
-                    workers,
-                    addresses[workers],
-                )
-        for label, tiff, seam in inputs:
-            source = find_sources(str(tiff))[0][0]
-            bundle = models[source.shape[0]]
-            model = bundle.ensemble
-            shape = source.shape[1:]
-            megapixels = shape[0] * shape[1] / 1e6
-            image = normalised(bundle, source)
-            for precision in args.precisions:
-                amp = AMP[precision]
-                fmt = (
-                    torch.channels_last
-                    if precision == "bf16" or args.fp32_channels_last
-                    else torch.contiguous_format
-                )
-                torch.set_num_threads(min(2, cores))
-                # Weights in the same format as the input: with 1-channel input,
-                # x.contiguous(memory_format=channels_last) is a no-op and only the weights'
-                # format switches the network to NHWC.
-                model.to(memory_format=fmt)
-                with torch.inference_mode(), autocast(torch.device("cpu"), amp):
-                    for n in {1, args.batch, *MONAI_BATCHES}:  # warm the kernels
-                        x = image[:, :, : args.tile, : args.tile].repeat(n, 1, 1, 1)
-                        model(x.contiguous(memory_format=fmt))
-                common = (model, image, args.tile)
-                floor_s = best(floor_run, args.repeat, *common, args.batch, amp, fmt)
-                folded = fold_batch_norm(model).to(memory_format=fmt)
-                folded_s = best(floor_run, args.repeat, folded, *common[1:], args.batch, amp, fmt)
-                floor_tiles = math.ceil(shape[0] / args.tile) * math.ceil(shape[1] / args.tile)
-                monai_s = {
-                    b: best(monai_run, args.repeat, *common, b, amp, fmt) for b in MONAI_BATCHES
-                }
-                monai_b = min(monai_s, key=monai_s.get)
-                shipped_s = in_fresh_process(  # glibc defaults, as MONAI's users run it
-                    monai_shipped,
-                    bundles[source.shape[0]],
-                    tiff,
-                    args.tile,
-                    precision,
-                    fmt == torch.channels_last,
-                    min(2, cores),
-                    args.repeat,
-                )
-                shipped_b = min(shipped_s, key=shipped_s.get)
-                floor_rate = megapixels / floor_s
-                monai_rate = megapixels / shipped_s[shipped_b]
-                kept_rate = megapixels / monai_s[monai_b]
-                windows = monai_tiles(shape, args.tile)
-                group = [
-                    ("floor (bare forward)", floor_tiles, floor_s, None),
-                    ("floor, BatchNorm folded", floor_tiles, folded_s, None),
-                    (f"MONAI sw_batch {shipped_b}", windows, shipped_s[shipped_b], None),
-                    (f"MONAI kept-memory sw {monai_b}", windows, monai_s[monai_b], None),
-                ]
-                runs = [(w, "overlap-tile") for w in args.workers]
-                if args.gaussian:
-                    runs.append((1, "gaussian"))
-                for workers, blend in runs:
-                    out = tmp / "out" / f"{source.name}-{precision}-{workers}-{blend}.zarr"
-                    threads = max(1, cores // workers)
-                    config = settings_for(precision, threads, blend)
-                    times = []
-                    for _ in range(args.repeat):
-                        elapsed, prepared = segflow_run(
-                            source,
-                            out,
-                            bundles[source.shape[0]],
-                            config,
-                            workers,
-                            addresses[workers],
-                        )
-                        times.append(elapsed)
-                        prepares.append(prepared)
-                    name = f"segflow x{workers} ({threads} thr)"
-                    if blend == "gaussian":
-                        name = f"segflow gaussian x{workers}"
-                    geometry = tiling if blend == "overlap-tile" else gauss_tiling
-                    tiles = segflow_tiles(shape, args.block, geometry)
-                    group.append((name, tiles, min(times), times[0]))
-                    if seam and workers == 1:
-                        torch.set_num_threads(min(2, cores))
-                        pad = max(16, args.tile // 2 // 16 * 16)
-                        seam, folding = seam_dice(model, source, out, bundle, amp, fmt, pad)
-                        seams.append((label, precision, blend, seam, folding))
-                    shutil.rmtree(out)
-                for name, tiles, seconds, first in group:
-                    rate = megapixels / seconds
-                    rows.append(
-                        (label, precision, name, tiles, seconds, first, rate, rate / floor_rate,
-                         rate / monai_rate, rate / kept_rate)
-                    )  # fmt: skip
+            address = client.scheduler.address
+            warm_up(workers, address)
+            for (label, precision), group in groups.items():
+                row, out = time_segflow(sources[label], precision, workers, "overlap-tile", address)
+                group.insert(len(group) - (1 if args.gaussian else 0), row)  # before gaussian
+                shutil.rmtree(out)
+    rows: list[tuple] = []
+    for (label, precision), group in groups.items():
+        megapixels, floor_rate, monai_rate, kept_rate = rates[label, precision]
+        for name, tiles, seconds, first in group:
+            rate = megapixels / seconds
+            rows.append(
+                (label, precision, name, tiles, seconds, first, rate, rate / floor_rate,
+                 rate / monai_rate, rate / kept_rate)
+            )  # fmt: skip
     print(
         f"torch {torch.__version__}, {cores} cores, tile {args.tile}, margin {args.margin}, "
         f"block {args.block}, batch {args.batch}, repeat {args.repeat} (best of)"

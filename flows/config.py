@@ -179,11 +179,11 @@ class InferConfig(_Frozen):
         "overlap-tile", description="overlap-tile (U-Net paper) or gaussian (nnU-Net, MONAI)."
     )
     margin: int = Field(
-        48,
+        32,
         ge=0,
         description="Mirrored context pixels: per tile (overlap-tile), at the image "
-        "edges (gaussian). 48 keeps tiled masks within Dice 0.995 of a whole-image forward "
-        "even for a random model (32 does not; benchmarks/README.md).",
+        "edges (gaussian). Keep it a multiple of 2**depth; 48 for models with many pixels "
+        "near the threshold (benchmarks/README.md, seam error).",
     )
     overlap: float = Field(0.25, ge=0.0, lt=1.0, description="gaussian: tile overlap fraction.")
     batch: int | None = Field(

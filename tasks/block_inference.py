@@ -29,7 +29,7 @@ class InferSettings:
     bundle: str  # local folder of the model bundle
     tile: int = 1024
     blend: Blend = "overlap-tile"
-    margin: int = 48
+    margin: int = 32
     overlap: float = 0.25
     batch: int = 1
     tta: bool = False

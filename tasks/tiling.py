@@ -54,7 +54,7 @@ class Span(NamedTuple):
 
 
 def make_tiling(
-    tile: int, *, blend: Blend = "overlap-tile", margin: int = 48, overlap: float = 0.25
+    tile: int, *, blend: Blend = "overlap-tile", margin: int = 32, overlap: float = 0.25
 ) -> Tiling:
     """Validate and build a tiling.
 
