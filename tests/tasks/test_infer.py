@@ -13,7 +13,7 @@ from models.unet import build_unet
 from tasks.block_inference import InferSettings, predict_block
 from tasks.infer import prepare_predictions, run_blocks
 from tasks.model_bundle import load_bundle, save_bundle
-from tasks.predictions import blocks
+from tasks.predictions import blocks, chunk_side
 from tasks.sources import find_sources
 from tests.images import save
 
@@ -164,6 +164,10 @@ def test_blocks_cover_the_image_once():
         covered[y0:y1, x0:x1] += 1
     # 300 = 256 + 44: the thin remainder joins the first block; 420 = 256 + 164 stays two
     assert (covered == 1).all() and regions == [(0, 300, 0, 256), (0, 300, 256, 420)]
+
+
+def test_inner_chunks_divide_the_block():
+    assert [chunk_side(b) for b in (256, 512, 768, 2048)] == [256, 512, 256, 512]
 
 
 def test_predict_block_writes_its_region(tmp_path, images, bundle):
