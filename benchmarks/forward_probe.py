@@ -12,10 +12,13 @@ cannot be undone (`tasks/allocator.py`):
 - train rows: segflow's default U-Net (base 32, depth 4, BatchNorm), batch 8 of 256² patches,
   bf16 autocast + channels_last, AdamW, BCE + Dice, 12 steps after 3 warm-up steps, with
   glibc's defaults or freed memory kept. Patches per second, page faults, kernel CPU seconds.
+- tile side: megapixels per second and peak RSS of the process for one RGB tile forward of
+  1088/1120 (segflow's 1024 tile + 32/48 margin) and 2112/2144 (a 2048 tile), folded model,
+  freed memory kept.
 - folding accuracy: mask Dice of bf16 forwards (as given, folded) and of the folded fp32
   forward against the fp32 forward of the model as given.
 
-Run (about 3 minutes on the project machine, idle):
+Run (about 2 minutes on the project machine, idle):
 
     .venv/bin/python benchmarks/forward_probe.py
 """
@@ -80,6 +83,27 @@ def infer_row(precision: str, folded: bool, kept: bool, tile: int, batch: int, r
         seconds = time.perf_counter() - start
     faults_after, kernel_after = _usage()
     return seconds / (repeat * batch), faults_after - faults, kernel_after - kernel
+
+
+def tile_side_row(side: int, precision: str, repeat: int = 3) -> tuple[float, float]:
+    """(megapixels per second, peak RSS MiB) of one RGB `side`² tile forward through the
+    folded model, freed memory kept, as segflow's workers run it."""
+    retain_freed_memory()
+    bf16 = precision == "bf16"
+    fmt = torch.channels_last if bf16 else torch.contiguous_format
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    model = build_unet(in_channels=3, num_classes=1, depth=4, base_channels=16).eval()
+    model = fold_batch_norm(model).to(memory_format=fmt)
+    x = torch.randn(1, 3, side, side).contiguous(memory_format=fmt)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        model(x)
+        start = time.perf_counter()
+        for _ in range(repeat):
+            model(x)
+        seconds = (time.perf_counter() - start) / repeat
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return side * side / 1e6 / seconds, peak
 
 
 def folding_accuracy(size: int = 1024) -> dict[str, float]:
@@ -154,6 +178,12 @@ def main() -> None:
                     f"{precision:5s} {'folded' if folded else 'as given':9s} "
                     f"{'kept' if kept else 'glibc':12s} {per_tile:7.3f} {faults:9d} {kernel:6.1f}"
                 )
+    print("\ntile side (output tile + 2 x 32 or 48 margin), folded, freed memory kept, RGB:")
+    print(f"{'side':>5s} {'prec':5s} {'MP/s':>6s} {'peak RSS MiB':>13s}")
+    for side in (1088, 1120, 2112, 2144):
+        for precision in ("fp32", "bf16"):
+            rate, peak = in_fresh_process(tile_side_row, side, precision)
+            print(f"{side:5d} {precision:5s} {rate:6.2f} {peak:13.0f}")
     print("\nmask Dice against the fp32 forward of the model as given (1024², head x20):")
     for name, value in in_fresh_process(folding_accuracy).items():
         print(f"  {name:14s} {value:.4f}")
