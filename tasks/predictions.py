@@ -64,7 +64,7 @@ _AXES = [
 
 def chunk_side(block: int) -> int:
     """Inner chunk side for `block`² shards: 512 where it divides the block, else 256 (a 2048²
-    block of probabilities and mask: 48 ms to encode and write in 256² chunks, 30 ms in 512²;
+    block of probabilities and mask: 55 ms to encode and write in 256² chunks, 36 ms in 512²;
     benchmarks/predictions_write.py)."""
     return CHUNK if block % CHUNK == 0 else 256
 
