@@ -19,6 +19,7 @@ from tasks.device import autocast, resolve_device, resolve_precision
 from tasks.model_bundle import ModelBundle, load_bundle
 from tasks.predictions import ProbabilityDtype, write_block
 from tasks.sources import Source
+from tasks.store import read_index
 from tasks.tiling import Blend, Predictor, make_tiling, predict_region
 
 
@@ -42,17 +43,23 @@ class InferSettings:
     torch_threads: int = 1
 
 
-_BUNDLES: dict[tuple[str, str, bool], ModelBundle] = {}
+_BUNDLES: dict[tuple[str, str, str, bool], ModelBundle] = {}
 
 
-def worker_model(path: str, device: torch.device, channels_last: bool) -> ModelBundle:
+def worker_model(
+    path: str, digest: str, device: torch.device, channels_last: bool
+) -> ModelBundle:
     """The bundle at `path` on `device`, loaded once per process and reused for every block.
+
+    Cached by `path` and the bundle's `digest` (the SHA-256 that :func:`tasks.infer.
+    prepare_predictions` records): a long-lived worker (``--dask-address``) that meets a new
+    model at an output path it has seen before loads the new model.
 
     BatchNorm is folded into the convolutions (:func:`models.fusion.fold_batch_norm`). With
     `channels_last` the weights take that layout too: for 1-channel inputs only the weights
     decide the layout the convolutions run in (measured 2x faster in bf16 here).
     """
-    key = (path, str(device), channels_last)
+    key = (path, digest, str(device), channels_last)
     if key not in _BUNDLES:
         retain_freed_memory()  # activations stay mapped between forward passes
         bundle = load_bundle(path)
@@ -120,7 +127,8 @@ def predict_block(
     """Predict one block of one image and write it to the prediction store `out`."""
     torch.set_num_threads(settings.torch_threads)
     device = worker_device(settings.device)
-    bundle = worker_model(settings.bundle, device, settings.channels_last)
+    digest = read_index(out)["model_sha256"]
+    bundle = worker_model(settings.bundle, digest, device, settings.channels_last)
     predictor = make_predictor(
         bundle,
         device,

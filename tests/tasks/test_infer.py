@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -103,6 +104,35 @@ def test_tiled_matches_whole_image_prediction(tmp_path, images, bundle, blend):
         assert dice >= (0.995 if blend == "overlap-tile" else 0.97)
         if blend == "overlap-tile":
             assert np.abs(tiled - reference).mean() < 0.02
+
+
+def test_a_new_model_at_a_used_output_path_is_not_served_from_the_worker_cache(
+    tmp_path, images, bundle
+):
+    """The in-process worker keeps models between runs (as a ``--dask-address`` cluster's
+    workers do); an output deleted and re-predicted with another model must use that model."""
+    model = load_bundle(bundle)
+    state = dict(model.ensemble.members[0].state_dict())
+    state["head.weight"], state["head.bias"] = -state["head.weight"], -state["head.bias"]
+    other = save_bundle(
+        tmp_path / "other",
+        config=model.config,
+        state_dicts=[state],
+        mean=(100.0,),
+        std=(50.0,),
+        class_names=("background", "fg"),
+    )
+    out = tmp_path / "out.zarr"
+    run(images, out, bundle)
+    first = zarr.open_group(out, mode="r")["a/labels/mask/0"][...]
+    shutil.rmtree(out)
+    run(images, out, other)
+    second = zarr.open_group(out, mode="r")["a/labels/mask/0"][...]
+    shutil.rmtree(out)
+    run(images, tmp_path / "fresh.zarr", other)  # the same model in a fresh output path
+    expected = zarr.open_group(tmp_path / "fresh.zarr", mode="r")["a/labels/mask/0"][...]
+    assert not np.array_equal(first, second)
+    np.testing.assert_array_equal(second, expected)
 
 
 def test_resume_skips_written_blocks_and_output_is_identical(tmp_path, images, bundle):
