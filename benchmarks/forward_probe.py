@@ -5,7 +5,8 @@ cannot be undone (`tasks/allocator.py`):
 
 - infer rows: a base-16, depth-4 U-Net (random init, BatchNorm with non-trivial statistics)
   forwards `--tile`² single-channel tiles (1088 = segflow's 1024 tile + 2 x 32 margin), batch
-  `--batch`, 2 torch threads, channels_last in bf16; the model as given or with BatchNorm
+  `--batch`, 2 torch threads; fp32 in PyTorch's default layout (NCHW) and channels_last
+  (NHWC, segflow's default), bf16 autocast in NHWC; the model as given or with BatchNorm
   folded (`models.fusion.fold_batch_norm`); glibc's malloc defaults or freed memory kept
   (`tasks.allocator.retain_freed_memory`). Seconds per tile over `--repeat` forwards after one
   warm-up, minor page faults and kernel CPU seconds of those forwards.
@@ -14,7 +15,7 @@ cannot be undone (`tasks/allocator.py`):
   glibc's defaults or freed memory kept. Patches per second, page faults, kernel CPU seconds.
 - tile side: megapixels per second and peak RSS of the process for one RGB tile forward of
   1088/1120 (segflow's 1024 tile + 32/48 margin) and 2112/2144 (a 2048 tile), folded model,
-  freed memory kept.
+  channels_last, freed memory kept.
 - folding accuracy: mask Dice of bf16 forwards (as given, folded) and of the folded fp32
   forward against the fp32 forward of the model as given.
 
@@ -63,15 +64,18 @@ def probe_model(head_scale: float = 1.0) -> nn.Module:
     return model
 
 
-def infer_row(precision: str, folded: bool, kept: bool, tile: int, batch: int, repeat: int):
-    """(seconds per tile, minor page faults, kernel CPU s) of `repeat` forwards."""
+def infer_row(
+    precision: str, layout: str, folded: bool, kept: bool, tile: int, batch: int, repeat: int
+):
+    """(seconds per tile, minor page faults, kernel CPU s) of `repeat` forwards; `layout`
+    "NHWC" is channels_last (weights and input), "NCHW" PyTorch's default."""
     if kept:
         retain_freed_memory()
     model = probe_model()
     if folded:
         model = fold_batch_norm(model)
     bf16 = precision == "bf16"
-    fmt = torch.channels_last if bf16 else torch.contiguous_format
+    fmt = torch.channels_last if layout == "NHWC" else torch.contiguous_format
     model.to(memory_format=fmt)
     x = torch.randn(batch, 1, tile, tile).contiguous(memory_format=fmt)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -87,10 +91,10 @@ def infer_row(precision: str, folded: bool, kept: bool, tile: int, batch: int, r
 
 def tile_side_row(side: int, precision: str, repeat: int = 3) -> tuple[float, float]:
     """(megapixels per second, peak RSS MiB) of one RGB `side`² tile forward through the
-    folded model, freed memory kept, as segflow's workers run it."""
+    folded model, channels_last, freed memory kept, as segflow's workers run it."""
     retain_freed_memory()
     bf16 = precision == "bf16"
-    fmt = torch.channels_last if bf16 else torch.contiguous_format
+    fmt = torch.channels_last
     torch.set_num_threads(2)
     torch.manual_seed(0)
     model = build_unet(in_channels=3, num_classes=1, depth=4, base_channels=16).eval()
@@ -167,15 +171,18 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=4)
     args = parser.parse_args()
     print(f"forward of {args.batch} x {args.tile}² tile(s), base-16 U-Net, 2 threads")
-    print(f"{'prec':5s} {'model':9s} {'malloc':12s} {'s/tile':>7s} {'faults':>9s} {'sys s':>6s}")
-    for precision in ("fp32", "bf16"):
+    print(
+        f"{'prec':5s} {'layout':6s} {'model':9s} {'malloc':12s} {'s/tile':>7s} {'faults':>9s} "
+        f"{'sys s':>6s}"
+    )
+    for precision, layout in (("fp32", "NCHW"), ("fp32", "NHWC"), ("bf16", "NHWC")):
         for folded in (False, True):
             for kept in (False, True):
                 per_tile, faults, kernel = in_fresh_process(
-                    infer_row, precision, folded, kept, args.tile, args.batch, args.repeat
+                    infer_row, precision, layout, folded, kept, args.tile, args.batch, args.repeat
                 )
                 print(
-                    f"{precision:5s} {'folded' if folded else 'as given':9s} "
+                    f"{precision:5s} {layout:6s} {'folded' if folded else 'as given':9s} "
                     f"{'kept' if kept else 'glibc':12s} {per_tile:7.3f} {faults:9d} {kernel:6.1f}"
                 )
     print("\ntile side (output tile + 2 x 32 or 48 margin), folded, freed memory kept, RGB:")

@@ -2,8 +2,9 @@
 
 Dice between the mask `segflow infer` stores (tiles of `--tile` on a global grid, overlap-tile
 with each `--margins` value, and gaussian) and the mask of one forward pass over the whole
-image by the same network (BatchNorm folded, as segflow runs it; mirror-padded by tile/2,
-threshold 0.5), plus segflow's time for each setting and what folding alone changes.
+image by the same network (BatchNorm folded, as segflow runs it; mirror-padded by the margin,
+as segflow pads image borders, so only the seams differ; threshold 0.5), plus segflow's time
+for each setting and what folding alone changes.
 
 - model: `--bundle DIR` (a segflow model bundle, e.g. ``OUT/model`` of a prediction store, or
   a bundle fetched from MLflow), else the random-init base-16 U-Net of infer_throughput.py
@@ -88,7 +89,7 @@ def main() -> None:
         seconds, _ = segflow_run(
             source, out, bundle_path, settings | {"blend": blend, "margin": margin}, 1, None
         )
-        dice, folding = seam_dice(model, source, out, bundle, amp, fmt, pad=args.tile // 2)
+        dice, folding = seam_dice(model, source, out, bundle, amp, fmt, pad=margin)
         mp = source.shape[1] * source.shape[2] / 1e6
         foreground = float(np.mean(zarr.open_group(out)[f"{source.name}/labels/mask/0"][:]))
         print(

@@ -1,7 +1,9 @@
 """Inference throughput: segflow's tiled Dask inference against MONAI and the bare-model floor.
 
-Same model (a base-16, depth-4 U-Net, random init; weights do not matter for speed), same
-normalisation, same precision on every row of one (image, precision) group. Throughput is
+Same model (a base-16, depth-4 U-Net; weights do not matter for speed), same normalisation,
+same precision on every row of one (image, precision) group. The 1-channel model is trained
+for `--train-seconds` (120) on 256² crops of the smallest synthetic image and its mask, so the
+seam check below sees a network that segments; the RGB model (HRF) is random init. Throughput is
 megapixels of the input image per second:
 
 - floor: the bare model forward over the non-overlapping tiles of the image (edge tiles cut
@@ -35,15 +37,20 @@ last tile of an axis absorbs a remainder under half a tile; `tasks.tiling.pieces
 
 Seam error (synthetic sizes <= `--seam-max`): Dice between segflow's stored mask and the
 mask of one forward of the whole image by the same network (BatchNorm folded, as segflow's
-workers run it; mirror-padded by tile/2 px, threshold 0.5), for both blends; the head weights
-are scaled x20 so the random model's outputs are confident. Printed beside it: Dice of that
-whole-image mask against the unfolded model's, i.e. what folding alone changes.
+workers run it; mirror-padded by the margin, as segflow pads the image borders, so that only
+the seams differ; threshold 0.5), for both blends, with the trained
+model and with the stress case: a random-init model with its head weights x20 (confident
+outputs, but many pixels near the threshold; see infer_seam.py for its margin sweep). Printed
+beside it: Dice of that whole-image mask against the unfolded model's, i.e. what folding alone
+changes.
 
 Every row is the best of `--repeat` (3) calls, so all methods are timed warm (oneDNN kernels
-built for every tile shape, heap grown); segflow's first call on each image is printed too
-("1st s"): that is what one image alone costs a fresh worker.
+built for every tile shape, heap grown). The one-worker methods take turns (floor, folded
+floor, MONAI, segflow, one call each per round), so a slow spell of the machine reaches all
+of them rather than one row. segflow's first call on each image is printed too ("1st s"):
+that is what one image alone costs a fresh worker.
 
-Run (about 25 minutes on the project machine; needs `pip install -e '.[bench]'`):
+Run (about 30 minutes on the project machine; needs `pip install -e '.[bench]'`):
 
     .venv/bin/python benchmarks/infer_throughput.py --sizes 2048 4096 \\
         --hrf ../shared/data/hrf/images/01_h.jpg --precisions fp32 bf16
@@ -62,6 +69,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from flows.env import use_local_defaults
@@ -76,38 +84,87 @@ from monai.data.utils import dense_patch_slices  # noqa: E402
 from monai.inferers import sliding_window_inference  # noqa: E402
 from PIL import Image  # noqa: E402
 from spawned import in_fresh_process  # noqa: E402
+from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 from flows.config import InferConfig  # noqa: E402
 from models.fusion import fold_batch_norm  # noqa: E402
-from models.unet import build_unet  # noqa: E402
+from models.losses import build_loss  # noqa: E402
+from models.unet import UNet, build_unet  # noqa: E402
 from tasks.block_inference import InferSettings, default_batch  # noqa: E402
 from tasks.cluster import dask_client  # noqa: E402
-from tasks.device import autocast  # noqa: E402
+from tasks.device import autocast, resolve_precision  # noqa: E402
 from tasks.infer import prepare_predictions, run_blocks  # noqa: E402
 from tasks.model_bundle import ModelBundle, load_bundle, save_bundle  # noqa: E402
 from tasks.predictions import blocks  # noqa: E402
 from tasks.sources import Source, find_sources  # noqa: E402
 from tasks.synth import write_large_pair  # noqa: E402
 from tasks.tiling import make_tiling, spans  # noqa: E402
+from tasks.training import train_one_epoch  # noqa: E402
 
 AMP = {"fp32": None, "bf16": torch.bfloat16}
 MONAI_BATCHES = (1, 8)
 
 
-def make_bundle(path: Path, channels: int) -> Path:
-    """A base-16 U-Net bundle, random init, head x20 (confident outputs)."""
-    torch.manual_seed(0)
-    model = build_unet(in_channels=channels, num_classes=1, depth=4, base_channels=16).eval()
-    with torch.no_grad():
-        model.head.weight.mul_(20.0)
+def make_bundle(path: Path, channels: int, model: UNet | None = None) -> Path:
+    """A bundle of `model`, else of a base-16 U-Net, random init, head x20 (confident
+    outputs, many pixels near the threshold: the stress case for seams)."""
+    if model is None:
+        torch.manual_seed(0)
+        model = build_unet(in_channels=channels, num_classes=1, depth=4, base_channels=16)
+        with torch.no_grad():
+            model.head.weight.mul_(20.0)
     return save_bundle(
         path,
         config=model.config,
-        state_dicts=[model.state_dict()],
+        state_dicts=[model.eval().state_dict()],
         mean=(128.0,) * channels,
         std=(64.0,) * channels,
         class_names=("background", "foreground"),
     )
+
+
+class RandomCrops(Dataset):
+    """`length` random `side`² (image, mask) crops of one in-memory pair, normalised like
+    :func:`make_bundle`'s bundles."""
+
+    def __init__(self, image: np.ndarray, mask: np.ndarray, side: int, length: int) -> None:
+        self.image = ((image.astype(np.float32) - 128.0) / 64.0)[None]
+        self.mask = (mask > 0).astype(np.float32)[None]
+        self.side, self.length = side, length
+        self.rng = np.random.default_rng(0)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        y, x = self.rng.integers(0, np.array(self.image.shape[1:]) - self.side + 1)
+        window = np.s_[:, y : y + self.side, x : x + self.side]
+        return torch.from_numpy(self.image[window]), torch.from_numpy(self.mask[window])
+
+
+def trained_model(image: Path, mask: Path, seconds: float) -> tuple[UNet, float]:
+    """(the benchmark's base-16 U-Net trained for `seconds` on 256² crops of one synthetic
+    pair, its training loss at the end): a network that segments, so seam errors are those
+    of a real model, not of near-threshold noise. bf16 autocast where the CPU has it."""
+    torch.manual_seed(0)
+    model = build_unet(in_channels=1, num_classes=1, depth=4, base_channels=16)
+    model.to(memory_format=torch.channels_last)
+    data = RandomCrops(tifffile.imread(image), tifffile.imread(mask), 256, length=10**6)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    cpu = torch.device("cpu")
+    loss, _ = train_one_epoch(
+        model,
+        DataLoader(data, batch_size=8),
+        optimizer,
+        torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0),
+        build_loss("bce_dice", num_classes=1),
+        device=cpu,
+        amp_dtype=resolve_precision("auto", cpu),
+        scaler=torch.amp.GradScaler("cpu", enabled=False),
+        channels_last=True,
+        deadline=time.monotonic() + seconds,
+    )
+    return model.to(memory_format=torch.contiguous_format).eval(), loss
 
 
 def hrf_tiff(jpeg: Path, out: Path) -> Path:
@@ -233,14 +290,18 @@ def segflow_run(
 def whole_image_mask(model, source: Source, bundle: ModelBundle, amp, fmt, pad: int):
     """The mask of one forward over the whole image (mirror-padded by `pad`, threshold 0.5).
 
-    `pad` is a multiple of 16 (2**depth), so the whole image's pooling grid matches the tiles'.
+    With `pad` = segflow's margin, the image borders get the context segflow gives them (the
+    margin mirrored, then the network's zero padding), so only the tile seams differ; and
+    every overlap-tile window starts at a multiple of the tile in the padded image, so the
+    pooling grids match.
     """
     pixels = source.region(0, source.shape[1], 0, source.shape[2])
     width = ((0, 0), (pad, pad), (pad, pad))
     x = torch.from_numpy(bundle.normalize(np.pad(pixels, width, mode="symmetric")[None]))
     with torch.inference_mode(), autocast(torch.device("cpu"), amp):
         probs = model(x.contiguous(memory_format=fmt)).float()[0, 0]
-    return probs[pad:-pad, pad:-pad].numpy() >= 0.5
+    height, width = source.shape[1:]
+    return probs[pad : pad + height, pad : pad + width].numpy() >= 0.5
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -279,6 +340,7 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=1, choices=(1, 3))
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seam-max", type=int, default=2048)
+    parser.add_argument("--train-seconds", type=float, default=120.0)
     parser.add_argument("--gaussian", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--fp32-channels-last", action="store_true")
     args = parser.parse_args()
@@ -288,22 +350,33 @@ def main() -> None:
 
     start = time.perf_counter()
     inputs: list[tuple[str, Path, bool]] = []  # (label, TIFF, seam check)
+    pairs: dict[int, tuple[Path, Path]] = {}
     for size in args.sizes:
-        image, _ = write_large_pair(
+        pairs[size] = write_large_pair(
             tmp / "src", size=size, channels=args.channels, seed=0, name=f"synth{size}"
         )
-        inputs.append((f"synth {size}²", image, size <= args.seam_max))
+        inputs.append((f"synth {size}²", pairs[size][0], size <= args.seam_max))
     if args.hrf:
         inputs.append((f"{args.hrf.stem}", hrf_tiff(args.hrf, tmp / "src" / "hrf.tif"), False))
     warm_tiff, _ = write_large_pair(tmp / "warm", size=1024, channels=args.channels, name="warm")
     print(f"inputs written in {time.perf_counter() - start:.1f} s (tiled zlib TIFF, 1024² tiles)")
 
     bundles: dict[int, Path] = {}
-    models: dict[int, ModelBundle] = {}
     for c in {args.channels} | ({3} if args.hrf else set()):
         bundles[c] = make_bundle(tmp / f"bundle{c}", c)
-        models[c] = load_bundle(bundles[c])
-        models[c].ensemble.eval()
+    stress = bundles[args.channels]  # random init, head x20: the seam stress case
+    seam_sizes = [size for size in args.sizes if size <= args.seam_max]
+    if args.train_seconds > 0 and args.channels == 1 and seam_sizes:
+        start = time.perf_counter()
+        model, loss = trained_model(*pairs[min(seam_sizes)], args.train_seconds)
+        bundles[1] = make_bundle(tmp / "trained1", 1, model)
+        print(
+            f"base-16 U-Net trained {time.perf_counter() - start:.0f} s on 256² crops of "
+            f"synth {min(seam_sizes)}² (final loss {loss:.3f}); it runs the 1-channel rows"
+        )
+    models = {c: load_bundle(path) for c, path in bundles.items()}
+    for bundle in models.values():
+        bundle.ensemble.eval()
 
     def settings_for(precision: str, threads: int, blend: str) -> dict:
         return {
@@ -324,25 +397,28 @@ def main() -> None:
     seams: list[tuple] = []
     prepares: list[float] = []
     warm_source = find_sources(str(warm_tiff))[0][0]
+    blends = ["overlap-tile", "gaussian"] if args.gaussian else ["overlap-tile"]
 
-    def time_segflow(source: Source, precision: str, workers: int, blend: str, address):
-        """(row name, tile forwards, best seconds, first seconds, the last output store)."""
-        out = tmp / "out" / f"{source.name}-{precision}-{workers}-{blend}.zarr"
-        threads = max(1, cores // workers)
-        config = settings_for(precision, threads, blend)
-        times = []
-        for _ in range(args.repeat):
-            elapsed, prepared = segflow_run(
-                source, out, bundles[source.shape[0]], config, workers, address
-            )
-            times.append(elapsed)
-            prepares.append(prepared)
-        name = f"segflow x{workers} ({threads} thr)"
+    def out_path(source: Source, precision: str, workers: int, blend: str) -> Path:
+        return tmp / "out" / f"{source.name}-{precision}-{workers}-{blend}.zarr"
+
+    def segflow_once(
+        source: Source, precision: str, workers: int, blend: str, address, bundle: Path
+    ) -> float:
+        """Seconds of one segflow run into `out_path` (kept for the seam check)."""
+        config = settings_for(precision, max(1, cores // workers), blend)
+        out = out_path(source, precision, workers, blend)
+        elapsed, prepared = segflow_run(source, out, bundle, config, workers, address)
+        prepares.append(prepared)
+        return elapsed
+
+    def segflow_row(source: Source, workers: int, blend: str, times: list[float]) -> tuple:
+        """(row name, tile forwards, best seconds, first seconds)."""
+        name = f"segflow x{workers} ({max(1, cores // workers)} thr)"
         if blend == "gaussian":
             name = f"segflow gaussian x{workers}"
         geometry = tiling if blend == "overlap-tile" else gauss_tiling
-        tiles = segflow_tiles(source.shape[1:], args.block, geometry)
-        return (name, tiles, min(times), times[0]), out
+        return name, segflow_tiles(source.shape[1:], args.block, geometry), min(times), times[0]
 
     def warm_up(workers: int, address: str | None) -> None:
         """Imports, oneDNN kernels and model load paths, on a small image."""
@@ -352,7 +428,9 @@ def main() -> None:
             segflow_run(warm_source, out, bundles[args.channels], config, workers, address)
 
     # One process, one worker: no Dask cluster is alive while these rows run (an idle
-    # LocalCluster's scheduler and heartbeats measured 6 % off an in-process run).
+    # LocalCluster's scheduler and heartbeats measured 6 % off an in-process run). The
+    # methods take turns, one call each per round, so a slow spell of the machine hits
+    # all of them rather than one row.
     groups: dict[tuple[str, str], list[tuple]] = {}
     rates: dict[tuple[str, str], tuple[float, float, float, float]] = {}
     sources: dict[str, Source] = {}
@@ -380,13 +458,26 @@ def main() -> None:
                 for n in {1, args.batch, *MONAI_BATCHES}:  # warm the kernels
                     x = image[:, :, : args.tile, : args.tile].repeat(n, 1, 1, 1)
                     model(x.contiguous(memory_format=fmt))
-            common = (model, image, args.tile)
-            floor_s = best(floor_run, args.repeat, *common, args.batch, amp, fmt)
             folded = fold_batch_norm(model).to(memory_format=fmt)
-            folded_s = best(floor_run, args.repeat, folded, *common[1:], args.batch, amp, fmt)
-            floor_tiles = math.ceil(shape[0] / args.tile) * math.ceil(shape[1] / args.tile)
-            monai_s = {b: best(monai_run, args.repeat, *common, b, amp, fmt) for b in MONAI_BATCHES}
+            methods: dict[str, Callable[[], float]] = {
+                "floor": partial(floor_run, model, image, args.tile, args.batch, amp, fmt),
+                "folded": partial(floor_run, folded, image, args.tile, args.batch, amp, fmt),
+            }
+            for b in MONAI_BATCHES:
+                methods[f"monai {b}"] = partial(monai_run, model, image, args.tile, b, amp, fmt)
+            for blend in blends:
+                methods[blend] = partial(
+                    segflow_once, source, precision, 1, blend, None, bundles[source.shape[0]]
+                )
+            times: dict[str, list[float]] = defaultdict(list)
+            for _ in range(args.repeat):
+                for name, run in methods.items():
+                    torch.set_num_threads(min(2, cores))
+                    times[name].append(run())
+            floor_s, folded_s = min(times["floor"]), min(times["folded"])
+            monai_s = {b: min(times[f"monai {b}"]) for b in MONAI_BATCHES}
             monai_b = min(monai_s, key=monai_s.get)
+            floor_tiles = math.ceil(shape[0] / args.tile) * math.ceil(shape[1] / args.tile)
             shipped_s = in_fresh_process(  # glibc defaults, as MONAI's users run it
                 monai_shipped,
                 bundles[source.shape[0]],
@@ -411,15 +502,19 @@ def main() -> None:
                 (f"MONAI sw_batch {shipped_b}", windows, shipped_s[shipped_b], None),
                 (f"MONAI kept-memory sw {monai_b}", windows, monai_s[monai_b], None),
             ]
-            blends = ["overlap-tile", "gaussian"] if args.gaussian else ["overlap-tile"]
             for blend in blends:
-                row, out = time_segflow(source, precision, 1, blend, None)
-                group.append(row)
+                group.append(segflow_row(source, 1, blend, times[blend]))
+                out = out_path(source, precision, 1, blend)
                 if check_seam:
                     torch.set_num_threads(min(2, cores))
-                    pad = max(16, args.tile // 2 // 16 * 16)
-                    seam, folding = seam_dice(model, source, out, bundle, amp, fmt, pad)
-                    seams.append((label, precision, blend, seam, folding))
+                    seam, folding = seam_dice(model, source, out, bundle, amp, fmt, args.margin)
+                    seams.append((label, precision, "trained", blend, seam, folding))
+                    if stress != bundles[source.shape[0]]:
+                        segflow_once(source, precision, 1, blend, None, stress)
+                        noise = load_bundle(stress)
+                        net = noise.ensemble.eval().to(memory_format=fmt)
+                        seam, folding = seam_dice(net, source, out, noise, amp, fmt, args.margin)
+                        seams.append((label, precision, "random x20", blend, seam, folding))
                 shutil.rmtree(out)
     # Then W workers on a LocalCluster, started once per W before timing and warmed up.
     cluster_start: dict[int, float] = {}
@@ -431,9 +526,17 @@ def main() -> None:
             address = client.scheduler.address
             warm_up(workers, address)
             for (label, precision), group in groups.items():
-                row, out = time_segflow(sources[label], precision, workers, "overlap-tile", address)
+                source = sources[label]
+                times = [
+                    segflow_once(
+                        source, precision, workers, "overlap-tile", address,
+                        bundles[source.shape[0]],
+                    )
+                    for _ in range(args.repeat)
+                ]  # fmt: skip
+                row = segflow_row(source, workers, "overlap-tile", times)
                 group.insert(len(group) - (1 if args.gaussian else 0), row)  # before gaussian
-                shutil.rmtree(out)
+                shutil.rmtree(out_path(source, precision, workers, "overlap-tile"))
     rows: list[tuple] = []
     for (label, precision), group in groups.items():
         megapixels, floor_rate, monai_rate, kept_rate = rates[label, precision]
@@ -471,8 +574,11 @@ def main() -> None:
             "(BatchNorm-folded) network (target >= 0.995); folding: Dice of that whole-image "
             "mask vs the unfolded model's"
         )
-        for label, precision, blend, seam, folding in seams:
-            print(f"{label:14s} {precision:5s} {blend:13s} Dice {seam:.4f}  folding {folding:.4f}")
+        for label, precision, model_name, blend, seam, folding in seams:
+            print(
+                f"{label:14s} {precision:5s} {model_name:10s} {blend:13s} Dice {seam:.4f}  "
+                f"folding {folding:.4f}"
+            )
     shutil.rmtree(tmp)
 
 
