@@ -7,12 +7,16 @@ as segflow pads image borders, so only the seams differ; threshold 0.5), plus se
 for each setting and what folding alone changes.
 
 - model: `--bundle DIR` (a segflow model bundle, e.g. ``OUT/model`` of a prediction store, or
-  a bundle fetched from MLflow), else the random-init base-16 U-Net of infer_throughput.py
-  (head x20 so its outputs are confident);
+  a bundle fetched from MLflow); or, with `--train-seconds N`, infer_throughput.py's base-16
+  U-Net trained N s on the (whole, uncropped) image and its mask (`--mask`, needed with
+  `--image`); else that U-Net random-init with its head x20 (confident outputs, many pixels
+  near the threshold: the stress case);
 - image: `--image` (any input segflow reads: TIFF, PNG/JPEG), cropped to its top-left
   `--crop`² pixels, else the synthetic 2048² tiled TIFF of infer_throughput.py.
 
-    .venv/bin/python benchmarks/infer_seam.py --margins 32 48 64
+    .venv/bin/python benchmarks/infer_seam.py --margins 0 16 32 48
+    .venv/bin/python benchmarks/infer_seam.py --margins 0 16 32 48 --train-seconds 120 \\
+        --image ../shared/data/hrf/images/01_h.jpg --mask ../shared/data/hrf/masks/01_h.png
     .venv/bin/python benchmarks/infer_seam.py --bundle /tmp/hrf-work/predictions/m.zarr/model \\
         --image ../shared/data/hrf/images/01_h.jpg --margins 32 48 64
 """
@@ -27,7 +31,7 @@ import numpy as np
 import tifffile
 import torch
 import zarr
-from infer_throughput import AMP, make_bundle, seam_dice, segflow_run
+from infer_throughput import AMP, make_bundle, seam_dice, segflow_run, trained_model
 
 from tasks.block_inference import default_batch
 from tasks.model_bundle import load_bundle
@@ -57,15 +61,26 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=1024)
     parser.add_argument("--margins", type=int, nargs="+", default=[32, 48, 64])
     parser.add_argument("--precision", default="bf16", choices=list(AMP))
+    parser.add_argument("--mask", type=Path, help="the image's mask, for --train-seconds")
+    parser.add_argument("--train-seconds", type=float, default=0.0)
     args = parser.parse_args()
     torch.set_num_threads(2)
     tmp = Path(tempfile.mkdtemp(prefix="segflow-seam-"))
     if args.image:
-        tiff = crop_tiff(args.image, args.crop, tmp / "input.tif")
+        tiff, mask = crop_tiff(args.image, args.crop, tmp / "input.tif"), args.mask
     else:
-        tiff, _ = write_large_pair(tmp / "src", size=args.crop, seed=0, name="synth")
+        tiff, mask = write_large_pair(tmp / "src", size=args.crop, seed=0, name="synth")
     source = find_sources(str(tiff))[0][0]
-    bundle_path = args.bundle or make_bundle(tmp / "bundle", source.shape[0])
+    if args.bundle:
+        bundle_path = args.bundle
+    elif args.train_seconds > 0:
+        if mask is None:
+            parser.error("--train-seconds with --image needs --mask")
+        trained, loss = trained_model(args.image or tiff, mask, args.train_seconds)
+        print(f"trained {args.train_seconds:.0f} s on 256² crops, final loss {loss:.3f}")
+        bundle_path = make_bundle(tmp / "bundle", source.shape[0], trained)
+    else:
+        bundle_path = make_bundle(tmp / "bundle", source.shape[0])
     bundle = load_bundle(bundle_path)
     model = bundle.ensemble.eval()
     amp = AMP[args.precision]

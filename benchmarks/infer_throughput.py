@@ -124,11 +124,11 @@ def make_bundle(path: Path, channels: int, model: UNet | None = None) -> Path:
 
 
 class RandomCrops(Dataset):
-    """`length` random `side`² (image, mask) crops of one in-memory pair, normalised like
-    :func:`make_bundle`'s bundles."""
+    """`length` random `side`² (image, mask) crops of one in-memory pair ``(C, H, W)``,
+    ``(H, W)``, normalised like :func:`make_bundle`'s bundles."""
 
     def __init__(self, image: np.ndarray, mask: np.ndarray, side: int, length: int) -> None:
-        self.image = ((image.astype(np.float32) - 128.0) / 64.0)[None]
+        self.image = (image.astype(np.float32) - 128.0) / 64.0
         self.mask = (mask > 0).astype(np.float32)[None]
         self.side, self.length = side, length
         self.rng = np.random.default_rng(0)
@@ -143,13 +143,15 @@ class RandomCrops(Dataset):
 
 
 def trained_model(image: Path, mask: Path, seconds: float) -> tuple[UNet, float]:
-    """(the benchmark's base-16 U-Net trained for `seconds` on 256² crops of one synthetic
-    pair, its training loss at the end): a network that segments, so seam errors are those
-    of a real model, not of near-threshold noise. bf16 autocast where the CPU has it."""
+    """(the benchmark's base-16 U-Net trained for `seconds` on 256² crops of one image and
+    its mask (any format segflow reads), its training loss at the end): a network that
+    segments, so seam errors are those of a real model, not of near-threshold noise. bf16
+    autocast where the CPU has it."""
+    pixels, labels = (_whole(path) for path in (image, mask))
     torch.manual_seed(0)
-    model = build_unet(in_channels=1, num_classes=1, depth=4, base_channels=16)
+    model = build_unet(in_channels=pixels.shape[0], num_classes=1, depth=4, base_channels=16)
     model.to(memory_format=torch.channels_last)
-    data = RandomCrops(tifffile.imread(image), tifffile.imread(mask), 256, length=10**6)
+    data = RandomCrops(pixels, labels[0], 256, length=10**6)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     cpu = torch.device("cpu")
     loss, _ = train_one_epoch(
@@ -165,6 +167,12 @@ def trained_model(image: Path, mask: Path, seconds: float) -> tuple[UNet, float]
         deadline=time.monotonic() + seconds,
     )
     return model.to(memory_format=torch.contiguous_format).eval(), loss
+
+
+def _whole(path: Path) -> np.ndarray:
+    """All ``(C, H, W)`` pixels of an image file."""
+    source = find_sources(str(path))[0][0]
+    return source.region(0, source.shape[1], 0, source.shape[2])
 
 
 def hrf_tiff(jpeg: Path, out: Path) -> Path:

@@ -46,9 +46,7 @@ class InferSettings:
 _BUNDLES: dict[tuple[str, str, str, bool], ModelBundle] = {}
 
 
-def worker_model(
-    path: str, digest: str, device: torch.device, channels_last: bool
-) -> ModelBundle:
+def worker_model(path: str, digest: str, device: torch.device, channels_last: bool) -> ModelBundle:
     """The bundle at `path` on `device`, loaded once per process and reused for every block.
 
     Cached by `path` and the bundle's `digest` (the SHA-256 that :func:`tasks.infer.
