@@ -85,7 +85,7 @@ def make_predictor(
 
     @torch.inference_mode()
     def predict(tiles: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(bundle.normalize(tiles)).to(device)
+        x = bundle.normalize_tensor(torch.from_numpy(tiles).to(device))  # raw pixels move
         total = None
         with autocast(device, amp_dtype):
             for dims in flips:
@@ -93,7 +93,9 @@ def make_predictor(
                 p = bundle.ensemble(xi.contiguous(memory_format=memory_format)).float()
                 p = torch.flip(p, dims) if dims else p
                 total = p if total is None else total + p
-        return (total / len(flips)).cpu().numpy()
+        if len(flips) > 1:
+            total /= len(flips)
+        return total.cpu().numpy()
 
     return predict
 

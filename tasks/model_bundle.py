@@ -35,10 +35,18 @@ class ModelBundle:
     metadata: dict[str, Any]
 
     def normalize(self, images: np.ndarray) -> np.ndarray:
-        """Raw pixels ``(N, C, H, W)`` -> float32 model input."""
-        mean = np.asarray(self.mean, dtype=np.float32)[None, :, None, None]
-        std = np.asarray(self.std, dtype=np.float32)[None, :, None, None]
-        return (images.astype(np.float32) - mean) / std
+        """Raw pixels ``(N, C, H, W)`` -> float32 model input (see :meth:`normalize_tensor`)."""
+        pixels = torch.from_numpy(np.require(images, requirements=["C", "W"]))
+        return self.normalize_tensor(pixels).numpy()
+
+    def normalize_tensor(self, images: torch.Tensor) -> torch.Tensor:
+        """Raw pixels ``(N, C, H, W)`` of any dtype, on any device -> float32 model input
+        ``(x - mean) / std`` there, in PyTorch's threads (a 3 x 1088 x 1520 uint8 tile: 1.3 ms
+        against 6 ms for the same arithmetic in NumPy, benchmarks/README.md)."""
+        shape = (1, -1, 1, 1)
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=images.device).view(shape)
+        std = torch.tensor(self.std, dtype=torch.float32, device=images.device).view(shape)
+        return (images.to(torch.float32) - mean).div_(std)
 
     @torch.no_grad()
     def predict(self, images: np.ndarray) -> np.ndarray:
