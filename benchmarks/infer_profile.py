@@ -33,7 +33,7 @@ import tasks.tiling as tiling  # noqa: E402
 from flows.config import InferConfig  # noqa: E402
 from tasks.cluster import dask_client  # noqa: E402
 from tasks.infer import prepare_predictions, run_blocks  # noqa: E402
-from tasks.sources import find_sources  # noqa: E402
+from tasks.sources import find_sources, forget_opened  # noqa: E402
 from tasks.synth import write_large_pair  # noqa: E402
 
 SPENT: Counter[str] = Counter()
@@ -103,6 +103,7 @@ def main() -> None:
                 torch_threads=2,
             )
             SPENT.clear()
+            forget_opened()  # decode the TIFF cold, as a fresh `segflow infer` process does
             start = time.perf_counter()
             run_blocks([source], str(out), settings, workers=1, dask_address=None, log=print)
             runs.append((time.perf_counter() - start, dict(SPENT)))

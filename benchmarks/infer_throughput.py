@@ -80,6 +80,7 @@ import numpy as np  # noqa: E402
 import tifffile  # noqa: E402
 import torch  # noqa: E402
 import zarr  # noqa: E402
+from distributed import Client  # noqa: E402
 from monai.data.utils import dense_patch_slices  # noqa: E402
 from monai.inferers import sliding_window_inference  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -96,7 +97,7 @@ from tasks.device import autocast, resolve_precision  # noqa: E402
 from tasks.infer import prepare_predictions, run_blocks  # noqa: E402
 from tasks.model_bundle import ModelBundle, load_bundle, save_bundle  # noqa: E402
 from tasks.predictions import blocks  # noqa: E402
-from tasks.sources import Source, find_sources  # noqa: E402
+from tasks.sources import Source, find_sources, forget_opened  # noqa: E402
 from tasks.synth import write_large_pair  # noqa: E402
 from tasks.tiling import make_tiling, spans  # noqa: E402
 from tasks.training import train_one_epoch  # noqa: E402
@@ -273,9 +274,17 @@ def segflow_tiles(shape: tuple[int, int], block: int, tiling) -> int:
 def segflow_run(
     source: Source, out: Path, bundle: Path, settings: dict, workers: int, address: str | None
 ) -> tuple[float, float]:
-    """(seconds of run_blocks, seconds of prepare_predictions) into a fresh store `out`."""
+    """(seconds of run_blocks, seconds of prepare_predictions) into a fresh store `out`.
+
+    Every run reads the TIFF cold, as a fresh `segflow infer` process does: the per-process
+    cache of decoded TIFF tiles (`tasks.sources`) is emptied first, on the cluster's workers
+    too."""
     if out.exists():
         shutil.rmtree(out)
+    forget_opened()
+    if address is not None:
+        with Client(address) as client:
+            client.run(forget_opened)
     start = time.perf_counter()
     bundle_path, _ = prepare_predictions(
         [source],

@@ -16,12 +16,19 @@ from typing import Literal
 import numpy as np
 import tifffile
 import zarr
+from zarr.experimental.cache_store import CacheStore
+from zarr.storage import MemoryStore
 
 from tasks.dataset import open_dataset
 from tasks.image_io import TIFF_SUFFIXES, InputError, probe_image, read_image
 from tasks.pairs import IMAGE_SUFFIXES
 
 Kind = Literal["store", "zarr", "tiff", "image"]
+
+# Decoded TIFF tiles kept per open image: a block's halo reaches into its neighbours' TIFF
+# tiles, which without the cache are decoded again (HRF 01_h, 1024² zlib tiles, both blocks
+# with their 32-px halos: 64 -> 41 ms; 4096² grey: 81 -> 39 ms; benchmarks/README.md).
+TIFF_CACHE_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -37,7 +44,7 @@ class Source:
 
     def region(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """``(C, y1 - y0, x1 - x0)`` pixels, read from storage (cached opener per process)."""
-        array = _open(self.kind, self.path, self.key)
+        array = _open(self.kind, self.path, self.key, _version(self))
         if self.kind in ("store", "zarr"):
             return np.asarray(array[:, y0:y1, x0:x1])
         if self.kind == "tiff":
@@ -46,15 +53,33 @@ class Source:
         return array[:, y0:y1, x0:x1]
 
 
+def _version(source: Source) -> int:
+    """The file's modification time for single files (a rewritten file is opened afresh,
+    not served from the per-process cache of openers and decoded tiles); 0 for stores."""
+    return Path(source.path).stat().st_mtime_ns if source.kind in ("tiff", "image") else 0
+
+
+def forget_opened() -> None:
+    """Drop this process's cached openers and decoded TIFF tiles (benchmarks time cold reads,
+    as a fresh `segflow infer` process does them)."""
+    _open.cache_clear()
+
+
 @lru_cache(maxsize=4)
-def _open(kind: Kind, path: str, key: str):
+def _open(kind: Kind, path: str, key: str, version: int):  # version: part of the cache key
     if kind == "store":
         return open_dataset(path).image(key)
     if kind == "zarr":
         array = zarr.open_array(path, mode="r")
         return array if array.ndim == 3 else _Lift(array)
     if kind == "tiff":
-        return zarr.open_array(tifffile.imread(path, aszarr=True), mode="r")
+        # tifffile's Zarr store hands out decoded tiles, so caching its values caches decoding.
+        tiles = CacheStore(
+            tifffile.imread(path, aszarr=True),
+            cache_store=MemoryStore(),
+            max_size=TIFF_CACHE_BYTES,
+        )
+        return zarr.open_array(tiles, mode="r")
     return read_image(probe_image(path, max_pixels=2**34))
 
 

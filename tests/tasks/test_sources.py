@@ -1,8 +1,10 @@
+import os
+
 import numpy as np
 import pytest
 import zarr
 
-from tasks.sources import find_sources
+from tasks.sources import find_sources, forget_opened
 from tests.images import make_store, save
 
 
@@ -44,3 +46,32 @@ def test_files_folder_glob_and_zarr_array(tmp_path):
 def test_nothing_found_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no images found"):
         find_sources(str(tmp_path / "missing*.png"))
+
+
+def test_tiff_regions_stay_exact_when_the_tile_cache_evicts(tmp_path, monkeypatch):
+    """Overlapping regions of a tiled TIFF, read through a tile cache smaller than the image
+    (so tiles are evicted and decoded again), equal the pixels tifffile reads whole."""
+    import tasks.sources as sources_module
+
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 255, (200, 300, 3), dtype=np.uint8)
+    save(tmp_path / "big.tif", rgb, tile=(32, 32))
+    monkeypatch.setattr(sources_module, "TIFF_CACHE_BYTES", 4 * 32 * 32 * 3)  # four tiles
+    forget_opened()
+    (source,), _ = find_sources(str(tmp_path / "big.tif"))
+    expected = np.moveaxis(rgb, -1, 0)
+    for y0, y1, x0, x1 in [(0, 80, 0, 120), (40, 200, 100, 300), (0, 80, 0, 120), (5, 6, 7, 8)]:
+        np.testing.assert_array_equal(source.region(y0, y1, x0, x1), expected[:, y0:y1, x0:x1])
+    forget_opened()
+
+
+def test_a_rewritten_tiff_is_read_afresh(tmp_path):
+    """The per-process cache of openers and decoded tiles must not serve a replaced file."""
+    path = tmp_path / "img.tif"
+    save(path, np.full((64, 64), 10, dtype=np.uint8), tile=(32, 32))
+    (source,), _ = find_sources(str(path))
+    assert (source.region(0, 64, 0, 64) == 10).all()
+    save(path, np.full((64, 64), 200, dtype=np.uint8), tile=(32, 32))
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # coarse clocks
+    assert (source.region(0, 64, 0, 64) == 200).all()
