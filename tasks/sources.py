@@ -26,8 +26,8 @@ from tasks.pairs import IMAGE_SUFFIXES
 Kind = Literal["store", "zarr", "tiff", "image"]
 
 # Decoded TIFF tiles kept per open image: a block's halo reaches into its neighbours' TIFF
-# tiles, which without the cache are decoded again (HRF 01_h, 1024² zlib tiles, both blocks
-# with their 32-px halos: 64 -> 41 ms; 4096² grey: 81 -> 39 ms; benchmarks/README.md).
+# tiles, which without the cache are decoded again (reading with 1024² zlib TIFF tiles, cold:
+# HRF 01_h 73 -> 47 ms, 4096² grey 84 -> 44 ms; benchmarks/README.md).
 TIFF_CACHE_BYTES = 64 * 2**20
 
 
