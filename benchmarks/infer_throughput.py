@@ -148,7 +148,7 @@ def trained_model(image: Path, mask: Path, seconds: float) -> tuple[UNet, float]
     its mask (any format segflow reads), its training loss at the end): a network that
     segments, so seam errors are those of a real model, not of near-threshold noise. bf16
     autocast where the CPU has it."""
-    pixels, labels = (_whole(path) for path in (image, mask))
+    pixels, labels = (whole(find_sources(str(path))[0][0]) for path in (image, mask))
     torch.manual_seed(0)
     model = build_unet(in_channels=pixels.shape[0], num_classes=1, depth=4, base_channels=16)
     model.to(memory_format=torch.channels_last)
@@ -170,9 +170,8 @@ def trained_model(image: Path, mask: Path, seconds: float) -> tuple[UNet, float]
     return model.to(memory_format=torch.contiguous_format).eval(), loss
 
 
-def _whole(path: Path) -> np.ndarray:
-    """All ``(C, H, W)`` pixels of an image file."""
-    source = find_sources(str(path))[0][0]
+def whole(source: Source) -> np.ndarray:
+    """All ``(C, H, W)`` pixels of an image."""
     return source.region(0, source.shape[1], 0, source.shape[2])
 
 
@@ -188,8 +187,7 @@ def hrf_tiff(jpeg: Path, out: Path) -> Path:
 
 def normalised(bundle: ModelBundle, source: Source) -> torch.Tensor:
     """The whole image, normalised, as a (1, C, H, W) float32 tensor."""
-    pixels = source.region(0, source.shape[1], 0, source.shape[2])
-    return torch.from_numpy(bundle.normalize(pixels[None]))
+    return torch.from_numpy(bundle.normalize(whole(source)[None]))
 
 
 def floor_run(model, image: torch.Tensor, tile: int, batch: int, amp, fmt) -> float:
@@ -312,9 +310,8 @@ def whole_image_mask(model, source: Source, bundle: ModelBundle, amp, fmt, pad: 
     every overlap-tile window starts at a multiple of the tile in the padded image, so the
     pooling grids match.
     """
-    pixels = source.region(0, source.shape[1], 0, source.shape[2])
     width = ((0, 0), (pad, pad), (pad, pad))
-    x = torch.from_numpy(bundle.normalize(np.pad(pixels, width, mode="symmetric")[None]))
+    x = torch.from_numpy(bundle.normalize(np.pad(whole(source), width, mode="symmetric")[None]))
     with torch.inference_mode(), autocast(torch.device("cpu"), amp):
         probs = model(x.contiguous(memory_format=fmt)).float()[0, 0]
     height, width = source.shape[1:]
