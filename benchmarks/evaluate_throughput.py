@@ -4,7 +4,8 @@ Builds, block by block (never a whole image in memory), a dataset store with one
 SIZE² pixels and its binary mask (random blobs, ~10 % foreground) and a prediction store of
 uint8 probabilities that mostly agree with the mask, as `segflow infer` writes them.
 
-- ``--mode speed`` (default 8192²): segflow's streaming evaluation (`tasks.evaluation.evaluate`,
+- ``--mode speed`` (default 8192²): segflow's streaming evaluation
+  (`segflow.tasks.evaluate.blocks.evaluate`,
   reading both stores chunk by chunk, 1 and 2 workers) against scikit-learn's ``f1_score``,
   ``jaccard_score``, ``precision_score``, ``recall_score`` and ``log_loss`` on the same pixels
   already in memory (loading them is not timed); checks that the numbers agree.
@@ -34,10 +35,12 @@ from ingest_large_rss import watch_peak_rss
 from scipy import ndimage
 from sklearn.metrics import f1_score, jaccard_score, log_loss, precision_score, recall_score
 
-from tasks.evaluation import evaluate, plan_evaluation
-from tasks.ingest import build_index
-from tasks.predictions import blocks, create_image_arrays, write_block
-from tasks.store import init_store, write_sample
+from segflow.tasks.evaluate.blocks import evaluate
+from segflow.tasks.evaluate.plan import plan_evaluation
+from segflow.tasks.ingest.index import build_index
+from segflow.tasks.storage.dataset_writer import init_store, write_sample
+from segflow.tasks.storage.grid import blocks
+from segflow.tasks.storage.predictions import create_image_arrays, write_block
 
 BLOCK = 2048
 
@@ -133,9 +136,9 @@ def speed(store: Path, out: Path, size: int) -> None:
 
 def memory(store: Path, out: Path, tmp: Path) -> None:
     code = (
-        "from flows.env import use_local_defaults; use_local_defaults(); "
-        "from flows.config import EvaluateConfig; "
-        "from flows.evaluate import evaluate_predictions; "
+        "from segflow.flows.env import use_local_defaults; use_local_defaults(); "
+        "from segflow.flows.config import EvaluateConfig; "
+        "from segflow.flows.evaluate import evaluate_predictions; "
         f"s = evaluate_predictions(EvaluateConfig(predictions={str(out)!r}, store={str(store)!r}, "
         f"workdir={str(tmp / 'work')!r}, workers=2)); "
         "import json; print(json.dumps(s.report['pooled']))"

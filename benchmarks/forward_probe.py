@@ -7,8 +7,9 @@ cannot be undone (`tasks/allocator.py`):
   forwards `--tile`² single-channel tiles (1088 = segflow's 1024 tile + 2 x 32 margin), batch
   `--batch`, 2 torch threads; fp32 in PyTorch's default layout (NCHW) and channels_last
   (NHWC, segflow's default), bf16 autocast in NHWC; the model as given or with BatchNorm
-  folded (`models.fusion.fold_batch_norm`); glibc's malloc defaults or freed memory kept
-  (`tasks.allocator.retain_freed_memory`). Seconds per tile over `--repeat` forwards after one
+  folded (`segflow.models.fusion.fold_batch_norm`); glibc's malloc defaults or freed memory kept
+  (`segflow.tasks.runtime.allocator.retain_freed_memory`). Seconds per tile over `--repeat`
+  forwards after one
   warm-up, minor page faults and kernel CPU seconds of those forwards.
 - train rows: segflow's default U-Net (base 32, depth 4, BatchNorm), batch 8 of 256² patches,
   bf16 autocast + channels_last, AdamW, BCE + Dice, 12 steps after 3 warm-up steps, with
@@ -34,10 +35,10 @@ import torch
 from spawned import in_fresh_process
 from torch import nn
 
-from models.fusion import fold_batch_norm
-from models.losses import build_loss
-from models.unet import build_unet
-from tasks.allocator import retain_freed_memory
+from segflow.models.fusion import fold_batch_norm
+from segflow.models.losses import build_loss
+from segflow.models.unet import build_unet
+from segflow.tasks.runtime.allocator import retain_freed_memory
 
 
 def _usage() -> tuple[int, float]:

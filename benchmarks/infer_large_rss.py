@@ -1,10 +1,12 @@
 """Peak memory and speed of `segflow infer` on one large tiled BigTIFF (default 32768 x 32768).
 
-Generates the image with `tasks.synth.write_large_pair` (grey uint8, zlib, 1024² tiles; about
+Generates the image with `segflow.tasks.demo.synth.write_large_pair` (grey uint8, zlib, 1024²
+tiles; about
 3-4 minutes at 32768² on 2 cores), saves a base-16 U-Net bundle (random init: weights do not
 matter for speed or memory), runs the CLI in a subprocess and samples the RSS of its whole
 process tree (the flow process plus its Dask workers) every 50 ms. Then checks that every block
-was written (`tasks.predictions.block_done`) and that the arrays have the image's shape. Run:
+was written (`segflow.tasks.storage.predictions.block_done`) and that the arrays have the image's
+shape. Run:
 
     .venv/bin/python benchmarks/infer_large_rss.py [--size 32768] [--workers 1 2]
 
@@ -27,11 +29,12 @@ import torch
 import zarr
 from ingest_large_rss import watch_peak_rss
 
-from flows.config import InferConfig
-from models.unet import build_unet
-from tasks.model_bundle import save_bundle
-from tasks.predictions import block_done, blocks
-from tasks.synth import write_large_pair
+from segflow.flows.config import InferConfig
+from segflow.models.unet import build_unet
+from segflow.tasks.demo.synth import write_large_pair
+from segflow.tasks.storage.bundle import save_bundle
+from segflow.tasks.storage.grid import blocks
+from segflow.tasks.storage.predictions import block_done
 
 
 def main() -> None:
@@ -69,7 +72,7 @@ def run(image: Path, out: Path, bundle: Path, workers: int | None, args) -> None
     command = [
         sys.executable,
         "-m",
-        "flows.cli",
+        "segflow.flows.cli",
         "infer",
         str(image),
         str(out),

@@ -1,6 +1,7 @@
 """Where segflow's in-process inference time goes: read, model, stitching, write.
 
-Runs `tasks.infer.run_blocks` with one worker (in-process, as `segflow infer` runs on this
+Runs `segflow.tasks.infer.predict.run_blocks` with one worker (in-process, as `segflow infer` runs
+on this
 machine) on HRF 01_h (re-written as a tiled TIFF) or a synthetic image, with segflow's
 defaults unless given, and splits the best of `--repeat` runs into: reading the input window
 (`read_mirrored`: TIFF decode + mirror padding), the model (the predictor calls: normalise,
@@ -22,19 +23,19 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from flows.env import use_local_defaults
+from segflow.flows.env import use_local_defaults
 
 use_local_defaults()
 
 import infer_throughput as bench  # noqa: E402
 
-import tasks.block_inference as block_inference  # noqa: E402
-import tasks.tiling as tiling  # noqa: E402
-from flows.config import InferConfig  # noqa: E402
-from tasks.cluster import dask_client  # noqa: E402
-from tasks.infer import prepare_predictions, run_blocks  # noqa: E402
-from tasks.sources import find_sources, forget_opened  # noqa: E402
-from tasks.synth import write_large_pair  # noqa: E402
+import segflow.tasks.infer.block as block_inference  # noqa: E402
+import segflow.tasks.infer.tiling as tiling  # noqa: E402
+from segflow.flows.config import InferConfig  # noqa: E402
+from segflow.tasks.demo.synth import write_large_pair  # noqa: E402
+from segflow.tasks.infer.predict import prepare_predictions, run_blocks  # noqa: E402
+from segflow.tasks.infer.sources import find_sources, forget_opened  # noqa: E402
+from segflow.tasks.runtime.cluster import dask_client  # noqa: E402
 
 SPENT: Counter[str] = Counter()
 

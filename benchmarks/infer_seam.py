@@ -33,10 +33,10 @@ import torch
 import zarr
 from infer_throughput import AMP, make_bundle, seam_dice, segflow_run, trained_model
 
-from tasks.block_inference import default_batch
-from tasks.model_bundle import load_bundle
-from tasks.sources import find_sources
-from tasks.synth import write_large_pair
+from segflow.tasks.demo.synth import write_large_pair
+from segflow.tasks.infer.block import default_batch
+from segflow.tasks.infer.sources import find_sources
+from segflow.tasks.storage.bundle import load_bundle
 
 
 def crop_tiff(image: Path, crop: int, out: Path) -> Path:

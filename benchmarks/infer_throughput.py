@@ -10,14 +10,15 @@ megapixels of the input image per second:
   to the image, batch `--batch`, inputs already normalised and in memory), one process,
   2 torch threads: the least compute any tiled method must do with the model as given;
   "floor, BatchNorm folded": the same with the model segflow's workers run
-  (`models.fusion.fold_batch_norm`);
+  (`segflow.models.fusion.fold_batch_norm`);
 - MONAI: `monai.inferers.sliding_window_inference` on the whole image as one in-memory
   tensor (N=1), roi = tile, MONAI's default overlap 0.25 with mode="gaussian", best of
   sw_batch_size 1 and 8; only the call is timed. "MONAI" runs in a fresh spawned process
   with glibc's default malloc, as MONAI's users run it (the /MONAI column); "MONAI
   kept-memory" runs in this process after segflow's warm-up switched malloc to keeping freed
   memory (`tasks/allocator.py`), i.e. MONAI given segflow's allocator fix (the /MONAI* column);
-- segflow xW: `tasks.infer.run_blocks` (the plain function the flow calls) with W workers of
+- segflow xW: `segflow.tasks.infer.predict.run_blocks` (the plain function the flow calls) with W
+  workers of
   cores/W torch threads, overlap-tile blend (output tile `--tile`, margin `--margin`; defaults
   are `InferConfig`'s), on a tiled TIFF written beforehand. Its time **includes reading and
   decoding the TIFF and writing the Zarr prediction store** (probabilities uint8 + mask): that
@@ -33,7 +34,7 @@ every method; `--fp32-channels-last` turns channels_last on for fp32 too). For f
 the whole-image reference the model's weights are converted too (`model.to(memory_format=...)`);
 segflow rows run segflow's own code (weights converted too). "tiles" is the number of tile
 forwards each method makes; segflow's overlap-tile forwards are `tile + 2 margin` wide (the
-last tile of an axis absorbs a remainder under half a tile; `tasks.tiling.pieces`).
+last tile of an axis absorbs a remainder under half a tile; `segflow.tasks.storage.grid.pieces`).
 
 Seam error (synthetic sizes <= `--seam-max`): Dice between segflow's stored mask and the
 mask of one forward of the whole image by the same network (BatchNorm folded, as segflow's
@@ -72,7 +73,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from flows.env import use_local_defaults
+from segflow.flows.env import use_local_defaults
 
 use_local_defaults()
 
@@ -87,20 +88,20 @@ from PIL import Image  # noqa: E402
 from spawned import in_fresh_process  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
-from flows.config import InferConfig  # noqa: E402
-from models.fusion import fold_batch_norm  # noqa: E402
-from models.losses import build_loss  # noqa: E402
-from models.unet import UNet, build_unet  # noqa: E402
-from tasks.block_inference import InferSettings, default_batch  # noqa: E402
-from tasks.cluster import dask_client  # noqa: E402
-from tasks.device import autocast, resolve_precision  # noqa: E402
-from tasks.infer import prepare_predictions, run_blocks  # noqa: E402
-from tasks.model_bundle import ModelBundle, load_bundle, save_bundle  # noqa: E402
-from tasks.predictions import blocks  # noqa: E402
-from tasks.sources import Source, find_sources, forget_opened  # noqa: E402
-from tasks.synth import write_large_pair  # noqa: E402
-from tasks.tiling import make_tiling, spans  # noqa: E402
-from tasks.training import train_one_epoch  # noqa: E402
+from segflow.flows.config import InferConfig  # noqa: E402
+from segflow.models.fusion import fold_batch_norm  # noqa: E402
+from segflow.models.losses import build_loss  # noqa: E402
+from segflow.models.unet import UNet, build_unet  # noqa: E402
+from segflow.tasks.demo.synth import write_large_pair  # noqa: E402
+from segflow.tasks.infer.block import InferSettings, default_batch  # noqa: E402
+from segflow.tasks.infer.predict import prepare_predictions, run_blocks  # noqa: E402
+from segflow.tasks.infer.sources import Source, find_sources, forget_opened  # noqa: E402
+from segflow.tasks.infer.tiling import make_tiling, spans  # noqa: E402
+from segflow.tasks.runtime.cluster import dask_client  # noqa: E402
+from segflow.tasks.runtime.device import autocast, resolve_precision  # noqa: E402
+from segflow.tasks.storage.bundle import ModelBundle, load_bundle, save_bundle  # noqa: E402
+from segflow.tasks.storage.grid import blocks  # noqa: E402
+from segflow.tasks.train.loop import train_one_epoch  # noqa: E402
 
 AMP = {"fp32": None, "bf16": torch.bfloat16}
 MONAI_BATCHES = (1, 8)
@@ -275,7 +276,8 @@ def segflow_run(
     """(seconds of run_blocks, seconds of prepare_predictions) into a fresh store `out`.
 
     Every run reads the TIFF cold, as a fresh `segflow infer` process does: the per-process
-    cache of decoded TIFF tiles (`tasks.sources`) is emptied first, on the cluster's workers
+    cache of decoded TIFF tiles (`segflow.tasks.infer.sources`) is emptied first, on the cluster's
+    workers
     too."""
     if out.exists():
         shutil.rmtree(out)
@@ -535,7 +537,7 @@ def main() -> None:
     for workers in sorted({w for w in args.workers if w > 1}):
         start = time.perf_counter()
         with dask_client(workers=workers) as client:
-            client.run(importlib.import_module, "tasks.block_inference")
+            client.run(importlib.import_module, "segflow.tasks.infer.block")
             cluster_start[workers] = time.perf_counter() - start
             address = client.scheduler.address
             warm_up(workers, address)

@@ -22,8 +22,8 @@ import psutil
 import tifffile
 import zarr
 
-from tasks.dataset import open_dataset
-from tasks.synth import write_large_pair
+from segflow.tasks.demo.synth import write_large_pair
+from segflow.tasks.storage.dataset import open_dataset
 
 
 def tree_rss(proc: psutil.Process) -> tuple[int, int]:
@@ -64,7 +64,7 @@ def main() -> None:
     command = [
         sys.executable,
         "-m",
-        "flows.cli",
+        "segflow.flows.cli",
         "ingest",
         str(tmp / "src"),
         str(store),

@@ -13,7 +13,7 @@ Run:
 
     .venv/bin/python benchmarks/ingest_throughput.py [--source DIR] [--workers 2]
 
-Without --source it generates 120 RGB 1024x1024 PNG pairs with `tasks.synth`.
+Without --source it generates 120 RGB 1024x1024 PNG pairs with `segflow.tasks.demo.synth`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from flows.env import use_local_defaults
+from segflow.flows.env import use_local_defaults
 
 use_local_defaults()
 
@@ -36,18 +36,15 @@ import tifffile  # noqa: E402
 import zarr  # noqa: E402
 from skimage import io  # noqa: E402
 
-from flows.config import IngestConfig  # noqa: E402
-from flows.ingest import ingest_dataset  # noqa: E402
-from tasks.cluster import dask_client  # noqa: E402
-from tasks.pairs import Pair, find_pairs  # noqa: E402
-from tasks.samples import MaskRules, ingest_pair_with  # noqa: E402
-from tasks.store import (  # noqa: E402
-    _COMPRESSORS,
-    CHUNK,
-    SHARD,
-    init_store,  # noqa: E402
-)
-from tasks.synth import write_dataset  # noqa: E402
+from segflow.flows.config import IngestConfig  # noqa: E402
+from segflow.flows.ingest import ingest_dataset  # noqa: E402
+from segflow.tasks.demo.synth import write_dataset  # noqa: E402
+from segflow.tasks.ingest.masks import MaskRules  # noqa: E402
+from segflow.tasks.ingest.pairs import Pair, find_pairs  # noqa: E402
+from segflow.tasks.ingest.samples import ingest_pair_with  # noqa: E402
+from segflow.tasks.runtime.cluster import dask_client  # noqa: E402
+from segflow.tasks.storage.dataset import CHUNK, SHARD  # noqa: E402
+from segflow.tasks.storage.dataset_writer import _COMPRESSORS, init_store  # noqa: E402
 
 
 def _read(path: Path) -> np.ndarray:
@@ -119,7 +116,7 @@ def main() -> None:
         dask_client(workers=args.workers) as client,
     ):
         list(pool.map(str, range(2)))  # start the processes before timing
-        client.run(importlib.import_module, "tasks.samples")
+        client.run(importlib.import_module, "segflow.tasks.ingest.samples")
         for _ in range(args.repeat):
             timed("plain loop", lambda: plain_loop(pairs, tmp / "out", args.foreground_value))
             timed(

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from infer_throughput import make_bundle
 
-from tasks.block_inference import make_predictor, worker_model
-from tasks.device import autocast
+from segflow.tasks.infer.block import make_predictor, worker_model
+from segflow.tasks.runtime.device import autocast
 
 
 def numpy_predictor(bundle, amp, channels_last: bool):

@@ -1,7 +1,8 @@
 """Encoding and writing one block of the prediction store, by inner chunk side and codec.
 
 Writes a 2048² block (one shard) of uint8 probabilities and of the uint8 mask into arrays laid
-out as `tasks.predictions` lays them out (shards of 2048², Blosc), for inner chunks of 256, 512
+out as `segflow.tasks.storage.predictions` lays them out (shards of 2048², Blosc), for inner chunks
+of 256, 512
 and 1024 and three Blosc settings; best of 5 writes, each opening the group as `write_block`
 does. The probabilities are a smoothed random field through a steep sigmoid (large confident
 regions, thin uncertain borders, as a trained model's). Run (seconds):
@@ -21,7 +22,7 @@ import zarr
 from skimage.filters import gaussian
 from zarr.codecs import BloscCodec
 
-from tasks.predictions import class_ids, to_stored
+from segflow.tasks.storage.predictions import class_ids, to_stored
 
 BLOCK = 2048
 CODECS = {

@@ -2,8 +2,8 @@
 
 The reference loop is what a competent user writes by hand, with no segflow machinery:
 
-- the same U-Net (`models.unet.build_unet`, base 32, depth 4, batch norm) and loss
-  (`models.losses.build_loss("bce_dice", num_classes=1)`: BCE + soft Dice);
+- the same U-Net (`segflow.models.unet.build_unet`, base 32, depth 4, batch norm) and loss
+  (`segflow.models.losses.build_loss("bce_dice", num_classes=1)`: BCE + soft Dice);
 - the train images held in memory as uint8; each patch is a uniformly chosen image and a
   uniformly chosen 256² window (no foreground oversampling), a random horizontal/vertical flip and
   a random multiple of 90° rotation, normalised per channel with the exact mean/std of all train
@@ -21,7 +21,7 @@ is cut into 512² tiles on a grid; every tile is predicted with a 32 px halo of 
 image border, mirrored) pixels on each side, i.e. a 576² input, and only its 512² core is kept.
 So every pixel sees at least 32 px of context and tiles do not overlap in the output. bf16
 autocast, eval mode (BatchNorm running statistics). Threshold 0.5 on the foreground probability;
-Dice pooled over all test pixels (`models.metrics.confusion_counts` + `dice_from_counts`).
+Dice pooled over all test pixels (`segflow.models.metrics.confusion_counts` + `dice_from_counts`).
 
 Run on its own (trains the reference loop only, prints its test Dice):
 
@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from flows.env import use_local_defaults
+from segflow.flows.env import use_local_defaults
 
 use_local_defaults()
 
@@ -48,14 +48,15 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from models.losses import build_loss  # noqa: E402
-from models.metrics import confusion_counts, dice_from_counts  # noqa: E402
-from models.unet import build_unet  # noqa: E402
-from tasks.dataset import open_dataset  # noqa: E402
-from tasks.ingest import build_index  # noqa: E402
-from tasks.pairs import find_pairs  # noqa: E402
-from tasks.samples import MaskRules, ingest_pair  # noqa: E402
-from tasks.store import init_store  # noqa: E402
+from segflow.models.losses import build_loss  # noqa: E402
+from segflow.models.metrics import confusion_counts, dice_from_counts  # noqa: E402
+from segflow.models.unet import build_unet  # noqa: E402
+from segflow.tasks.ingest.index import build_index  # noqa: E402
+from segflow.tasks.ingest.masks import MaskRules  # noqa: E402
+from segflow.tasks.ingest.pairs import find_pairs  # noqa: E402
+from segflow.tasks.ingest.samples import ingest_pair  # noqa: E402
+from segflow.tasks.storage.dataset import open_dataset  # noqa: E402
+from segflow.tasks.storage.dataset_writer import init_store  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 # name -> (source folder, foreground_value): ISBI's rare class is the membrane, mask value 0.

@@ -1,13 +1,14 @@
 """Balancing matters: segflow trained with and without class balancing, at equal training time.
 
 Datasets:
-- synth: `tasks.synth.write_dataset(count=24, size=(1024, 1024), fg_fraction=0.01)`, grey, 1 %
+- synth: `segflow.tasks.demo.synth.write_dataset(count=24, size=(1024, 1024), fg_fraction=0.01)`,
+  grey, 1 %
   foreground (blobs + thin curves). Not 256² images: a 256² patch of a 256² image is the whole
   image, so centring patches on foreground could not change what the model sees;
 - isbi: ISBI 2012 membranes as the rare class (``foreground_value=0``; about 22 % of pixels).
 
 Each dataset is ingested once (plain `ingest_pair` + `build_index`, train 0.6 / val 0.2 /
-test 0.2, seed 0). Then two runs with `flows.config.TrainConfig` defaults except:
+test 0.2, seed 0). Then two runs with `segflow.flows.config.TrainConfig` defaults except:
 ``base_channels=16`` (instead of 32, 2-3x faster on this CPU, so more epochs fit in the budget),
 ``max_minutes=--minutes``, ``epochs=10000`` (the budget stops training), and
 - balance on: ``balance=True`` (fg_oversample 0.33, per-sample weights: the default);
@@ -17,11 +18,13 @@ validation each epoch, the weights `TrainConfig.weights` keeps (see `train_quali
 which runs the `train-unet` flow's balance step and `fit` without Prefect/MLflow).
 
 Test Dice reuses segflow's own validation scorer on the TEST split:
-``tasks.validation.validate(model, store, test_ids, ..., tile=256, max_tiles=10**9)``, i.e. every
+``segflow.tasks.train.validation.validate(model, store, test_ids, ..., tile=256,
+max_tiles=10**9)``, i.e. every
 test pixel, predicted in non-overlapping 256² tiles without a halo (mirrored padding past the
 image edge), threshold 0.5, Dice pooled over all test pixels. "fg in patches" is the
 foreground share of the pixels of 256 patches drawn by each run's sampling plan
-(`tasks.patches.sampled_class_fractions`, as computed by the balance step); "fg uniform" is the
+(`segflow.tasks.train.sampling.sampled_class_fractions`, as computed by the balance step); "fg
+uniform" is the
 same estimate for uniform sampling, i.e. the dataset's own foreground share.
 
 Run:
@@ -42,11 +45,11 @@ import torch
 from reference_loop import DATASETS, ingest_store
 from train_quality import train_segflow
 
-from flows.config import TrainConfig
-from tasks.dataset import open_dataset
-from tasks.device import resolve_precision
-from tasks.synth import write_dataset
-from tasks.validation import validate
+from segflow.flows.config import TrainConfig
+from segflow.tasks.demo.synth import write_dataset
+from segflow.tasks.runtime.device import resolve_precision
+from segflow.tasks.storage.dataset import open_dataset
+from segflow.tasks.train.validation import validate
 
 
 def main() -> None:

@@ -1,13 +1,15 @@
 """Quality at equal time: segflow's training with its defaults against the plain reference loop.
 
-- segflow: `flows.config.TrainConfig` defaults (read from the class, not copied: base 32,
+- segflow: `segflow.flows.config.TrainConfig` defaults (read from the class, not copied: base 32,
   depth 4, batch norm, patch 256, batch 8, bce_dice, balance with fg_oversample 0.33, AdamW
   lr 1e-3 wd 1e-4 with warm-up + cosine stretched over the time budget, precision auto = bf16
   here, channels_last, num_workers 1, 256 patches per epoch, validation after every epoch on
   at most val_max_tiles tiles), with only ``max_minutes = --minutes`` and ``epochs = 10000`` (so
   the budget is what stops it). It runs the same code path as the `train-unet` flow's training
-  task: `tasks.train.prepare_balance` then `tasks.training.fit` built exactly as
-  `tasks.train.train_member` builds it, and the model kept is segflow's (`TrainConfig.weights`,
+  task: `segflow.tasks.train.sampling.prepare_balance` then `segflow.tasks.train.loop.fit` built
+  exactly as
+  `segflow.tasks.train.member.train_member` builds it, and the model kept is segflow's
+  (`TrainConfig.weights`,
   auto: the last epoch's weights when the budget ends the schedule, the best-validation ones
   after early stopping). The test Dice of the other checkpoint is printed beside it. Left
   out: MLflow logging and the overlay/registration steps after training (none of which is
@@ -50,10 +52,11 @@ import torch
 from reference_loop import DATASETS, ingest_store, load_split, test_dice, train_reference
 from spawned import in_fresh_process
 
-from flows.config import TrainConfig
-from models.unet import UNet, UNetConfig
-from tasks.train import Balance, fit_member, prepare_balance
-from tasks.training import EpochReport, FitResult, load_checkpoint
+from segflow.flows.config import TrainConfig
+from segflow.models.unet import UNet, UNetConfig
+from segflow.tasks.train.loop import EpochReport, FitResult, load_checkpoint
+from segflow.tasks.train.member import fit_member
+from segflow.tasks.train.sampling import Balance, prepare_balance
 
 
 @dataclass
@@ -79,7 +82,8 @@ class SegflowResult:
 
 
 def train_segflow(config: TrainConfig, folder: Path) -> SegflowResult:
-    """The balance step and `tasks.train.fit_member` with `config` (member 0), no MLflow."""
+    """The balance step and `segflow.tasks.train.member.fit_member` with `config` (member 0), no
+    MLflow."""
     balance = prepare_balance(
         config.store,
         patch_size=config.patch_size,

@@ -9,13 +9,15 @@ of the last warm-up step to the end of the last timed step.
 - bare loop: `--pool` 256² patches drawn once (by the same `PatchDataset`) into one in-memory
   tensor before timing; each step indexes a random batch of it, with no reading, normalising
   or augmenting inside the timed steps. This is the compute ceiling.
-- segflow, N workers: `tasks.training.train_one_epoch` (with its cosine LambdaLR and disabled
+- segflow, N workers: `segflow.tasks.train.loop.train_one_epoch` (with its cosine LambdaLR and
+  disabled
   GradScaler, as `fit` builds them) over
   ``DataLoader(PatchDataset(...), sampler=EpochSampler, batch_size=8, num_workers=N)``
   configured as `fit` does: patches drawn by the balanced sampling plan (fg_oversample 0.33)
   from the Zarr store, normalised, default `Augmentation()` (flips, rot90, brightness/contrast).
 
-The store is `--count` synthetic `tasks.synth` images of `--size`² (`--channels` channels, 8 %
+The store is `--count` synthetic `segflow.tasks.demo.synth` images of `--size`² (`--channels`
+channels, 8 %
 foreground), ingested with plain functions (no Prefect). Target: segflow ≥ 0.90× the bare loop.
 
 Run:
@@ -41,15 +43,16 @@ import torch
 from reference_loop import ingest_store
 from torch.utils.data import DataLoader
 
-from models.losses import build_loss
-from models.unet import build_unet
-from tasks.augment import Augmentation
-from tasks.balance import build_plan, foreground_locations
-from tasks.dataset import open_dataset
-from tasks.device import autocast
-from tasks.patches import EpochSampler, PatchDataset, channel_statistics
-from tasks.synth import write_dataset
-from tasks.training import cosine_schedule, train_one_epoch
+from segflow.models.losses import build_loss
+from segflow.models.unet import build_unet
+from segflow.tasks.demo.synth import write_dataset
+from segflow.tasks.runtime.device import autocast
+from segflow.tasks.storage.dataset import open_dataset
+from segflow.tasks.train.augment import Augmentation
+from segflow.tasks.train.loop import cosine_schedule, train_one_epoch
+from segflow.tasks.train.normalization import channel_statistics
+from segflow.tasks.train.patches import EpochSampler, PatchDataset
+from segflow.tasks.train.sampling import build_plan, foreground_locations
 
 BATCH, PATCH = 8, 256
 

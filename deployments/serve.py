@@ -1,6 +1,8 @@
-"""Serve the deployments from this process: ``segflow serve``, ``python -m deployments.serve``.
+"""Serve the deployments from this process: ``segflow serve``, ``python -m
+segflow.deployments.serve``.
 
-The process registers the deployments of :data:`deployments.specs.SPECS` with the Prefect server
+The process registers the deployments of :data:`segflow.deployments.specs.SPECS` with the Prefect
+server
 named by ``PREFECT_API_URL`` and runs the flow runs they receive (from the UI, the CLI or a
 schedule) until it is stopped. Schedules are created inactive unless ``--schedules`` is given, so
 a first start never fires against folders that do not exist yet; they are paused again when the
@@ -18,8 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from deployments.specs import SPECS, select
-from flows.env import use_local_defaults
+from segflow.deployments.specs import SPECS, select
+from segflow.flows.env import use_local_defaults
 
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
@@ -114,9 +116,9 @@ def run(ns: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m deployments.serve``."""
+    """Entry point of ``python -m segflow.deployments.serve``."""
     parser = argparse.ArgumentParser(
-        prog="python -m deployments.serve", description=__doc__.split("\n")[0]
+        prog="python -m segflow.deployments.serve", description=__doc__.split("\n")[0]
     )
     add_arguments(parser)
     ns = parser.parse_args(argv)

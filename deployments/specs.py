@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from flows.config import (
+from segflow.flows.config import (
     EvaluateConfig,
     InferConfig,
     IngestConfig,
@@ -56,7 +56,7 @@ class DeploymentSpec:
     def load_flow(self) -> Any:
         """Import the entrypoint's module and return the flow object."""
         path, function = self.entrypoint.split(":")
-        module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+        module = importlib.import_module("segflow." + path.removesuffix(".py").replace("/", "."))
         return getattr(module, function)
 
     def parameters(self, data_root: Path) -> dict[str, Any]:

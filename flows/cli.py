@@ -1,7 +1,7 @@
 """The ``segflow`` command: one subcommand per stage.
 
 Options are generated from the flows' pydantic configs, so each setting (default, bounds,
-description) is defined once, in :mod:`flows.config`.
+description) is defined once, in :mod:`segflow.flows.config`.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from deployments.serve import add_arguments as add_serve_arguments
-from deployments.serve import run as run_serve
-from flows.config import EvaluateConfig, InferConfig, IngestConfig, TrainConfig
-from flows.env import use_local_defaults
+from segflow.deployments.serve import add_arguments as add_serve_arguments
+from segflow.deployments.serve import run as run_serve
+from segflow.flows.config import EvaluateConfig, InferConfig, IngestConfig, TrainConfig
+from segflow.flows.env import use_local_defaults
 
 
 def _add_config_options(
@@ -58,7 +58,7 @@ def _config(model: type[BaseModel], ns: argparse.Namespace) -> BaseModel:
 
 
 def _synth(ns: argparse.Namespace) -> int:
-    from tasks.synth import write_dataset, write_large_pair
+    from segflow.tasks.demo.synth import write_dataset, write_large_pair
 
     pairs = write_dataset(
         ns.out_dir,
@@ -108,7 +108,7 @@ def _print_ingest(summary, as_json: bool) -> None:
 
 def _ingest(ns: argparse.Namespace) -> int:
     config = _config(IngestConfig, ns)
-    from flows.ingest import NothingIngested, ingest_dataset
+    from segflow.flows.ingest import NothingIngested, ingest_dataset
 
     try:
         summary = ingest_dataset(config)
@@ -122,7 +122,7 @@ def _ingest(ns: argparse.Namespace) -> int:
 
 def _train(ns: argparse.Namespace) -> int:
     config = _config(TrainConfig, ns)
-    from flows.train import train_unet
+    from segflow.flows.train import train_unet
 
     summary = train_unet(config)
     _print_train(summary, config, ns.json)
@@ -149,7 +149,7 @@ def _print_train(summary, config: TrainConfig, as_json: bool) -> None:
 
 def _infer(ns: argparse.Namespace) -> int:
     config = _config(InferConfig, ns)
-    from flows.infer import infer_images
+    from segflow.flows.infer import infer_images
 
     summary = infer_images(config)
     if ns.json:
@@ -193,7 +193,7 @@ def _print_evaluation(summary, as_json: bool) -> None:
 
 def _evaluate(ns: argparse.Namespace) -> int:
     config = _config(EvaluateConfig, ns)
-    from flows.evaluate import evaluate_predictions
+    from segflow.flows.evaluate import evaluate_predictions
 
     _print_evaluation(evaluate_predictions(config), ns.json)
     return 0
@@ -211,7 +211,7 @@ def _print_pipeline(summary, as_json: bool) -> None:
     print(f"predictions {summary.predictions}")
     print("evaluation  " + ", ".join(f"{m} {pooled[m]:.4f}" for m in ("dice", "iou", "bce")))
     workdir = Path(summary.workdir).resolve()
-    print(f"\ndataset store: {summary.store}  (python: tasks.dataset.open_dataset(...))")
+    print(f"\ndataset store: {summary.store}  (python: segflow.tasks.storage.dataset)")
     print(f"MLflow UI:     mlflow ui --backend-store-uri sqlite:///{workdir / 'mlflow.db'}")
     print(
         f"MLflow runs:   training {summary.stages['train'].result['run_id']}, evaluation "
@@ -222,7 +222,7 @@ def _print_pipeline(summary, as_json: bool) -> None:
 
 
 def _pipeline(ns: argparse.Namespace) -> int:
-    from flows.pipeline import load_pipeline_config, run_pipeline
+    from segflow.flows.pipeline import load_pipeline_config, run_pipeline
 
     try:
         config = load_pipeline_config(ns.source, ns.workdir, ns.config, ns.overrides)
@@ -251,8 +251,8 @@ DEMO_SETTINGS = [
 
 
 def _demo(ns: argparse.Namespace) -> int:
-    from flows.pipeline import load_pipeline_config, run_pipeline
-    from tasks.synth import write_dataset, write_large_pair
+    from segflow.flows.pipeline import load_pipeline_config, run_pipeline
+    from segflow.tasks.demo.synth import write_dataset, write_large_pair
 
     workdir = ns.workdir.resolve()
     source = workdir / "data"

@@ -9,12 +9,14 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 from pydantic import BaseModel
 
-from flows.config import EvaluateConfig
-from tasks.cluster import default_workers
-from tasks.evaluate import log, per_image_table, plan, report, score
-from tasks.evaluation import THRESHOLDS, Evaluation, default_evaluation_workers
-from tasks.registry import Promotion
-from tasks.tracking import configure_tracking
+from segflow.flows.config import EvaluateConfig
+from segflow.tasks.evaluate.blocks import Evaluation, default_evaluation_workers
+from segflow.tasks.evaluate.report import per_image_table, report
+from segflow.tasks.evaluate.scoring import THRESHOLDS
+from segflow.tasks.evaluate.tasks import log, plan, score
+from segflow.tasks.runtime.cluster import default_workers
+from segflow.tasks.tracking.registry import Promotion
+from segflow.tasks.tracking.runs import configure_tracking
 
 
 class EvaluateSummary(BaseModel):

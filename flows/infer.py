@@ -9,16 +9,11 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
-from flows.config import InferConfig
-from tasks.block_inference import InferSettings, default_batch
-from tasks.infer import (
-    default_infer_workers,
-    find_inputs,
-    label_instances,
-    predict_blocks,
-    prepare_output,
-)
-from tasks.tracking import configure_tracking
+from segflow.flows.config import InferConfig
+from segflow.tasks.infer.block import InferSettings, default_batch
+from segflow.tasks.infer.predict import default_infer_workers
+from segflow.tasks.infer.tasks import find_inputs, label_instances, predict_blocks, prepare_output
+from segflow.tasks.tracking.runs import configure_tracking
 
 
 class InferSummary(BaseModel):

@@ -6,10 +6,10 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
-from flows.config import IngestConfig
-from tasks.ingest import discover_pairs, index_store, prepare_store, write_samples
-from tasks.pairs import Rejection
-from tasks.samples import MaskRules
+from segflow.flows.config import IngestConfig
+from segflow.tasks.ingest.masks import MaskRules
+from segflow.tasks.ingest.pairs import Rejection
+from segflow.tasks.ingest.tasks import discover_pairs, index_store, prepare_store, write_samples
 
 
 class IngestSummary(BaseModel):

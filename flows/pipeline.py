@@ -1,7 +1,8 @@
 """The ``segflow-pipeline`` flow: ingest -> train -> infer -> evaluate as subflows.
 
 Re-running it on the same work directory skips every stage whose inputs did not change
-(:mod:`tasks.ledger`); an interrupted stage runs again and resumes by its own means.
+(:mod:`segflow.tasks.pipeline.ledger`); an interrupted stage runs again and resumes by its own
+means.
 """
 
 from __future__ import annotations
@@ -18,15 +19,15 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
-from flows.config import PipelineConfig
-from flows.evaluate import evaluate_predictions
-from flows.infer import infer_images
-from flows.ingest import ingest_dataset
-from flows.train import train_unet
-from tasks.dataset import open_dataset
-from tasks.ledger import Ledger, source_fingerprint, stage_key
-from tasks.registry import resolve_model
-from tasks.tracking import configure_tracking, dataset_fingerprint
+from segflow.flows.config import PipelineConfig
+from segflow.flows.evaluate import evaluate_predictions
+from segflow.flows.infer import infer_images
+from segflow.flows.ingest import ingest_dataset
+from segflow.flows.train import train_unet
+from segflow.tasks.pipeline.ledger import Ledger, source_fingerprint, stage_key
+from segflow.tasks.storage.dataset import dataset_fingerprint, open_dataset
+from segflow.tasks.tracking.registry import resolve_model
+from segflow.tasks.tracking.runs import configure_tracking
 
 
 class StageReport(BaseModel):

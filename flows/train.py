@@ -9,9 +9,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from pydantic import BaseModel
 
-from flows.config import TrainConfig
-from models.unet import UNetConfig
-from tasks.train import balance_classes, register, start_run, train_model
+from segflow.flows.config import TrainConfig
+from segflow.models.unet import UNetConfig
+from segflow.tasks.train.tasks import balance_classes, register, start_run, train_model
 
 
 class TrainSummary(BaseModel):

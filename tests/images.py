@@ -48,12 +48,14 @@ def make_source(root: Path, n: int = 6, size=(40, 56), seed: int = 0, empty: int
 
 
 def make_store(tmp_path: Path, *, count: int = 8, size: int = 64, seed: int = 0, **synth) -> Path:
-    """A small ingested dataset store built from `tasks.synth` data, without Prefect."""
-    from tasks.ingest import build_index
-    from tasks.pairs import find_pairs
-    from tasks.samples import MaskRules, ingest_pair
-    from tasks.store import init_store
-    from tasks.synth import write_dataset
+    """A small ingested dataset store built from `segflow.tasks.demo.synth` data, without
+    Prefect."""
+    from segflow.tasks.demo.synth import write_dataset
+    from segflow.tasks.ingest.index import build_index
+    from segflow.tasks.ingest.masks import MaskRules
+    from segflow.tasks.ingest.pairs import find_pairs
+    from segflow.tasks.ingest.samples import ingest_pair
+    from segflow.tasks.storage.dataset_writer import init_store
 
     num_classes = synth.get("num_classes", 2)
     write_dataset(tmp_path / "src", count=count, size=(size, size), seed=seed, **synth)
@@ -84,8 +86,9 @@ def make_predictions(
     `segflow infer` writes them (block by block), without a model."""
     import zarr
 
-    from tasks.dataset import open_dataset
-    from tasks.predictions import blocks, create_image_arrays, write_block
+    from segflow.tasks.storage.dataset import open_dataset
+    from segflow.tasks.storage.grid import blocks
+    from segflow.tasks.storage.predictions import create_image_arrays, write_block
 
     dataset = open_dataset(store)
     root = zarr.open_group(out, mode="a")

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from tasks.dataset import open_dataset
+from segflow.tasks.storage.dataset import open_dataset
 from tests.images import make_source
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,7 +89,7 @@ def test_served_deployment_runs_when_triggered(prefect_api, tmp_path):
     source = make_source(data / "raw", n=6)
     log = tmp_path / "serve.log"
     serving = start(
-        [sys.executable, "-m", "flows.cli", "serve", "--data-root", str(data)]
+        [sys.executable, "-m", "segflow.flows.cli", "serve", "--data-root", str(data)]
         + ["--only", "ingest-dataset/bulk-ingest"],
         {**env, "PREFECT_RUNNER_POLL_FREQUENCY": "1"},
         log,

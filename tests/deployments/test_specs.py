@@ -9,9 +9,9 @@ import yaml
 from prefect.flows import load_flow_from_entrypoint
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from deployments.serve import build_deployments, main
-from deployments.specs import SPECS
-from flows.cli import build_parser
+from segflow.deployments.serve import build_deployments, main
+from segflow.deployments.specs import SPECS
+from segflow.flows.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 

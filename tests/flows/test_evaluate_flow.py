@@ -6,12 +6,12 @@ import pytest
 from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
 
-from flows.cli import main
-from flows.config import EvaluateConfig
-from flows.evaluate import evaluate_predictions
-from tasks.dataset import open_dataset
-from tasks.registry import ModelRef
-from tasks.tracking import configure_tracking
+from segflow.flows.cli import main
+from segflow.flows.config import EvaluateConfig
+from segflow.flows.evaluate import evaluate_predictions
+from segflow.tasks.storage.dataset import open_dataset
+from segflow.tasks.tracking.registry import ModelRef
+from segflow.tasks.tracking.runs import configure_tracking
 from tests.images import make_predictions, make_store, noisy_probabilities
 
 

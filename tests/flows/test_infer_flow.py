@@ -3,11 +3,11 @@ import pytest
 import torch
 import zarr
 
-from flows.cli import main
-from flows.config import InferConfig
-from flows.infer import infer_images
-from models.unet import build_unet
-from tasks.model_bundle import save_bundle
+from segflow.flows.cli import main
+from segflow.flows.config import InferConfig
+from segflow.flows.infer import infer_images
+from segflow.models.unet import build_unet
+from segflow.tasks.storage.bundle import save_bundle
 from tests.images import save
 
 

@@ -3,10 +3,10 @@ import json
 import numpy as np
 import pytest
 
-from flows.cli import main
-from flows.config import IngestConfig
-from flows.ingest import NothingIngested, ingest_dataset
-from tasks.dataset import open_dataset
+from segflow.flows.cli import main
+from segflow.flows.config import IngestConfig
+from segflow.flows.ingest import NothingIngested, ingest_dataset
+from segflow.tasks.storage.dataset import open_dataset
 from tests.images import make_source
 
 

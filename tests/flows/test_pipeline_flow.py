@@ -5,9 +5,9 @@ import pytest
 from mlflow import MlflowClient
 from pydantic import ValidationError
 
-from flows.cli import main
-from flows.pipeline import load_pipeline_config, run_pipeline
-from tasks.synth import write_dataset
+from segflow.flows.cli import main
+from segflow.flows.pipeline import load_pipeline_config, run_pipeline
+from segflow.tasks.demo.synth import write_dataset
 
 TINY = [
     "ingest.workers=1",

@@ -4,11 +4,11 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from flows.config import TrainConfig
-from flows.train import train_unet
-from tasks.dataset import open_dataset
-from tasks.tracking import load_model
-from tasks.training import load_checkpoint
+from segflow.flows.config import TrainConfig
+from segflow.flows.train import train_unet
+from segflow.tasks.storage.dataset import open_dataset
+from segflow.tasks.tracking.model import load_model
+from segflow.tasks.train.loop import load_checkpoint
 from tests.images import make_store
 
 TINY = {

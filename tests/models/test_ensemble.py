@@ -1,7 +1,7 @@
 import torch
 
-from models.ensemble import ProbabilityEnsemble, logits_to_probabilities
-from models.unet import build_unet
+from segflow.models.ensemble import ProbabilityEnsemble, logits_to_probabilities
+from segflow.models.unet import build_unet
 
 
 def test_ensemble_is_the_mean_of_member_probabilities():

@@ -1,8 +1,8 @@
 import torch
 from torch import nn
 
-from models.fusion import fold_batch_norm
-from models.unet import build_unet
+from segflow.models.fusion import fold_batch_norm
+from segflow.models.unet import build_unet
 
 
 def _trained_looking(model: nn.Module) -> nn.Module:

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.losses import (
+from segflow.models.losses import (
     BINARY_LOSSES,
     LOSSES,
     MULTICLASS_LOSSES,

@@ -9,7 +9,7 @@ from sklearn.metrics import (
     recall_score,
 )
 
-from models.metrics import (
+from segflow.models.metrics import (
     bce_sum,
     ce_sum,
     confusion_counts,

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from models.losses import bce_dice_loss
-from models.unet import UNet, UNetConfig, build_unet
+from segflow.models.losses import bce_dice_loss
+from segflow.models.unet import UNet, UNetConfig, build_unet
 
 
 @pytest.mark.parametrize(("height", "width"), [(37, 51), (64, 64), (100, 33), (1, 3)])

@@ -3,8 +3,8 @@ import resource
 import pytest
 import torch
 
-from models.unet import build_unet
-from tasks.allocator import retain_freed_memory
+from segflow.models.unet import build_unet
+from segflow.tasks.runtime.allocator import retain_freed_memory
 
 
 def test_forward_passes_stop_page_faulting_their_activations():

@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
 
-from tasks.augment import Augmentation, augment, brightness_contrast, elastic, flip_rotate
+from segflow.tasks.train.augment import (
+    Augmentation,
+    augment,
+    brightness_contrast,
+    elastic,
+    flip_rotate,
+)
 
 
 @pytest.fixture

@@ -2,15 +2,14 @@ import numpy as np
 import pytest
 import zarr
 
-from tasks.balance import (
+from segflow.tasks.train.sampling import (
     MAX_LOCATIONS,
-    balanced_sample_weights,
     build_plan,
-    class_weights,
     draw_patch,
     foreground_locations,
     restrict,
 )
+from segflow.tasks.train.weights import balanced_sample_weights, class_weights
 
 
 def test_rare_class_samples_get_more_weight():

@@ -8,11 +8,12 @@ import time
 
 import numpy as np
 
-from tasks.dataset import open_dataset
-from tasks.ingest import build_index
-from tasks.pairs import find_pairs
-from tasks.samples import MaskRules, ingest_pair
-from tasks.store import committed_samples, init_store
+from segflow.tasks.ingest.index import build_index
+from segflow.tasks.ingest.masks import MaskRules
+from segflow.tasks.ingest.pairs import find_pairs
+from segflow.tasks.ingest.samples import ingest_pair
+from segflow.tasks.storage.dataset import open_dataset
+from segflow.tasks.storage.dataset_writer import committed_samples, init_store
 from tests.images import save
 
 FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
@@ -20,10 +21,11 @@ FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
 INGEST_ALL = textwrap.dedent(
     """
     import sys
-    from tasks.ingest import build_index
-    from tasks.pairs import find_pairs
-    from tasks.samples import MaskRules, ingest_pair
-    from tasks.store import committed_samples, init_store
+    from segflow.tasks.ingest.index import build_index
+    from segflow.tasks.ingest.pairs import find_pairs
+    from segflow.tasks.ingest.masks import MaskRules
+    from segflow.tasks.ingest.samples import ingest_pair
+    from segflow.tasks.storage.dataset_writer import committed_samples, init_store
 
     source, store = sys.argv[1:]
     init_store(store, class_names=("background", "foreground"))

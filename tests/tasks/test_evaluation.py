@@ -6,14 +6,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, jaccard_score, log_loss, precision_score, recall_score
 
-from tasks.dataset import open_dataset
-from tasks.evaluation import (
-    IN_PROCESS_PIXELS,
-    THRESHOLDS,
-    default_evaluation_workers,
-    evaluate,
-    plan_evaluation,
-)
+from segflow.tasks.evaluate.blocks import IN_PROCESS_PIXELS, default_evaluation_workers, evaluate
+from segflow.tasks.evaluate.plan import plan_evaluation
+from segflow.tasks.evaluate.scoring import THRESHOLDS
+from segflow.tasks.storage.dataset import open_dataset
 from tests.images import make_predictions, make_store, noisy_probabilities
 
 

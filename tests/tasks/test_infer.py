@@ -10,12 +10,13 @@ import pytest
 import torch
 import zarr
 
-from models.unet import build_unet
-from tasks.block_inference import InferSettings, predict_block
-from tasks.infer import prepare_predictions, run_blocks
-from tasks.model_bundle import load_bundle, save_bundle
-from tasks.predictions import blocks, chunk_side
-from tasks.sources import find_sources
+from segflow.models.unet import build_unet
+from segflow.tasks.infer.block import InferSettings, predict_block
+from segflow.tasks.infer.predict import prepare_predictions, run_blocks
+from segflow.tasks.infer.sources import find_sources
+from segflow.tasks.storage.bundle import load_bundle, save_bundle
+from segflow.tasks.storage.grid import blocks
+from segflow.tasks.storage.predictions import chunk_side
 from tests.images import save
 
 

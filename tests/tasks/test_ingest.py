@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tasks.dataset import open_dataset
-from tasks.ingest import build_index
-from tasks.pairs import Pair, find_pairs
-from tasks.samples import MaskRules, ingest_pair
-from tasks.store import committed_samples, init_store
+from segflow.tasks.ingest.index import build_index
+from segflow.tasks.ingest.masks import MaskRules
+from segflow.tasks.ingest.pairs import Pair, find_pairs
+from segflow.tasks.ingest.samples import ingest_pair
+from segflow.tasks.storage.dataset import open_dataset
+from segflow.tasks.storage.dataset_writer import committed_samples, init_store
 from tests.images import make_source, random_image, random_mask, save
 
 BINARY = MaskRules(num_classes=2)

@@ -1,4 +1,4 @@
-from tasks.ledger import Ledger, source_fingerprint, stage_key
+from segflow.tasks.pipeline.ledger import Ledger, source_fingerprint, stage_key
 
 
 def test_ledger_skips_finished_and_flags_interrupted(tmp_path):

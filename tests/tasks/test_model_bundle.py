@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.unet import build_unet
-from tasks.model_bundle import load_bundle, save_bundle
+from segflow.models.unet import build_unet
+from segflow.tasks.storage.bundle import load_bundle, save_bundle
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 import pytest
 
-from tasks.pairs import find_pairs
+from segflow.tasks.ingest.pairs import find_pairs
 
 
 def touch(path):

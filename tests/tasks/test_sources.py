@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import zarr
 
-from tasks.sources import find_sources, forget_opened
+from segflow.tasks.infer.sources import find_sources, forget_opened
 from tests.images import make_store, save
 
 
@@ -14,7 +14,7 @@ def test_store_split_sources_read_regions(tmp_path):
     assert rejected == [] and len(sources) == 2
     source = sources[0]
     assert source.kind == "store" and source.shape == (1, 40, 40)
-    from tasks.dataset import open_dataset
+    from segflow.tasks.storage.dataset import open_dataset
 
     expected = open_dataset(store).image(source.key)[:, 3:9, 5:30]
     np.testing.assert_array_equal(source.region(3, 9, 5, 30), expected)
@@ -51,7 +51,7 @@ def test_nothing_found_is_an_error(tmp_path):
 def test_tiff_regions_stay_exact_when_the_tile_cache_evicts(tmp_path, monkeypatch):
     """Overlapping regions of a tiled TIFF, read through a tile cache smaller than the image
     (so tiles are evicted and decoded again), equal the pixels tifffile reads whole."""
-    import tasks.sources as sources_module
+    import segflow.tasks.infer.sources as sources_module
 
     rng = np.random.default_rng(3)
     rgb = rng.integers(0, 255, (200, 300, 3), dtype=np.uint8)

@@ -1,6 +1,6 @@
 import pytest
 
-from tasks.split import assign_splits
+from segflow.tasks.ingest.split import assign_splits
 
 FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
 

@@ -7,7 +7,13 @@ import pytest
 import tifffile
 from PIL import Image
 
-from tasks.synth import _draw_grids, _texture, synth_pair, write_dataset, write_large_pair
+from segflow.tasks.demo.synth import (
+    _draw_grids,
+    _texture,
+    synth_pair,
+    write_dataset,
+    write_large_pair,
+)
 
 
 def _pair(seed: int = 0, **kwargs) -> tuple[np.ndarray, np.ndarray]:

@@ -3,15 +3,14 @@
 import numpy as np
 import pytest
 
-from tasks.predictions import blocks
-from tasks.tiling import (
+from segflow.tasks.infer.tiling import (
     gaussian_weights,
     make_tiling,
-    pieces,
     predict_region,
     read_mirrored,
     spans,
 )
+from segflow.tasks.storage.grid import blocks, pieces
 
 
 def reader(image):

@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from models.losses import build_loss
-from models.unet import build_unet
-from tasks.balance import build_plan, foreground_locations
-from tasks.dataset import open_dataset
-from tasks.patches import PatchDataset, channel_statistics, read_patch
-from tasks.training import fit, kept_weights, load_checkpoint
+from segflow.models.losses import build_loss
+from segflow.models.unet import build_unet
+from segflow.tasks.storage.dataset import open_dataset
+from segflow.tasks.train.loop import fit, kept_weights, load_checkpoint
+from segflow.tasks.train.normalization import channel_statistics
+from segflow.tasks.train.patches import PatchDataset, read_patch
+from segflow.tasks.train.sampling import build_plan, foreground_locations
 from tests.images import make_store
 
 

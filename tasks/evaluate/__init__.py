@@ -1,0 +1,1 @@
+"""Evaluation stage: streamed exact counts, scores, reports."""

@@ -1,0 +1,184 @@
+"""Streaming evaluation of a prediction store against the masks of a dataset store.
+
+One pass over shard-aligned blocks. Every block yields exact integers, so the totals do not
+depend on the order of blocks or the number of workers:
+
+- confusion counts (TP, FP, FN, TN per class) of the stored mask against the truth;
+- a histogram of the stored probability *levels* per channel, split by whether the truth is that
+  channel's class (256 levels for uint8 storage, every float16 bit pattern for float16).
+
+Cross-entropy of the stored probabilities and Dice at any threshold follow exactly from the
+histograms, so nothing but one block is ever in memory and no pixel is visited twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import zarr
+
+from segflow.models.metrics import (
+    confusion_counts,
+    dice_from_counts,
+    iou_from_counts,
+    precision_from_counts,
+    recall_from_counts,
+)
+from segflow.tasks.storage.dataset import open_dataset
+from segflow.tasks.storage.paths import local_path
+
+# Probabilities are clipped to [EPS, 1 - EPS] before the log, as segflow.models.metrics does.
+EPS = 1e-7
+
+
+THRESHOLDS = np.round(np.arange(1, 100) / 100, 2)  # the threshold sweep: 0.01 ... 0.99
+
+
+def level_values(dtype: str) -> np.ndarray:
+    """Probability (float64) of every storable level: ``q / 255`` for uint8, the value of each
+    bit pattern for float16."""
+    if dtype == "uint8":
+        return np.arange(256) / 255
+    if dtype == "float16":
+        return np.arange(2**16, dtype=np.uint16).view(np.float16).astype(np.float64)
+    raise ValueError(f"unsupported probability dtype {dtype!r}")
+
+
+def _codes(stored: np.ndarray) -> np.ndarray:
+    """Level index of every stored probability."""
+    return stored.view(np.uint16) if stored.dtype == np.float16 else stored
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How prediction channels and mask ids relate to the truth's class ids."""
+
+    class_names: tuple[str, ...]  # of the evaluated classes (mask ids)
+    positive: int | None  # binary model: the truth class it predicts; None: multi-class
+    dtype: str  # stored probability dtype
+    block: int
+
+    @property
+    def levels(self) -> int:
+        return len(level_values(self.dtype))
+
+    def truth_ids(self, truth: np.ndarray) -> np.ndarray:
+        """Truth class ids in the prediction's class space."""
+        if self.positive is None:
+            return truth
+        return (truth == self.positive).astype(np.uint8)
+
+
+@dataclass
+class Tally:
+    """Exact sums over any set of pixels; ``+`` merges two."""
+
+    counts: np.ndarray  # (K, 4) int64: TP, FP, FN, TN per class
+    histogram: np.ndarray  # (C, 2, L) int64: channel, truth is (not) its class, level
+
+    def __add__(self, other: Tally) -> Tally:
+        return Tally(self.counts + other.counts, self.histogram + other.histogram)
+
+    @property
+    def pixels(self) -> int:
+        return int(self.counts[0].sum())
+
+
+def block_tally(
+    predictions: str, store: str, name: str, region: tuple[int, int, int, int], layout: Layout
+) -> Tally:
+    """Counts and level histograms of one block of one image (reads only that block)."""
+    y0, y1, x0, x1 = region
+    image = zarr.open_group(local_path(predictions) / name, mode="r")
+    probs = np.asarray(image["0"][:, y0:y1, x0:x1])
+    mask = np.asarray(image["labels/mask/0"][0, y0:y1, x0:x1])
+    truth = layout.truth_ids(np.asarray(open_dataset(store).mask(name)[y0:y1, x0:x1]))
+    k = len(layout.class_names)
+    counts = confusion_counts(torch.from_numpy(mask), torch.from_numpy(truth), k).numpy()
+    levels = layout.levels
+    channels = probs.shape[0]
+    histogram = np.empty((channels, 2, levels), np.int64)
+    for c in range(channels):
+        cls = 1 if layout.positive is not None else c
+        is_class = (truth == cls).astype(np.intp) * levels
+        histogram[c] = np.bincount(
+            (is_class + _codes(probs[c])).ravel(), minlength=2 * levels
+        ).reshape(2, levels)
+    return Tally(counts, histogram)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Pixel-pooled scores over some pixels. Dice, IoU, precision and recall are the foreground's
+    (binary) or the mean over classes > 0 (multi-class); ``per_class`` has every class."""
+
+    pixels: int
+    bce: float  # binary cross-entropy (binary) or cross-entropy (multi-class), mean per pixel
+    dice: float
+    iou: float
+    precision: float
+    recall: float
+    per_class: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def cross_entropy_sum(histogram: np.ndarray, values: np.ndarray, binary: bool) -> float:
+    """Summed (binary) cross-entropy of the stored probabilities, from level histograms.
+
+    Binary: ``-log p`` where the truth is foreground, ``-log(1 - p)`` elsewhere. Multi-class:
+    ``-log p[truth]``, i.e. each channel's levels where the truth is that channel's class.
+    """
+    p = np.clip(np.nan_to_num(values, nan=0.5), EPS, 1 - EPS)
+    if np.isnan(values).any() and histogram[..., np.isnan(values)].any():
+        raise ValueError("the predictions hold NaN probabilities")
+    total = histogram[:, 1] @ -np.log(p)
+    if binary:
+        total = total + histogram[:, 0] @ -np.log1p(-p)
+    return float(total.sum())
+
+
+def scores(tally: Tally, layout: Layout) -> Scores:
+    """Scores from a tally."""
+    counts = torch.from_numpy(tally.counts)
+    per_metric = {
+        "dice": dice_from_counts(counts),
+        "iou": iou_from_counts(counts),
+        "precision": precision_from_counts(counts),
+        "recall": recall_from_counts(counts),
+    }
+    per_class = {
+        name: {metric: float(v[i]) for metric, v in per_metric.items()}
+        for i, name in enumerate(layout.class_names)
+    }
+    values = level_values(layout.dtype)
+    binary = layout.positive is not None
+    loss = cross_entropy_sum(tally.histogram, values, binary) / max(tally.pixels, 1)
+    return Scores(
+        pixels=tally.pixels,
+        bce=loss,
+        **{metric: float(v[1:].mean()) for metric, v in per_metric.items()},
+        per_class=per_class,
+    )
+
+
+def threshold_sweep(tally: Tally, layout: Layout) -> dict[str, list[float]]:
+    """Dice of ``p >= t`` against the truth for every t in :data:`THRESHOLDS`, per foreground
+    class (one-vs-rest on its channel)."""
+    values = level_values(layout.dtype)
+    order = np.argsort(values)  # NaN last; they hold no pixels (checked by cross_entropy_sum)
+    sorted_values = values[order]
+    first = np.searchsorted(sorted_values, THRESHOLDS, side="left")  # levels >= t start here
+    curves = {}
+    for c in range(tally.histogram.shape[0]):
+        cls = 1 if layout.positive is not None else c
+        if cls == 0:
+            continue
+        negative, positive = tally.histogram[c][:, order]
+        at_least = lambda h: np.concatenate([np.cumsum(h[::-1])[::-1], [0]])[first]  # noqa: E731
+        tp, fp = at_least(positive), at_least(negative)
+        fn = positive.sum() - tp
+        denominator = 2 * tp + fp + fn
+        dice = np.where(denominator == 0, 1.0, 2 * tp / np.maximum(denominator, 1))
+        curves[layout.class_names[cls]] = [float(d) for d in dice]
+    return curves

@@ -1,0 +1,1 @@
+"""Inference stage: input sources, tiling, block prediction, fan-out over Dask."""

@@ -1,0 +1,1 @@
+"""Ingest stage: find image/mask pairs, validate, convert masks, split, write samples."""

@@ -1,0 +1,60 @@
+"""The store's index: the split and summary of the committed samples."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from segflow.tasks.ingest.pairs import Rejection
+from segflow.tasks.ingest.split import assign_splits
+from segflow.tasks.storage.dataset_writer import (
+    committed_samples,
+    write_index,
+)
+from segflow.tasks.storage.paths import read_index
+
+
+def _stratum(counts: tuple[int, ...], rarity: list[int]) -> int:
+    """Rank of the rarest foreground class present: 0 when none, larger when rarer."""
+    for position, cls in enumerate(rarity):
+        if cls > 0 and counts[cls] > 0:
+            return len(rarity) - position
+    return 0
+
+
+def build_index(
+    store: str | Path,
+    *,
+    rejected: list[Rejection],
+    fractions: Mapping[str, float],
+    seed: int,
+) -> dict:
+    """Compute the split and summary of the committed samples and write them to the store.
+
+    Earlier split assignments are kept when the seed and fractions are unchanged.
+    """
+    samples = committed_samples(store)
+    meta = read_index(store)
+    num_classes = len(meta["class_names"])
+    totals = np.zeros(num_classes, dtype=np.int64)
+    for sample in samples.values():
+        totals += np.asarray(sample.class_counts, dtype=np.int64)
+    rarity = [int(c) for c in np.argsort(totals, kind="stable")]
+    strata = {s.sample_id: _stratum(s.class_counts, rarity) for s in samples.values()}
+    same = meta.get("split_seed") == seed and meta.get("split_fractions") == dict(fractions)
+    split = assign_splits(
+        strata, fractions=fractions, seed=seed, previous=meta.get("split") if same else None
+    )
+    index = {
+        "num_samples": len(samples),
+        "class_counts": [int(t) for t in totals],
+        "split": split,
+        "split_seed": seed,
+        "split_fractions": dict(fractions),
+        "rejected": [asdict(r) for r in rejected],
+    }
+    write_index(store, index)
+    return index

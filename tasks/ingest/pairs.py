@@ -1,0 +1,94 @@
+"""Find image/mask pairs in a source folder."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from segflow.tasks.storage.image_io import IMAGE_SUFFIXES
+
+
+@dataclass(frozen=True)
+class Pair:
+    """An image and its mask, matched by file stem."""
+
+    sample_id: str
+    image: Path
+    mask: Path
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """An input that was not ingested, and why."""
+
+    path: str
+    reason: str
+
+
+def _by_stem(folder: Path, strip: str, rejected: list[Rejection]) -> dict[str, Path]:
+    """Map stems to image files, rejecting non-images and ambiguous stems."""
+    found: dict[str, list[Path]] = defaultdict(list)
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or path.is_dir():
+            continue  # hidden files (.DS_Store) and sub-folders are not inputs
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            allowed = ", ".join(sorted(IMAGE_SUFFIXES))
+            reason = f"not an image file (suffix {path.suffix!r}; allowed {allowed})"
+            rejected.append(Rejection(str(path), reason))
+            continue
+        stem = path.stem
+        if strip:
+            if not stem.endswith(strip):
+                rejected.append(Rejection(str(path), f"mask name lacks the suffix {strip!r}"))
+                continue
+            stem = stem[: -len(strip)]
+        found[stem].append(path)
+    unique: dict[str, Path] = {}
+    for stem, paths in found.items():
+        if len(paths) > 1:
+            for path in paths:
+                others = ", ".join(p.name for p in paths if p != path)
+                rejected.append(Rejection(str(path), f"ambiguous: same stem as {others}"))
+        elif stem.startswith("__") or not stem:
+            rejected.append(Rejection(str(paths[0]), f"invalid sample name {stem!r}"))
+        else:
+            unique[stem] = paths[0]
+    return unique
+
+
+def find_pairs(
+    source: str | Path,
+    *,
+    images_dir: str = "images",
+    masks_dir: str = "masks",
+    mask_suffix: str = "",
+) -> tuple[list[Pair], list[Rejection]]:
+    """Match `source/images_dir/<stem>.*` with `source/masks_dir/<stem><mask_suffix>.*`.
+
+    Extensions may differ between an image and its mask (``a.jpg`` and ``a.png``).
+
+    Returns
+    -------
+    pairs, rejected
+        Pairs sorted by sample id, and every file that could not be paired with the reason.
+
+    Raises
+    ------
+    FileNotFoundError
+        If either sub-folder is missing.
+    """
+    root = Path(source).resolve()
+    folders = (root / images_dir, root / masks_dir)
+    for folder in folders:
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: no such folder (images and masks go in {root})")
+    rejected: list[Rejection] = []
+    images = _by_stem(folders[0], "", rejected)
+    masks = _by_stem(folders[1], mask_suffix, rejected)
+    for stem in sorted(images.keys() - masks.keys()):
+        rejected.append(Rejection(str(images[stem]), "image without mask"))
+    for stem in sorted(masks.keys() - images.keys()):
+        rejected.append(Rejection(str(masks[stem]), "mask without image"))
+    pairs = [Pair(stem, images[stem], masks[stem]) for stem in sorted(images.keys() & masks.keys())]
+    return pairs, rejected

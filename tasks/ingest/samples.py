@@ -1,0 +1,149 @@
+"""Validate one image/mask pair, convert its mask to class ids and write it to the store.
+
+Kept free of Prefect so that Dask workers import it quickly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import dask.array as da
+import numpy as np
+
+from segflow.tasks.ingest.masks import MaskRules, class_counts, single_channel
+from segflow.tasks.ingest.pairs import Pair
+from segflow.tasks.storage.dataset import SHARD
+from segflow.tasks.storage.dataset_writer import StoredSample, write_sample
+from segflow.tasks.storage.image_io import (
+    ImageInfo,
+    InputError,
+    open_lazy,
+    probe_image,
+    read_image,
+    sha256_file,
+)
+
+# TIFFs above this many pixels are copied region by region instead of decoded whole.
+STREAM_PIXELS = 4096 * 4096
+
+
+@dataclass(frozen=True)
+class PairOutcome:
+    """What happened to one pair."""
+
+    sample_id: str
+    status: Literal["written", "unchanged", "rejected"]
+    path: str = ""
+    reason: str = ""
+
+
+def _check_mask_header(image: ImageInfo, mask: ImageInfo) -> None:
+    if (image.height, image.width) != (mask.height, mask.width):
+        raise InputError(
+            mask.path,
+            f"mask is {mask.height}x{mask.width} but image {image.path.name} is "
+            f"{image.height}x{image.width}",
+        )
+    if mask.dtype == np.uint16 and mask.channels > 1:
+        raise InputError(mask.path, "16-bit colour masks are not supported")
+
+
+def _eager_pair(image: ImageInfo, mask: ImageInfo, rules: MaskRules):
+    pixels = read_image(image)
+    try:
+        source = single_channel(read_image(mask))
+    except ValueError as exc:
+        raise InputError(mask.path, str(exc)) from exc
+    values = np.flatnonzero(np.bincount(source.ravel()))
+    ids = rules.lookup(values, mask.path)[source]
+    return pixels, ids, class_counts(ids, rules.num_classes)
+
+
+def _lazy_pair(image: ImageInfo, mask: ImageInfo, rules: MaskRules, workers: int):
+    pixels = open_lazy(image, (SHARD, SHARD))
+    source = open_lazy(mask, (SHARD, SHARD))
+    colour = source[:3] if mask.channels >= 3 else source[:1]
+    single = source[0]
+    # One streaming pass over the mask: value histogram (validation and class counts together).
+    hist, consistent = da.compute(
+        da.bincount(single.ravel(), minlength=65536 if mask.dtype == np.uint16 else 256),
+        (colour == colour[:1]).all(),
+        scheduler="threads",
+        num_workers=workers,
+    )
+    if not consistent:
+        raise InputError(mask.path, "colour mask with differing channels")
+    values = np.flatnonzero(hist)
+    table = rules.lookup(values, mask.path)
+    counts = np.bincount(table[values], weights=hist[values], minlength=rules.num_classes)
+    ids = single.map_blocks(lambda block: table[block], dtype=np.uint8)
+    return pixels, ids, counts.astype(np.int64)[: rules.num_classes]
+
+
+def ingest_pair(
+    pair: Pair,
+    store: str | Path,
+    *,
+    rules: MaskRules,
+    max_pixels: int,
+    stored: StoredSample | None = None,
+    workers: int = 1,
+    stream_pixels: int = STREAM_PIXELS,
+) -> PairOutcome:
+    """Validate one pair and write it to the store unless an identical copy is there.
+
+    Bad input is returned as a ``rejected`` outcome naming the file; the store is untouched.
+    TIFFs with more than `stream_pixels` pixels are copied region by region (shard by shard)
+    with `workers` threads, so memory is bounded by a few shards, not by the image.
+    """
+    image_sha, mask_sha = sha256_file(pair.image), sha256_file(pair.mask)
+    if stored and (stored.image_sha256, stored.mask_sha256) == (image_sha, mask_sha):
+        return PairOutcome(pair.sample_id, "unchanged")
+    try:
+        image = probe_image(pair.image, max_pixels=max_pixels)
+        mask = probe_image(pair.mask, max_pixels=max_pixels)
+        _check_mask_header(image, mask)
+        lazy = image.pixels > stream_pixels and image.is_tiff and mask.is_tiff
+        if lazy:
+            pixels, ids, counts = _lazy_pair(image, mask, rules, workers)
+        else:
+            pixels, ids, counts = _eager_pair(image, mask, rules)
+        image_attrs = {
+            "source": str(pair.image),
+            "sha256": image_sha,
+            "shape": list(pixels.shape),
+            "dtype": str(pixels.dtype),
+        }
+        mask_attrs = {
+            "source": str(pair.mask),
+            "sha256": mask_sha,
+            "image_sha256": image_sha,
+            "shape": list(ids.shape),
+            "class_counts": [int(c) for c in counts],
+        }
+        try:
+            write_sample(
+                store,
+                pair.sample_id,
+                pixels,
+                ids,
+                image_attrs=image_attrs,
+                mask_attrs=mask_attrs,
+                workers=workers,
+            )
+        except Exception as exc:
+            if not lazy:
+                raise
+            # Lazy reads decode while writing: a corrupt tile surfaces here.
+            problem = f"failed while copying ({type(exc).__name__}: {exc})"
+            raise InputError(pair.image, problem) from exc
+    except InputError as exc:
+        return PairOutcome(pair.sample_id, "rejected", exc.path, exc.problem)
+    return PairOutcome(pair.sample_id, "written", str(pair.image))
+
+
+def ingest_pair_with(pair: Pair, stored: StoredSample | None, options: dict) -> PairOutcome:
+    """:func:`ingest_pair` with its keyword options in one dict (Client.map reserves `workers`)."""
+    return ingest_pair(pair, stored=stored, **options)

@@ -1,0 +1,1 @@
+"""The pipeline's record of what each stage already did."""

@@ -1,0 +1,1 @@
+"""Where work runs: Dask clusters, devices and precision, the allocator."""

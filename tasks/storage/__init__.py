@@ -1,0 +1,1 @@
+"""Stores on disk: the dataset store, the prediction store, image files, the model bundle."""

@@ -1,0 +1,123 @@
+"""Seeded, stratified train/val/test split that keeps earlier assignments."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import zarr
+
+SPLITS = ("train", "val", "test")
+
+
+SCHEMA_VERSION = 1
+
+
+CHUNK = 256
+
+
+SHARD = 1024
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A read-only view of a dataset store.
+
+    Open it with :func:`open_dataset`; arrays are Zarr arrays (lazy, read on slicing) or Dask
+    arrays chunked like the store.
+    """
+
+    path: str
+    root: zarr.Group
+
+    @cached_property
+    def meta(self) -> dict[str, Any]:
+        """The root ``segflow`` attributes (schema version, classes, split, rejected...)."""
+        return dict(self.root.attrs["segflow"])
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.meta["class_names"])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def rejected(self) -> list[dict[str, str]]:
+        return list(self.meta.get("rejected", []))
+
+    def samples(self, split: str | None = None) -> list[str]:
+        """Sample ids of one split, or of all splits when `split` is None."""
+        assignment = self.meta.get("split", {})
+        if split is None:
+            return sorted(s for name in SPLITS for s in assignment.get(name, []))
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
+        return list(assignment.get(split, []))
+
+    def image(self, sample_id: str) -> zarr.Array:
+        """``(C, H, W)`` image array of a sample."""
+        return self._array("images", sample_id)
+
+    def mask(self, sample_id: str) -> zarr.Array:
+        """``(H, W)`` uint8 class-id array of a sample."""
+        return self._array("masks", sample_id)
+
+    def image_dask(self, sample_id: str) -> da.Array:
+        """The image as a Dask array chunked like the store's shards."""
+        array = self.image(sample_id)
+        return da.from_zarr(array, chunks=array.shards or array.chunks)
+
+    def mask_dask(self, sample_id: str) -> da.Array:
+        """The mask as a Dask array chunked like the store's shards."""
+        array = self.mask(sample_id)
+        return da.from_zarr(array, chunks=array.shards or array.chunks)
+
+    def class_counts(self, sample_id: str) -> list[int]:
+        """Pixels per class of a sample, recorded at ingest."""
+        return list(self.mask(sample_id).attrs["class_counts"])
+
+    def _array(self, group: str, sample_id: str) -> zarr.Array:
+        try:
+            return self.root[f"{group}/{sample_id}"]
+        except KeyError:
+            raise KeyError(f"{self.path}: no sample {sample_id!r} in {group}/") from None
+
+
+def open_dataset(path: str | Path) -> Dataset:
+    """Open a dataset store written by ``segflow ingest``.
+
+    Raises
+    ------
+    ValueError
+        Not a segflow store, or written with another schema version.
+    """
+    try:
+        root = zarr.open_group(str(path), mode="r")
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no Zarr store here") from None
+    meta = root.attrs.get("segflow")
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: not a segflow dataset store (no 'segflow' attributes)")
+    if meta.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(
+            f"{path}: schema version {meta.get('schema_version')}, expected {SCHEMA_VERSION}"
+        )
+    return Dataset(str(path), root)
+
+
+def dataset_fingerprint(store: Dataset) -> str:
+    """SHA-256 over every sample's checksums and the split: changes iff the data does."""
+    digest = hashlib.sha256()
+    for sample_id in store.samples():
+        digest.update(sample_id.encode())
+        digest.update(store.image(sample_id).attrs["sha256"].encode())
+        digest.update(store.mask(sample_id).attrs["sha256"].encode())
+    digest.update(json.dumps(store.meta.get("split", {}), sort_keys=True).encode())
+    return digest.hexdigest()

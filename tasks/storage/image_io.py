@@ -1,0 +1,180 @@
+"""Find image/mask pairs in a source folder."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import tifffile
+import zarr
+from PIL import Image
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff"})
+
+
+TIFF_SUFFIXES = frozenset({".tif", ".tiff"})
+
+
+# TIFF series layouts we accept, mapped to the transpose that gives (C, H, W).
+_TIFF_AXES = {"YX": None, "YXS": (2, 0, 1), "SYX": (0, 1, 2), "CYX": (0, 1, 2)}
+
+
+_SUPPORTED_DTYPES = frozenset({np.dtype("uint8"), np.dtype("uint16"), np.dtype("bool")})
+
+
+class InputError(ValueError):
+    """A source file that cannot be ingested; the message names the file and the problem."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = str(path)
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the file header says, read without decoding pixels."""
+
+    path: Path
+    height: int
+    width: int
+    channels: int
+    dtype: np.dtype
+
+    @property
+    def pixels(self) -> int:
+        return self.height * self.width
+
+    @property
+    def is_tiff(self) -> bool:
+        return self.path.suffix.lower() in TIFF_SUFFIXES
+
+
+def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _pil_mode_info(mode: str) -> tuple[int, np.dtype]:
+    channels = {
+        "1": 1,
+        "L": 1,
+        "P": 1,
+        "I;16": 1,
+        "I;16B": 1,
+        "I;16L": 1,
+        "I": 1,
+        "LA": 2,
+        "RGB": 3,
+        "RGBA": 4,
+    }
+    if mode not in channels:
+        raise ValueError(f"unsupported pixel mode {mode!r}")
+    dtype = np.dtype("uint16") if mode.startswith("I") else np.dtype("uint8")
+    return channels[mode], dtype
+
+
+def probe_image(path: str | Path, *, max_pixels: int) -> ImageInfo:
+    """Read the header: size, channels and dtype, and refuse absurd dimensions.
+
+    Raises
+    ------
+    InputError
+        Unreadable file, unsupported layout or dtype, zero or more than `max_pixels` pixels.
+    """
+    path = Path(path)
+    try:
+        if path.suffix.lower() in TIFF_SUFFIXES:
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                axes, shape, dtype = series.axes, series.shape, np.dtype(series.dtype)
+            if axes not in _TIFF_AXES:
+                raise InputError(path, f"unsupported TIFF layout axes={axes!r} shape={shape}")
+            if axes == "YX":
+                channels, (height, width) = 1, shape
+            elif axes == "YXS":
+                (height, width, channels) = shape
+            else:
+                (channels, height, width) = shape
+        else:
+            with Image.open(path) as im:
+                width, height = im.size
+                channels, dtype = _pil_mode_info(im.mode)
+    except InputError:
+        raise
+    except Exception as exc:  # every reader failure is an input problem of this file
+        raise InputError(path, f"unreadable image ({type(exc).__name__}: {exc})") from exc
+    if dtype not in _SUPPORTED_DTYPES:
+        raise InputError(path, f"unsupported dtype {dtype} (supported: uint8, uint16)")
+    if height * width == 0:
+        raise InputError(path, f"empty image ({height}x{width})")
+    if height * width > max_pixels:
+        raise InputError(
+            path, f"{height}x{width} = {height * width} pixels exceeds max_pixels={max_pixels}"
+        )
+    if channels not in (1, 2, 3, 4):
+        raise InputError(path, f"unsupported channel count {channels}")
+    return ImageInfo(path, int(height), int(width), int(channels), dtype)
+
+
+def _to_chw(array: np.ndarray, axes: str | None = None) -> np.ndarray:
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    if array.dtype == np.int32:  # Pillow's mode "I" for some 16-bit PNGs
+        array = array.astype(np.uint16)
+    if array.ndim == 2:
+        return array[None]
+    if axes in ("SYX", "CYX"):
+        return array
+    return np.moveaxis(array, -1, 0)
+
+
+def read_image(info: ImageInfo) -> np.ndarray:
+    """Decode the whole image as ``(C, H, W)`` in its source dtype (bool becomes uint8).
+
+    Raises
+    ------
+    InputError
+        Truncated or corrupt data, or a decoded shape that disagrees with the header.
+    """
+    try:
+        if info.is_tiff:
+            with tifffile.TiffFile(info.path) as tif:
+                series = tif.series[0]
+                array = _to_chw(series.asarray(), series.axes)
+        else:
+            with Image.open(info.path) as im:
+                im.load()
+                # Palette ("P") images give their indices: the class ids of a palette mask.
+                array = _to_chw(np.asarray(im))
+    except Exception as exc:
+        raise InputError(info.path, f"corrupt or truncated ({type(exc).__name__}: {exc})") from exc
+    expected = (info.channels, info.height, info.width)
+    if array.shape != expected:
+        raise InputError(info.path, f"decoded shape {array.shape} differs from header {expected}")
+    return array
+
+
+def open_lazy(info: ImageInfo, chunks: tuple[int, int]) -> da.Array:
+    """A TIFF as a lazy ``(C, H, W)`` Dask array read through tifffile's Zarr interface.
+
+    Chunks are `chunks` in (H, W) and whole along C. Decoding errors surface at compute time.
+    """
+    if not info.is_tiff:
+        raise InputError(info.path, "only TIFF files can be read lazily; convert it to tiled TIFF")
+    with tifffile.TiffFile(info.path) as tif:
+        axes = tif.series[0].axes
+    source = zarr.open_array(tifffile.imread(info.path, aszarr=True), mode="r")
+    array = da.from_zarr(source)
+    if axes == "YX":
+        array = array[None]
+    elif axes == "YXS":
+        array = array.transpose(2, 0, 1)
+    return array.rechunk((info.channels, *chunks))

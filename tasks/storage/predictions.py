@@ -1,0 +1,224 @@
+"""The prediction store: per image, probabilities and a class-id mask, as OME-Zarr (NGFF 0.5).
+
+Layout (Zarr v3)::
+
+    OUT/zarr.json                     attributes["segflow"]: model URI, settings, classes, images
+    OUT/<image>/                      NGFF image: multiscales, axes c, y, x
+    OUT/<image>/0                     (K, H, W) probabilities, uint8 (p * 255, rounded) or float16
+    OUT/<image>/labels/mask/0         (1, H, W) uint8 class ids (NGFF label image)
+
+Arrays are written block by block; a block is one or more whole shards of every array (a
+remainder shorter than half a block joins the last block of its axis), so parallel writers never
+share a shard, and a block is done exactly when its shards exist (resume).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import zarr
+from skimage import measure, morphology
+from zarr.codecs import BloscCodec
+
+from segflow.tasks.storage.paths import local_path
+
+SCHEMA_VERSION = 1
+
+
+CHUNK = 512  # inner chunk side; 256 where the block is not a multiple of 512
+
+
+NGFF_VERSION = "0.5"
+
+
+ProbabilityDtype = Literal["uint8", "float16"]
+
+
+_COMPRESSORS = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
+
+
+# An all-background block must still write its shard: the shard's existence marks it done.
+_ALWAYS_WRITE = {"write_empty_chunks": True}
+
+
+def _multiscales(name: str, axes: list[dict[str, str]]) -> dict[str, Any]:
+    return {
+        "version": NGFF_VERSION,
+        "multiscales": [
+            {
+                "name": name,
+                "axes": axes,
+                "datasets": [
+                    {
+                        "path": "0",
+                        "coordinateTransformations": [
+                            {"type": "scale", "scale": [1.0] * len(axes)}
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+
+
+_AXES = [
+    {"name": "c", "type": "channel"},
+    {"name": "y", "type": "space"},
+    {"name": "x", "type": "space"},
+]
+
+
+def chunk_side(block: int) -> int:
+    """Inner chunk side for `block`² shards: 512 where it divides the block, else 256 (a 2048²
+    block of probabilities and mask: 55 ms to encode and write in 256² chunks, 36 ms in 512²;
+    benchmarks/predictions_write.py)."""
+    return CHUNK if block % CHUNK == 0 else 256
+
+
+def create_image_arrays(
+    out: str | Path,
+    name: str,
+    *,
+    shape: tuple[int, int],
+    classes: int,
+    block: int,
+    probability_dtype: ProbabilityDtype,
+    attrs: Mapping[str, Any],
+) -> None:
+    """Create (or keep, when compatible) the arrays of one image; data is written later.
+
+    Raises
+    ------
+    ValueError
+        An existing image of that name with another shape, classes or block size.
+    """
+    root = zarr.open_group(local_path(out), mode="a")
+    height, width = shape
+    if name in root:
+        existing = root[f"{name}/0"]
+        if existing.shape != (classes, height, width) or existing.shards[1] != block:
+            raise ValueError(
+                f"{out}/{name}: holds {existing.shape} in {existing.shards} blocks, not "
+                f"{(classes, height, width)} in {block}² blocks; write to a new output"
+            )
+        return
+    image = root.create_group(
+        name, attributes={"ome": _multiscales(name, _AXES), "segflow": dict(attrs)}
+    )
+    image.create_array(
+        "0",
+        shape=(classes, height, width),
+        dtype=probability_dtype,
+        chunks=(classes, chunk_side(block), chunk_side(block)),
+        shards=(classes, block, block),
+        compressors=_COMPRESSORS,
+        dimension_names=("c", "y", "x"),
+        fill_value=0,
+        config=_ALWAYS_WRITE,
+    )
+    labels = image.create_group(
+        "labels", attributes={"ome": {"version": NGFF_VERSION, "labels": ["mask"]}}
+    )
+    _label_array(labels, "mask", (height, width), block, "uint8")
+
+
+def _label_array(
+    labels: zarr.Group, name: str, shape: tuple[int, int], block: int, dtype: str
+) -> zarr.Array:
+    """An NGFF label image ``labels/<name>/0`` of shape (1, H, W), replacing any earlier one."""
+    meta = _multiscales(name, _AXES) | {
+        "image-label": {"version": NGFF_VERSION, "source": {"image": "../../"}}
+    }
+    group = labels.require_group(name)
+    group.attrs["ome"] = meta
+    return group.create_array(
+        "0",
+        shape=(1, *shape),
+        dtype=dtype,
+        chunks=(1, chunk_side(block), chunk_side(block)),
+        shards=(1, block, block),
+        compressors=_COMPRESSORS,
+        dimension_names=("c", "y", "x"),
+        fill_value=0,
+        config=_ALWAYS_WRITE,
+        overwrite=True,
+    )
+
+
+def block_done(out: str | Path, name: str, region: tuple[int, int, int, int], block: int) -> bool:
+    """Whether every shard of `region`, in both arrays, is on disk (shard files are written
+    atomically)."""
+    y0, y1, x0, x1 = region
+    root = local_path(out) / name
+    return all(
+        (root / arr / "c" / "0" / str(iy) / str(ix)).exists()
+        for arr in ("0", "labels/mask/0")
+        for iy in range(y0 // block, -(-y1 // block))
+        for ix in range(x0 // block, -(-x1 // block))
+    )
+
+
+def to_stored(probs: np.ndarray, dtype: ProbabilityDtype) -> np.ndarray:
+    """Probabilities in [0, 1] as stored: uint8 ``round(p * 255)`` or float16."""
+    if dtype == "uint8":
+        return np.rint(np.clip(probs, 0.0, 1.0) * 255).astype(np.uint8)
+    return probs.astype(np.float16)
+
+
+def class_ids(probs: np.ndarray, threshold: float) -> np.ndarray:
+    """``(K, h, w)`` probabilities -> ``(h, w)`` uint8 ids: ``p >= threshold`` for one channel,
+    argmax otherwise."""
+    if probs.shape[0] == 1:
+        return (probs[0] >= threshold).astype(np.uint8)
+    return probs.argmax(0).astype(np.uint8)
+
+
+def write_block(
+    out: str | Path,
+    name: str,
+    region: tuple[int, int, int, int],
+    probs: np.ndarray,
+    *,
+    threshold: float,
+    probability_dtype: ProbabilityDtype,
+) -> None:
+    """Write one block's probabilities, then its mask (the mask shard marks it done)."""
+    y0, y1, x0, x1 = region
+    image = zarr.open_group(local_path(out) / name, mode="r+")
+    image["0"][:, y0:y1, x0:x1] = to_stored(probs, probability_dtype)
+    image["labels/mask/0"][0, y0:y1, x0:x1] = class_ids(probs, threshold)
+
+
+# Connected components need the whole mask in memory (skimage labels one array at a time).
+MAX_INSTANCE_PIXELS = 2**28
+
+
+def write_instances(out: str | Path, name: str, *, min_size: int, block: int) -> int:
+    """Label the connected foreground components of an image's mask (scikit-image), drop
+    those smaller than `min_size` pixels, and store them as the NGFF label ``instances``.
+
+    Returns the number of objects.
+
+    Raises
+    ------
+    ValueError
+        Masks above ``MAX_INSTANCE_PIXELS`` (they would not fit in memory at once).
+    """
+    image = zarr.open_group(local_path(out) / name, mode="r+")
+    mask = image["labels/mask/0"]
+    _, height, width = mask.shape
+    if height * width > MAX_INSTANCE_PIXELS:
+        raise ValueError(f"{name}: {height}x{width} is too large for instance labelling")
+    foreground = np.asarray(mask[0]) > 0
+    kept = morphology.remove_small_objects(foreground, max_size=max(0, min_size - 1))
+    labels = measure.label(kept, connectivity=2)
+    labels_group = image["labels"]
+    array = _label_array(labels_group, "instances", (height, width), block, "uint32")
+    array[0] = labels.astype(np.uint32)
+    ome = dict(labels_group.attrs["ome"])
+    ome["labels"] = sorted(set(ome["labels"]) | {"instances"})
+    labels_group.attrs["ome"] = ome
+    return int(labels.max())

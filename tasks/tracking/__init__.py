@@ -1,0 +1,1 @@
+"""Every MLflow call: runs, the model registry, the pyfunc model, overlay images."""

@@ -1,0 +1,1 @@
+"""Training stage: sampling plan, patches, augmentation, the loop, validation, registration."""
