@@ -158,7 +158,7 @@ KILLED_RUN = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from tests.tasks.test_training import run_fit
+    from tests.tasks.train.test_loop import run_fit
     run_fit(Path(sys.argv[1]), Path(sys.argv[2]), epochs=40, resume=True)
     """
 )

@@ -1,0 +1,92 @@
+"""Settings of the ``infer-images`` flow."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from segflow.flows.config.base import Frozen
+
+
+class InferConfig(Frozen):
+    """Settings of the `infer-images` flow (Dask-parallel tiled inference)."""
+
+    input: str = Field(
+        ...,
+        description="A dataset store, a Zarr array, a (Big)TIFF, a PNG/JPEG, a folder or a glob.",
+    )
+    output: str = Field(..., description="Prediction store (Zarr v3, OME-Zarr) to write.")
+    model: str = Field(
+        "models:/segflow-unet@newest",
+        description="MLflow model URI (models:/name@alias, runs:/id/model) or a bundle folder.",
+    )
+    workdir: str = Field("work", description="Holds the default MLflow database.")
+    split: Literal["train", "val", "test"] | None = Field(
+        None, description="Dataset store input: predict only this split."
+    )
+    tile: int = Field(
+        1024,
+        ge=16,
+        le=8192,
+        description="overlap-tile: output tile side (the model sees tile + 2 margin; the "
+        "last tile of an axis absorbs a remainder under tile/2, so up to 1.5 tile); "
+        "gaussian: window side.",
+    )
+    blend: Literal["overlap-tile", "gaussian"] = Field(
+        "overlap-tile", description="overlap-tile (U-Net paper) or gaussian (nnU-Net, MONAI)."
+    )
+    margin: int = Field(
+        32,
+        ge=0,
+        description="Mirrored context pixels: per tile (overlap-tile), at the image "
+        "edges (gaussian). Keep it a multiple of 2**depth; 48 for models with many pixels "
+        "near the threshold (benchmarks/README.md, seam error).",
+    )
+    overlap: float = Field(0.25, ge=0.0, lt=1.0, description="gaussian: tile overlap fraction.")
+    batch: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="Tiles per forward pass (default: 1 on CPU, where bigger batches are "
+        "slower per tile, 4 on CUDA).",
+    )
+    tta: bool = Field(False, description="Average over flips (4x the compute).")
+    threshold: float = Field(0.5, gt=0.0, lt=1.0, description="Binary mask threshold.")
+    probability_dtype: Literal["uint8", "float16"] = Field(
+        "uint8", description="Stored probabilities: uint8 (p*255) or float16."
+    )
+    block: int = Field(
+        2048,
+        ge=256,
+        le=16384,
+        description="Pixels per side of a Dask task and of a shard (the last block of "
+        "an axis absorbs a remainder under block/2).",
+    )
+    workers: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="Dask workers (default: one per GPU, else one per two cores).",
+    )
+    torch_threads: int | None = Field(
+        None, ge=1, description="Torch threads per worker (default: cores / workers)."
+    )
+    dask_address: str | None = Field(None, description="Use this Dask scheduler instead.")
+    instances: bool = Field(False, description="Also label connected components (objects).")
+    min_object_size: int = Field(0, ge=0, description="Instances: drop smaller objects (px).")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to predict.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="Autocast dtype; auto = bf16 where fast, else fp32."
+    )
+
+    @model_validator(mode="after")
+    def _check_geometry(self) -> InferConfig:
+        if self.blend == "overlap-tile" and self.block % self.tile:
+            raise ValueError(
+                f"block {self.block} must be a multiple of tile {self.tile}: a tile crossing "
+                "blocks would be predicted twice"
+            )
+        if self.block % 256:
+            raise ValueError(f"block must be a multiple of 256 (the chunk), got {self.block}")
+        return self

@@ -1,0 +1,71 @@
+"""Settings of the ``ingest-dataset`` flow."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from segflow.flows.config.base import Fraction, Frozen
+
+
+class IngestConfig(Frozen):
+    """Settings of the `ingest-dataset` flow."""
+
+    source: str = Field(..., description="Folder holding the image and mask sub-folders.")
+    store: str = Field(..., description="Path of the Zarr v3 dataset store to create or update.")
+    images_dir: str = Field("images", description="Sub-folder of `source` with the images.")
+    masks_dir: str = Field("masks", description="Sub-folder of `source` with the masks.")
+    mask_suffix: str = Field(
+        "", description="Suffix of mask stems, e.g. '_mask' pairs a.png with a_mask.png."
+    )
+    num_classes: int = Field(
+        2, ge=2, le=255, description="Classes including background (2 = binary)."
+    )
+    class_names: tuple[str, ...] | None = Field(
+        None, description="One name per class; default background, class_1, ..."
+    )
+    foreground_value: int | None = Field(
+        None,
+        ge=0,
+        description="Binary only: the source mask value that is foreground (e.g. 0 when the "
+        "structure of interest is black). Default: 255 for 0/255 masks, 1 for 0/1 masks.",
+    )
+    invert: bool = Field(False, description="Binary only: swap foreground and background.")
+    val_fraction: Fraction = Field(0.15, description="Share of samples in the val split.")
+    test_fraction: Fraction = Field(0.15, description="Share of samples in the test split.")
+    seed: int = Field(0, ge=0, description="Seed of the train/val/test split.")
+    workers: int | None = Field(
+        None, ge=1, le=1024, description="Dask worker processes (default: one per CPU core)."
+    )
+    dask_address: str | None = Field(
+        None, description="Scheduler address of an existing Dask cluster (default: start one)."
+    )
+    max_pixels: int = Field(
+        2**34,
+        ge=1,
+        description="Reject images with more pixels than this (decompression-bomb guard).",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> IngestConfig:
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError(
+                f"val_fraction + test_fraction must be < 1, got "
+                f"{self.val_fraction} + {self.test_fraction}"
+            )
+        if self.class_names is not None and len(self.class_names) != self.num_classes:
+            raise ValueError(
+                f"class_names has {len(self.class_names)} names but num_classes is "
+                f"{self.num_classes}"
+            )
+        if self.num_classes > 2 and (self.foreground_value is not None or self.invert):
+            raise ValueError("foreground_value and invert apply to binary masks (num_classes=2)")
+        return self
+
+    @property
+    def resolved_class_names(self) -> tuple[str, ...]:
+        """Class names, defaulted when not given."""
+        if self.class_names is not None:
+            return self.class_names
+        if self.num_classes == 2:
+            return ("background", "foreground")
+        return ("background",) + tuple(f"class_{i}" for i in range(1, self.num_classes))

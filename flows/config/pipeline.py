@@ -1,0 +1,100 @@
+"""Settings of the ``segflow-pipeline`` flow: each stage's settings minus the paths it fills in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, create_model, model_validator
+from pydantic.fields import FieldInfo
+
+from segflow.flows.config.base import Frozen
+from segflow.flows.config.evaluate import EvaluateConfig
+from segflow.flows.config.infer import InferConfig
+from segflow.flows.config.ingest import IngestConfig
+from segflow.flows.config.train import TrainConfig
+
+
+def _stage(model: type[Frozen], paths: tuple[str, ...], **defaults: Any) -> type[Frozen]:
+    """`model`'s settings without the fields the pipeline fills in (`paths`), optionally with
+    other `defaults`. Cross-field checks run when the pipeline builds the stage's config."""
+    fields: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        if name in paths:
+            continue
+        if name in defaults:
+            info = FieldInfo.merge_field_infos(info, default=defaults[name])
+        fields[name] = (info.annotation, info)
+    return create_model(
+        f"{model.__name__.removesuffix('Config')}Stage",
+        __base__=Frozen,
+        __doc__=f"{model.__doc__} Paths are set by the pipeline.",
+        **fields,
+    )
+
+
+IngestStage = _stage(IngestConfig, ("source", "store"))
+TrainStage = _stage(TrainConfig, ("store", "workdir", "resume"))
+InferStage = _stage(InferConfig, ("input", "output", "model", "workdir"), split="test")
+EvaluateStage = _stage(EvaluateConfig, ("predictions", "store", "workdir", "experiment"))
+
+
+class PipelineConfig(Frozen):
+    """Settings of the `segflow-pipeline` flow: ingest -> train -> infer -> evaluate.
+
+    Everything lands in `workdir`: ``dataset.zarr``, the MLflow database and checkpoints,
+    ``predictions/<model>-<version>-<run>.zarr`` and ``pipeline.json`` (what ran, for
+    skipping it next time).
+    """
+
+    source: str = Field(..., description="Folder holding the image and mask sub-folders.")
+    workdir: str = Field(..., description="Where the store, runs and predictions go.")
+    ingest: IngestStage = Field(default_factory=IngestStage, description="Ingest settings.")
+    train: TrainStage = Field(default_factory=TrainStage, description="Training settings.")
+    infer: InferStage = Field(default_factory=InferStage, description="Inference settings.")
+    evaluate: EvaluateStage = Field(
+        default_factory=EvaluateStage, description="Evaluation settings."
+    )
+
+    @property
+    def store(self) -> str:
+        return str(Path(self.workdir) / "dataset.zarr")
+
+    def ingest_config(self) -> IngestConfig:
+        return IngestConfig(source=self.source, store=self.store, **self.ingest.model_dump())
+
+    def train_config(self, *, resume: bool = False) -> TrainConfig:
+        return TrainConfig(
+            store=self.store, workdir=self.workdir, resume=resume, **self.train.model_dump()
+        )
+
+    def infer_config(self, model: str, run_id: str) -> InferConfig:
+        """Predictions of each model go to their own store (a store holds one model's),
+        named by the model and its training run (version numbers restart with a new
+        tracking database)."""
+        name = model.removeprefix("models:/").removeprefix("runs:/").replace("/", "-")
+        output = Path(self.workdir) / "predictions" / f"{name}-{run_id[:8]}.zarr"
+        return InferConfig(
+            input=self.store,
+            output=str(output),
+            model=model,
+            workdir=self.workdir,
+            **self.infer.model_dump(),
+        )
+
+    def evaluate_config(self, predictions: str) -> EvaluateConfig:
+        return EvaluateConfig(
+            predictions=predictions,
+            store=self.store,
+            workdir=self.workdir,
+            experiment=self.train.experiment,
+            **self.evaluate.model_dump(),
+        )
+
+    @model_validator(mode="after")
+    def _check_stages(self) -> PipelineConfig:
+        # Build every stage's config now, so a bad combination fails before any work.
+        self.ingest_config()
+        self.train_config()
+        self.evaluate_config(self.infer_config("models:/check/1", "0" * 32).output)
+        return self

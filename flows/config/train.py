@@ -1,0 +1,77 @@
+"""Settings of the ``train-unet`` flow."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from segflow.flows.config.base import Frozen
+
+
+class TrainConfig(Frozen):
+    """Settings of the `train-unet` flow (balance step + training + model registration)."""
+
+    store: str = Field(..., description="Dataset store written by `segflow ingest`.")
+    workdir: str = Field("work", description="Checkpoints, MLflow database and artifacts go here.")
+    run_name: str = Field(
+        "unet", pattern=r"^[A-Za-z0-9_.-]+$", description="Name of the run (checkpoint folder)."
+    )
+    experiment: str = Field("segflow", description="MLflow experiment.")
+    registered_model: str | None = Field(
+        "segflow-unet", description="Register the model under this name (None: do not)."
+    )
+    # model
+    base_channels: int = Field(32, ge=1, le=256, description="Channels of the first level.")
+    depth: int = Field(4, ge=1, le=6, description="Number of 2x2 poolings (paper: 4).")
+    batch_norm: bool = Field(True, description="Batch normalisation after each convolution.")
+    # balancing
+    balance: bool = Field(True, description="Foreground oversampling and per-sample weights.")
+    fg_oversample: float = Field(
+        0.33, ge=0.0, le=1.0, description="Share of patches centred on a foreground pixel."
+    )
+    class_weights: bool = Field(False, description="Weight the loss by inverse class frequency.")
+    weight_cap: float = Field(10.0, gt=1.0, description="Upper bound of a class weight.")
+    target_class: int | None = Field(
+        None, ge=1, description="Train a dedicated binary model for this class of the store."
+    )
+    # ensembling
+    ensemble: int = Field(1, ge=1, le=16, description="Members trained and averaged.")
+    ensemble_mode: Literal["seeds", "folds"] = Field(
+        "seeds", description="Members differ by seed, or each leaves out one fold of train."
+    )
+    # training
+    epochs: int = Field(20, ge=1, le=10_000, description="Epochs (each `patches_per_epoch`).")
+    patches_per_epoch: int = Field(256, ge=1, description="Patches drawn per epoch.")
+    patch_size: int = Field(256, ge=16, le=4096, description="Side of the square patches.")
+    batch_size: int = Field(8, ge=1, le=1024, description="Patches per optimizer step.")
+    lr: float = Field(1e-3, gt=0.0, le=1.0, description="Peak learning rate (AdamW).")
+    weight_decay: float = Field(1e-4, ge=0.0, description="AdamW weight decay.")
+    loss: Literal["bce", "dice", "jaccard", "bce_dice", "ce", "ce_dice"] = Field(
+        "bce_dice", description="Loss: bce|dice|jaccard|bce_dice (binary), ce|dice|ce_dice."
+    )
+    elastic: bool = Field(False, description="Elastic deformation augmentation (slow on CPU).")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to train.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="Autocast dtype; auto = bf16 where fast (CUDA, AMX CPUs), else fp32."
+    )
+    channels_last: bool = Field(True, description="channels_last memory format.")
+    num_workers: int = Field(1, ge=0, le=64, description="DataLoader worker processes.")
+    val_max_tiles: int = Field(64, ge=1, description="Validation tiles per epoch at most.")
+    patience: int = Field(
+        10, ge=0, description="Stop after N epochs without a better val Dice (0: never)."
+    )
+    max_minutes: float | None = Field(None, gt=0, description="Stop training after N minutes.")
+    weights: Literal["auto", "best", "last"] = Field(
+        "auto",
+        description="Weights to register: best val Dice, the last epoch's, or auto = last when "
+        "the schedule ran its course (epochs or time budget), best after early stopping.",
+    )
+    resume: bool = Field(False, description="Continue the run's last checkpoint.")
+    seed: int = Field(0, ge=0, description="Seed of the sampling plan, init and data order.")
+
+    @model_validator(mode="after")
+    def _check_loss(self) -> TrainConfig:
+        if self.ensemble_mode == "folds" and self.ensemble < 2:
+            raise ValueError("ensemble_mode='folds' needs ensemble >= 2")
+        return self
