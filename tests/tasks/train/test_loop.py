@@ -168,7 +168,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(store, tmp_path):
     script = tmp_path / "train.py"
     script.write_text(KILLED_RUN)
     folder = tmp_path / "run"
-    root = Path(__file__).parents[2]
+    root = Path(__file__).parents[3]
     proc = subprocess.Popen(
         [sys.executable, str(script), str(store), str(folder)],
         env={**os.environ, "PYTHONPATH": str(root)},
