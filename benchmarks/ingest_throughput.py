@@ -43,7 +43,7 @@ from segflow.tasks.ingest.masks import MaskRules  # noqa: E402
 from segflow.tasks.ingest.pairs import Pair, find_pairs  # noqa: E402
 from segflow.tasks.ingest.samples import ingest_pair_with  # noqa: E402
 from segflow.tasks.runtime.cluster import dask_client  # noqa: E402
-from segflow.tasks.storage.dataset import CHUNK, SHARD  # noqa: E402
+from segflow.tasks.storage.dataset import DATASET_CHUNK, DATASET_SHARD  # noqa: E402
 from segflow.tasks.storage.dataset_writer import _COMPRESSORS, init_store  # noqa: E402
 
 
@@ -68,8 +68,8 @@ def plain_loop(pairs: list[Pair], store: Path, foreground_value: int | None) -> 
                 f"{name}/{pair.sample_id}",
                 shape=data.shape,
                 dtype=data.dtype,
-                chunks=(*lead, CHUNK, CHUNK),
-                shards=(*lead, SHARD, SHARD),
+                chunks=(*lead, DATASET_CHUNK, DATASET_CHUNK),
+                shards=(*lead, DATASET_SHARD, DATASET_SHARD),
                 compressors=_COMPRESSORS,
             )
             array[...] = data

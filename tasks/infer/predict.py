@@ -18,7 +18,7 @@ from segflow.tasks.storage.bundle import bundle_digest, load_bundle
 from segflow.tasks.storage.grid import blocks
 from segflow.tasks.storage.paths import local_path
 from segflow.tasks.storage.predictions import (
-    SCHEMA_VERSION,
+    PREDICTIONS_SCHEMA_VERSION,
     block_done,
     create_image_arrays,
 )
@@ -58,7 +58,7 @@ def prepare_predictions(
     meta = dict(root.attrs.get("segflow", {}))
     meta.update(
         {
-            "schema_version": SCHEMA_VERSION,
+            "schema_version": PREDICTIONS_SCHEMA_VERSION,
             "kind": "predictions",
             "model_uri": model_uri,
             "model": resolve_model(model_uri).to_dict(),

@@ -14,7 +14,7 @@ import numpy as np
 
 from segflow.tasks.ingest.masks import MaskRules, class_counts, single_channel
 from segflow.tasks.ingest.pairs import Pair
-from segflow.tasks.storage.dataset import SHARD
+from segflow.tasks.storage.dataset import DATASET_SHARD
 from segflow.tasks.storage.dataset_writer import StoredSample, write_sample
 from segflow.tasks.storage.image_io import (
     ImageInfo,
@@ -62,8 +62,8 @@ def _eager_pair(image: ImageInfo, mask: ImageInfo, rules: MaskRules):
 
 
 def _lazy_pair(image: ImageInfo, mask: ImageInfo, rules: MaskRules, workers: int):
-    pixels = open_lazy(image, (SHARD, SHARD))
-    source = open_lazy(mask, (SHARD, SHARD))
+    pixels = open_lazy(image, (DATASET_SHARD, DATASET_SHARD))
+    source = open_lazy(mask, (DATASET_SHARD, DATASET_SHARD))
     colour = source[:3] if mask.channels >= 3 else source[:1]
     single = source[0]
     # One streaming pass over the mask: value histogram (validation and class counts together).

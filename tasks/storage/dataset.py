@@ -1,4 +1,13 @@
-"""Seeded, stratified train/val/test split that keeps earlier assignments."""
+"""The segflow dataset store: a Zarr v3 group with one image and one mask array per sample.
+
+Layout (a public contract; ``DATASET_SCHEMA_VERSION`` changes when it does)::
+
+    zarr.json               attributes["segflow"]: schema_version, class_names, split, rejected, ...
+    images/<sample_id>      (C, H, W) source dtype, 256² chunks in 1024² shards, blosc-zstd
+    masks/<sample_id>       (H, W) uint8 class ids, same chunking
+
+This module reads a store (the API later stages use); :mod:`.dataset_writer` writes one.
+"""
 
 from __future__ import annotations
 
@@ -13,15 +22,9 @@ import dask.array as da
 import zarr
 
 SPLITS = ("train", "val", "test")
-
-
-SCHEMA_VERSION = 1
-
-
-CHUNK = 256
-
-
-SHARD = 1024
+DATASET_SCHEMA_VERSION = 1
+DATASET_CHUNK = 256  # inner chunk side
+DATASET_SHARD = 1024  # shard side: every sample lives in shards of its own
 
 
 @dataclass(frozen=True)
@@ -105,9 +108,10 @@ def open_dataset(path: str | Path) -> Dataset:
     meta = root.attrs.get("segflow")
     if not isinstance(meta, dict):
         raise ValueError(f"{path}: not a segflow dataset store (no 'segflow' attributes)")
-    if meta.get("schema_version") != SCHEMA_VERSION:
+    if meta.get("schema_version") != DATASET_SCHEMA_VERSION:
         raise ValueError(
-            f"{path}: schema version {meta.get('schema_version')}, expected {SCHEMA_VERSION}"
+            f"{path}: schema version {meta.get('schema_version')}, "
+            f"expected {DATASET_SCHEMA_VERSION}"
         )
     return Dataset(str(path), root)
 

@@ -1,6 +1,6 @@
 """The segflow dataset store: a Zarr v3 group with one image and one mask array per sample.
 
-Layout (a public contract; ``SCHEMA_VERSION`` changes when it does)::
+Layout (a public contract; ``DATASET_SCHEMA_VERSION`` changes when it does)::
 
     zarr.json               attributes["segflow"]: schema_version, class_names, split, rejected, ...
     images/<sample_id>      (C, H, W) source dtype, 256² chunks in 1024² shards, blosc-zstd
@@ -28,7 +28,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
-from segflow.tasks.storage.dataset import CHUNK, SCHEMA_VERSION, SHARD
+from segflow.tasks.storage.dataset import DATASET_CHUNK, DATASET_SCHEMA_VERSION, DATASET_SHARD
 from segflow.tasks.storage.paths import local_path
 
 log = logging.getLogger(__name__)
@@ -56,9 +56,10 @@ def init_store(store: str | Path, *, class_names: tuple[str, ...]) -> zarr.Group
     root = zarr.open_group(path, mode="a", zarr_format=3)
     meta = dict(root.attrs).get("segflow")
     if meta is not None:
-        if meta.get("schema_version") != SCHEMA_VERSION:
+        if meta.get("schema_version") != DATASET_SCHEMA_VERSION:
             raise ValueError(
-                f"{path}: schema version {meta.get('schema_version')} is not {SCHEMA_VERSION}"
+                f"{path}: schema version {meta.get('schema_version')} is not "
+                f"{DATASET_SCHEMA_VERSION}"
             )
         if tuple(meta.get("class_names", ())) != tuple(class_names):
             raise ValueError(
@@ -66,7 +67,10 @@ def init_store(store: str | Path, *, class_names: tuple[str, ...]) -> zarr.Group
                 "ingest into a new store or pass the same classes"
             )
     else:
-        root.attrs["segflow"] = {"schema_version": SCHEMA_VERSION, "class_names": list(class_names)}
+        root.attrs["segflow"] = {
+            "schema_version": DATASET_SCHEMA_VERSION,
+            "class_names": list(class_names),
+        }
     for name in ("images", "masks"):
         if name not in root:
             root.create_group(name)
@@ -113,8 +117,8 @@ def _create(path: Path, shape: tuple[int, ...], dtype: np.dtype, attrs: Mapping[
         path,
         shape=shape,
         dtype=dtype,
-        chunks=(*lead, CHUNK, CHUNK),
-        shards=(*lead, SHARD, SHARD),
+        chunks=(*lead, DATASET_CHUNK, DATASET_CHUNK),
+        shards=(*lead, DATASET_SHARD, DATASET_SHARD),
         compressors=_COMPRESSORS,
         fill_value=0,
         attributes=dict(attrs),

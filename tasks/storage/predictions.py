@@ -25,10 +25,10 @@ from zarr.codecs import BloscCodec
 
 from segflow.tasks.storage.paths import local_path
 
-SCHEMA_VERSION = 1
+PREDICTIONS_SCHEMA_VERSION = 1
 
 
-CHUNK = 512  # inner chunk side; 256 where the block is not a multiple of 512
+PREDICTION_CHUNK = 512  # inner chunk side; 256 where the block is not a multiple of 512
 
 
 NGFF_VERSION = "0.5"
@@ -75,7 +75,7 @@ def chunk_side(block: int) -> int:
     """Inner chunk side for `block`² shards: 512 where it divides the block, else 256 (a 2048²
     block of probabilities and mask: 55 ms to encode and write in 256² chunks, 36 ms in 512²;
     benchmarks/predictions_write.py)."""
-    return CHUNK if block % CHUNK == 0 else 256
+    return PREDICTION_CHUNK if block % PREDICTION_CHUNK == 0 else 256
 
 
 def create_image_arrays(
