@@ -5,7 +5,7 @@ SIZE² pixels and its binary mask (random blobs, ~10 % foreground) and a predict
 uint8 probabilities that mostly agree with the mask, as `segflow infer` writes them.
 
 - ``--mode speed`` (default 8192²): segflow's streaming evaluation
-  (`segflow.tasks.evaluate.blocks.evaluate`,
+  (`segflow.tasks.evaluate.blocks.score_blocks`,
   reading both stores chunk by chunk, 1 and 2 workers) against scikit-learn's ``f1_score``,
   ``jaccard_score``, ``precision_score``, ``recall_score`` and ``log_loss`` on the same pixels
   already in memory (loading them is not timed); checks that the numbers agree.
@@ -35,7 +35,7 @@ from ingest_large_rss import watch_peak_rss
 from scipy import ndimage
 from sklearn.metrics import f1_score, jaccard_score, log_loss, precision_score, recall_score
 
-from segflow.tasks.evaluate.blocks import evaluate
+from segflow.tasks.evaluate.blocks import score_blocks
 from segflow.tasks.evaluate.plan import plan_evaluation
 from segflow.tasks.ingest.index import build_index
 from segflow.tasks.storage.dataset_writer import init_store, write_sample
@@ -109,7 +109,7 @@ def speed(store: Path, out: Path, size: int) -> None:
     results = {}
     for workers in (1, 2):
         start = time.perf_counter()
-        result = evaluate(plan, workers=workers, log=lambda _: None)
+        result = score_blocks(plan, workers=workers, dask_address=None, log=lambda _: None)
         seconds = time.perf_counter() - start
         results[workers] = result
         print(f"segflow evaluate, {workers} worker(s): {seconds:6.2f} s  {mp / seconds:7.1f} MP/s")

@@ -1,7 +1,7 @@
 """Probes behind segflow's CPU settings: one forward pass or one training step, timed alone.
 
 Each row runs in a freshly spawned process, because the malloc setting is process-wide and
-cannot be undone (`tasks/allocator.py`):
+cannot be undone (`tasks/runtime/allocator.py`):
 
 - infer rows: a base-16, depth-4 U-Net (random init, BatchNorm with non-trivial statistics)
   forwards `--tile`² single-channel tiles (1088 = segflow's 1024 tile + 2 x 32 margin), batch

@@ -1,6 +1,6 @@
 """Peak memory and speed of `segflow infer` on one large tiled BigTIFF (default 32768 x 32768).
 
-Generates the image with `segflow.tasks.demo.synth.write_large_pair` (grey uint8, zlib, 1024²
+Generates the image with `segflow.tasks.demo.large.write_large_pair` (grey uint8, zlib, 1024²
 tiles; about
 3-4 minutes at 32768² on 2 cores), saves a base-16 U-Net bundle (random init: weights do not
 matter for speed or memory), runs the CLI in a subprocess and samples the RSS of its whole
@@ -31,7 +31,7 @@ from ingest_large_rss import watch_peak_rss
 
 from segflow.flows.config import InferConfig
 from segflow.models.unet import build_unet
-from segflow.tasks.demo.synth import write_large_pair
+from segflow.tasks.demo.large import write_large_pair
 from segflow.tasks.storage.bundle import save_bundle
 from segflow.tasks.storage.grid import blocks
 from segflow.tasks.storage.predictions import block_done

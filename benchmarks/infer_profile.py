@@ -1,8 +1,7 @@
 """Where segflow's in-process inference time goes: read, model, stitching, write.
 
-Runs `segflow.tasks.infer.predict.run_blocks` with one worker (in-process, as `segflow infer` runs
-on this
-machine) on HRF 01_h (re-written as a tiled TIFF) or a synthetic image, with segflow's
+Runs `segflow.tasks.infer.blocks.predict_blocks` with one worker (in-process, as `segflow infer`
+runs on this machine) on HRF 01_h (re-written as a tiled TIFF) or a synthetic image, with segflow's
 defaults unless given, and splits the best of `--repeat` runs into: reading the input window
 (`read_mirrored`: TIFF decode + mirror padding), the model (the predictor calls: normalise,
 forward, copy out), the rest of `predict_region` (tile cutting, stitching) and `write_block`
@@ -21,6 +20,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 from segflow.flows.env import use_local_defaults
@@ -29,11 +29,11 @@ use_local_defaults()
 
 import infer_throughput as bench  # noqa: E402
 
-import segflow.tasks.infer.block as block_inference  # noqa: E402
+import segflow.tasks.infer.blocks as block_inference  # noqa: E402
 import segflow.tasks.infer.tiling as tiling  # noqa: E402
 from segflow.flows.config import InferConfig  # noqa: E402
-from segflow.tasks.demo.synth import write_large_pair  # noqa: E402
-from segflow.tasks.infer.predict import prepare_predictions, run_blocks  # noqa: E402
+from segflow.tasks.demo.large import write_large_pair  # noqa: E402
+from segflow.tasks.infer.output import prepare_predictions  # noqa: E402
 from segflow.tasks.infer.sources import find_sources, forget_opened  # noqa: E402
 from segflow.tasks.runtime.cluster import dask_client  # noqa: E402
 
@@ -74,7 +74,7 @@ def main() -> None:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="segflow-infer-profile-"))
     if args.synthetic:
-        tiff, _ = write_large_pair(tmp / "src", size=args.synthetic, channels=1, name="synth")
+        tiff, _ = write_large_pair(tmp / "src", size=args.synthetic, name="synth")
     else:
         tiff = bench.hrf_tiff(args.hrf, tmp / "src" / "hrf.tif")
     source = find_sources(str(tiff))[0][0]
@@ -93,20 +93,26 @@ def main() -> None:
                 model_uri=str(bundle),
                 settings={"block": args.block, "probability_dtype": "uint8"},
             )
-            settings = block_inference.InferSettings(
-                bundle=bundle_path,
+            config = InferConfig(
+                input=str(tiff),
+                output=str(out),
                 tile=args.tile,
                 margin=args.margin,
                 block=args.block,
                 precision=args.precision,
                 device="cpu",
-                channels_last=args.precision == "bf16",
                 torch_threads=2,
+            )
+            settings = replace(  # NCHW in fp32, as this profile has always run it
+                config.block_settings(bundle_path, config.parallelism()),
+                channels_last=args.precision == "bf16",
             )
             SPENT.clear()
             forget_opened()  # decode the TIFF cold, as a fresh `segflow infer` process does
             start = time.perf_counter()
-            run_blocks([source], str(out), settings, workers=1, dask_address=None, log=print)
+            block_inference.predict_blocks(
+                [source], str(out), settings, workers=1, dask_address=None, log=print
+            )
             runs.append((time.perf_counter() - start, dict(SPENT)))
     seconds, parts = min(runs[1:], key=lambda run: run[0])
     megapixels = source.shape[1] * source.shape[2] / 1e6

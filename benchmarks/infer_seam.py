@@ -33,8 +33,8 @@ import torch
 import zarr
 from infer_throughput import AMP, make_bundle, seam_dice, segflow_run, trained_model
 
-from segflow.tasks.demo.synth import write_large_pair
-from segflow.tasks.infer.block import default_batch
+from segflow.tasks.demo.large import write_large_pair
+from segflow.tasks.infer.blocks import resolve_parallelism
 from segflow.tasks.infer.sources import find_sources
 from segflow.tasks.storage.bundle import load_bundle
 
@@ -90,7 +90,7 @@ def main() -> None:
     settings = {
         "tile": args.tile,
         "overlap": 0.25,
-        "batch": default_batch("cpu"),
+        "batch": resolve_parallelism("cpu", workers=1, batch=None, torch_threads=None).batch,
         "precision": args.precision,
         "device": "cpu",
         "channels_last": args.precision == "bf16",

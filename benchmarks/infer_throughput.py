@@ -16,14 +16,14 @@ megapixels of the input image per second:
   sw_batch_size 1 and 8; only the call is timed. "MONAI" runs in a fresh spawned process
   with glibc's default malloc, as MONAI's users run it (the /MONAI column); "MONAI
   kept-memory" runs in this process after segflow's warm-up switched malloc to keeping freed
-  memory (`tasks/allocator.py`), i.e. MONAI given segflow's allocator fix (the /MONAI* column);
-- segflow xW: `segflow.tasks.infer.predict.run_blocks` (the plain function the flow calls) with W
-  workers of
-  cores/W torch threads, overlap-tile blend (output tile `--tile`, margin `--margin`; defaults
-  are `InferConfig`'s), on a tiled TIFF written beforehand. Its time **includes reading and
-  decoding the TIFF and writing the Zarr prediction store** (probabilities uint8 + mask): that
-  is the job.
-  One worker runs in-process (run_blocks starts no cluster for it), and no cluster is alive
+  memory (`tasks/runtime/allocator.py`), i.e. MONAI given segflow's allocator fix (the /MONAI*
+  column);
+- segflow xW: `segflow.tasks.infer.blocks.predict_blocks` (the plain function the flow calls)
+  with W workers of cores/W torch threads, overlap-tile blend (output tile `--tile`, margin
+  `--margin`; defaults are `InferConfig`'s), on a tiled TIFF written beforehand. Its time
+  **includes reading and decoding the TIFF and writing the Zarr prediction store**
+  (probabilities uint8 + mask): that is the job.
+  One worker runs in-process (predict_blocks starts no cluster for it), and no cluster is alive
   while it, the floor and MONAI are timed; W >= 2 runs afterwards on a Dask LocalCluster
   started once before timing (its start is printed separately) and warmed up.
   `prepare_predictions` (store creation, bundle copy) is not timed; its cost is printed.
@@ -70,6 +70,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -92,16 +93,17 @@ from segflow.flows.config import InferConfig  # noqa: E402
 from segflow.models.fusion import fold_batch_norm  # noqa: E402
 from segflow.models.losses import build_loss  # noqa: E402
 from segflow.models.unet import UNet, build_unet  # noqa: E402
-from segflow.tasks.demo.synth import write_large_pair  # noqa: E402
-from segflow.tasks.infer.block import InferSettings, default_batch  # noqa: E402
-from segflow.tasks.infer.predict import prepare_predictions, run_blocks  # noqa: E402
+from segflow.tasks.demo.large import write_large_pair  # noqa: E402
+from segflow.tasks.demo.synth import SynthSpec  # noqa: E402
+from segflow.tasks.infer.blocks import predict_blocks, resolve_parallelism  # noqa: E402
+from segflow.tasks.infer.output import prepare_predictions  # noqa: E402
 from segflow.tasks.infer.sources import Source, find_sources, forget_opened  # noqa: E402
-from segflow.tasks.infer.tiling import make_tiling, spans  # noqa: E402
+from segflow.tasks.infer.tiling import Tiling, spans  # noqa: E402
 from segflow.tasks.runtime.cluster import dask_client  # noqa: E402
 from segflow.tasks.runtime.device import autocast, resolve_precision  # noqa: E402
 from segflow.tasks.storage.bundle import ModelBundle, load_bundle, save_bundle  # noqa: E402
 from segflow.tasks.storage.grid import blocks  # noqa: E402
-from segflow.tasks.train.loop import train_one_epoch  # noqa: E402
+from segflow.tasks.train.steps import Compute, Stepper, train_one_epoch  # noqa: E402
 
 AMP = {"fp32": None, "bf16": torch.bfloat16}
 MONAI_BATCHES = (1, 8)
@@ -156,16 +158,17 @@ def trained_model(image: Path, mask: Path, seconds: float) -> tuple[UNet, float]
     data = RandomCrops(pixels, labels[0], 256, length=10**6)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     cpu = torch.device("cpu")
+    stepper = Stepper(
+        optimizer,
+        torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0),
+        torch.amp.GradScaler("cpu", enabled=False),
+    )
     loss, _ = train_one_epoch(
         model,
         DataLoader(data, batch_size=8),
-        optimizer,
-        torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0),
         build_loss("bce_dice", num_classes=1),
-        device=cpu,
-        amp_dtype=resolve_precision("auto", cpu),
-        scaler=torch.amp.GradScaler("cpu", enabled=False),
-        channels_last=True,
+        stepper,
+        Compute(cpu, resolve_precision("auto", cpu), channels_last=True),
         deadline=time.monotonic() + seconds,
     )
     return model.to(memory_format=torch.contiguous_format).eval(), loss
@@ -238,7 +241,8 @@ def monai_shipped(
 ) -> dict[int, float]:
     """Seconds of `monai_run` per sw_batch_size in a fresh process: MONAI as its users run it,
     with glibc's default malloc (segflow's workers keep freed memory mapped; see
-    tasks/allocator.py). Runs in a spawned child, so nothing of this process carries over."""
+    tasks/runtime/allocator.py). Runs in a spawned child, so nothing of this process carries
+    over."""
     torch.set_num_threads(threads)
     bundle = load_bundle(bundle_dir)
     model = bundle.ensemble.eval()
@@ -259,7 +263,7 @@ def monai_tiles(shape: tuple[int, int], tile: int) -> int:
 
 
 def segflow_tiles(shape: tuple[int, int], block: int, tiling) -> int:
-    """Tile forwards of run_blocks: each block forwards every tile that writes into it."""
+    """Tile forwards of predict_blocks: each block forwards every tile that writes into it."""
 
     def touching(length: int, lo: int, hi: int) -> int:
         return sum(1 for s in spans(length, tiling) if s.out_start < hi and s.out_stop > lo)
@@ -273,12 +277,11 @@ def segflow_tiles(shape: tuple[int, int], block: int, tiling) -> int:
 def segflow_run(
     source: Source, out: Path, bundle: Path, settings: dict, workers: int, address: str | None
 ) -> tuple[float, float]:
-    """(seconds of run_blocks, seconds of prepare_predictions) into a fresh store `out`.
+    """(seconds of predict_blocks, seconds of prepare_predictions) into a fresh store `out`.
 
     Every run reads the TIFF cold, as a fresh `segflow infer` process does: the per-process
-    cache of decoded TIFF tiles (`segflow.tasks.infer.sources`) is emptied first, on the cluster's
-    workers
-    too."""
+    cache of decoded TIFF tiles (`segflow.tasks.infer.sources`) is emptied first, on the
+    cluster's workers too."""
     if out.exists():
         shutil.rmtree(out)
     forget_opened()
@@ -293,9 +296,17 @@ def segflow_run(
         settings={"block": settings["block"], "probability_dtype": "uint8"},
     )
     prepared = time.perf_counter() - start
-    config = InferSettings(bundle=bundle_path, **settings)
+    flow_config = InferConfig(
+        input=source.path,
+        output=str(out),
+        **{k: v for k, v in settings.items() if k != "channels_last"},
+    )
+    config = replace(
+        flow_config.block_settings(bundle_path, flow_config.parallelism()),
+        channels_last=settings["channels_last"],
+    )
     start = time.perf_counter()
-    done, _, failed = run_blocks(
+    done, _, failed = predict_blocks(
         [source], str(out), config, workers=workers, dask_address=address, log=lambda _: None
     )
     elapsed = time.perf_counter() - start
@@ -351,7 +362,8 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=defaults["tile"].default)
     parser.add_argument("--margin", type=int, default=defaults["margin"].default)
     parser.add_argument("--block", type=int, default=defaults["block"].default)
-    parser.add_argument("--batch", type=int, default=default_batch("cpu"))
+    cpu = resolve_parallelism("cpu", workers=1, batch=None, torch_threads=None)
+    parser.add_argument("--batch", type=int, default=cpu.batch)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--channels", type=int, default=1, choices=(1, 3))
     parser.add_argument("--repeat", type=int, default=3)
@@ -367,14 +379,15 @@ def main() -> None:
     start = time.perf_counter()
     inputs: list[tuple[str, Path, bool]] = []  # (label, TIFF, seam check)
     pairs: dict[int, tuple[Path, Path]] = {}
+    grey_or_rgb = SynthSpec(channels=args.channels)
     for size in args.sizes:
         pairs[size] = write_large_pair(
-            tmp / "src", size=size, channels=args.channels, seed=0, name=f"synth{size}"
+            tmp / "src", size=size, spec=grey_or_rgb, seed=0, name=f"synth{size}"
         )
         inputs.append((f"synth {size}²", pairs[size][0], size <= args.seam_max))
     if args.hrf:
         inputs.append((f"{args.hrf.stem}", hrf_tiff(args.hrf, tmp / "src" / "hrf.tif"), False))
-    warm_tiff, _ = write_large_pair(tmp / "warm", size=1024, channels=args.channels, name="warm")
+    warm_tiff, _ = write_large_pair(tmp / "warm", size=1024, spec=grey_or_rgb, name="warm")
     print(f"inputs written in {time.perf_counter() - start:.1f} s (tiled zlib TIFF, 1024² tiles)")
 
     bundles: dict[int, Path] = {}
@@ -408,8 +421,8 @@ def main() -> None:
             "torch_threads": threads,
         }
 
-    tiling = make_tiling(args.tile, margin=args.margin)
-    gauss_tiling = make_tiling(args.tile, blend="gaussian", overlap=0.25, margin=args.margin)
+    tiling = Tiling(tile=args.tile, blend="overlap-tile", margin=args.margin, overlap=0.25)
+    gauss_tiling = Tiling(tile=args.tile, blend="gaussian", margin=args.margin, overlap=0.25)
     seams: list[tuple] = []
     prepares: list[float] = []
     warm_source = find_sources(str(warm_tiff))[0][0]
@@ -537,7 +550,7 @@ def main() -> None:
     for workers in sorted({w for w in args.workers if w > 1}):
         start = time.perf_counter()
         with dask_client(workers=workers) as client:
-            client.run(importlib.import_module, "segflow.tasks.infer.block")
+            client.run(importlib.import_module, "segflow.tasks.infer.blocks")
             cluster_start[workers] = time.perf_counter() - start
             address = client.scheduler.address
             warm_up(workers, address)

@@ -22,7 +22,7 @@ import psutil
 import tifffile
 import zarr
 
-from segflow.tasks.demo.synth import write_large_pair
+from segflow.tasks.demo.large import write_large_pair
 from segflow.tasks.storage.dataset import open_dataset
 
 

@@ -38,8 +38,7 @@ from skimage import io  # noqa: E402
 
 from segflow.flows.config import IngestConfig  # noqa: E402
 from segflow.flows.ingest import ingest_dataset  # noqa: E402
-from segflow.tasks.demo.synth import write_dataset  # noqa: E402
-from segflow.tasks.ingest.masks import MaskRules  # noqa: E402
+from segflow.tasks.demo.synth import SynthSpec, write_dataset  # noqa: E402
 from segflow.tasks.ingest.pairs import Pair, find_pairs  # noqa: E402
 from segflow.tasks.ingest.samples import ingest_pair_with  # noqa: E402
 from segflow.tasks.runtime.cluster import dask_client  # noqa: E402
@@ -90,17 +89,18 @@ def main() -> None:
     source = args.source
     if source is None:
         source = tmp / "src"
-        write_dataset(source, count=args.count, size=(1024, 1024), channels=3, seed=0)
+        rgb = SynthSpec(channels=3)
+        write_dataset(source, count=args.count, size=(1024, 1024), spec=rgb, seed=0)
     config = {
         "source": str(source),
         "workers": args.workers,
         "foreground_value": args.foreground_value,
     }
     ingest_dataset(IngestConfig(store=str(tmp / "warm.zarr"), **config))  # server, imports
-    pairs, _ = find_pairs(source)
+    settings = IngestConfig(store=str(tmp / "out"), **config)
+    pairs, _ = find_pairs(source, settings.pair_layout())
     halves = [pairs[: len(pairs) // 2], pairs[len(pairs) // 2 :]]
-    rules = MaskRules(foreground_value=args.foreground_value)
-    options = {"rules": rules, "max_pixels": 2**34, "workers": 1}
+    options = {"rules": settings.mask_rules(), "max_pixels": settings.max_pixels, "workers": 1}
     rates: dict[str, list[float]] = defaultdict(list)
 
     def timed(name: str, run) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from infer_throughput import make_bundle
 
-from segflow.tasks.infer.block import make_predictor, worker_model
+from segflow.tasks.infer.blocks import make_predictor, worker_model
 from segflow.tasks.runtime.device import autocast
 
 

@@ -48,11 +48,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from segflow.flows.config import IngestConfig  # noqa: E402
 from segflow.models.losses import build_loss  # noqa: E402
 from segflow.models.metrics import confusion_counts, dice_from_counts  # noqa: E402
 from segflow.models.unet import build_unet  # noqa: E402
 from segflow.tasks.ingest.index import build_index  # noqa: E402
-from segflow.tasks.ingest.masks import MaskRules  # noqa: E402
 from segflow.tasks.ingest.pairs import find_pairs  # noqa: E402
 from segflow.tasks.ingest.samples import ingest_pair  # noqa: E402
 from segflow.tasks.storage.dataset import open_dataset  # noqa: E402
@@ -77,8 +77,9 @@ def ingest_store(
 ) -> Path:
     """Ingest `source` (images/ + masks/) into a binary store with plain functions."""
     init_store(store, class_names=("background", "foreground"))
-    pairs, rejected = find_pairs(source)
-    rules = MaskRules(foreground_value=foreground_value)
+    settings = IngestConfig(source=str(source), store=str(store), foreground_value=foreground_value)
+    pairs, rejected = find_pairs(source, settings.pair_layout())
+    rules = settings.mask_rules()
     for pair in pairs:
         outcome = ingest_pair(pair, store, rules=rules, max_pixels=2**34)
         if outcome.status == "rejected":

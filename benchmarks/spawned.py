@@ -1,8 +1,9 @@
 """Run a benchmark step in a newly spawned interpreter.
 
-segflow switches glibc's malloc to keeping freed memory (`tasks/allocator.py`) for the rest of
-a process, and nothing can switch it back. Steps that must start from a clean process state (a
-competitor as its users run it, or rows that differ only in that setting) run through here.
+segflow switches glibc's malloc to keeping freed memory (`tasks/runtime/allocator.py`) for the
+rest of a process, and nothing can switch it back. Steps that must start from a clean process
+state (a competitor as its users run it, or rows that differ only in that setting) run through
+here.
 """
 
 from __future__ import annotations

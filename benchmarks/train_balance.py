@@ -1,7 +1,8 @@
 """Balancing matters: segflow trained with and without class balancing, at equal training time.
 
 Datasets:
-- synth: `segflow.tasks.demo.synth.write_dataset(count=24, size=(1024, 1024), fg_fraction=0.01)`,
+- synth: `segflow.tasks.demo.synth.write_dataset(count=24, size=(1024, 1024),
+  spec=SynthSpec(fg_fraction=0.01))`,
   grey, 1 %
   foreground (blobs + thin curves). Not 256² images: a 256² patch of a 256² image is the whole
   image, so centring patches on foreground could not change what the model sees;
@@ -11,7 +12,7 @@ Each dataset is ingested once (plain `ingest_pair` + `build_index`, train 0.6 / 
 test 0.2, seed 0). Then two runs with `segflow.flows.config.TrainConfig` defaults except:
 ``base_channels=16`` (instead of 32, 2-3x faster on this CPU, so more epochs fit in the budget),
 ``max_minutes=--minutes``, ``epochs=10000`` (the budget stops training), and
-- balance on: ``balance=True`` (fg_oversample 0.33, per-sample weights: the default);
+- balance on: ``balance=True`` (foreground oversampling 0.33, per-sample weights: the default);
 - balance off: ``balance=False`` (uniform sample weights, uniform patch positions).
 Everything else is the same: seed 0, bf16 autocast + channels_last, bce_dice, AdamW + cosine,
 validation each epoch, the weights `TrainConfig.weights` keeps (see `train_quality.train_segflow`,
@@ -46,7 +47,7 @@ from reference_loop import DATASETS, ingest_store
 from train_quality import train_segflow
 
 from segflow.flows.config import TrainConfig
-from segflow.tasks.demo.synth import write_dataset
+from segflow.tasks.demo.synth import SynthSpec, write_dataset
 from segflow.tasks.runtime.device import resolve_precision
 from segflow.tasks.storage.dataset import open_dataset
 from segflow.tasks.train.validation import validate
@@ -68,7 +69,8 @@ def main() -> None:
         for name in names:
             if name == "synth":
                 source, foreground_value = tmp / "synth", None
-                write_dataset(source, count=24, size=(1024, 1024), fg_fraction=0.01, seed=0)
+                sparse = SynthSpec(fg_fraction=0.01)
+                write_dataset(source, count=24, size=(1024, 1024), spec=sparse, seed=0)
             else:
                 source, foreground_value = DATASETS[name]
             store = ingest_store(source, tmp / f"{name}.zarr", foreground_value=foreground_value)
@@ -92,7 +94,6 @@ def main() -> None:
                     test_ids,
                     run.balance.normalization,
                     tile=config.patch_size,
-                    device=device,
                     amp_dtype=resolve_precision(config.precision, device),
                     max_tiles=10**9,
                     binary_class=run.balance.binary_class,

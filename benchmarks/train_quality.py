@@ -1,14 +1,14 @@
 """Quality at equal time: segflow's training with its defaults against the plain reference loop.
 
 - segflow: `segflow.flows.config.TrainConfig` defaults (read from the class, not copied: base 32,
-  depth 4, batch norm, patch 256, batch 8, bce_dice, balance with fg_oversample 0.33, AdamW
-  lr 1e-3 wd 1e-4 with warm-up + cosine stretched over the time budget, precision auto = bf16
+  depth 4, batch norm, patch 256, batch 8, bce_dice, balance with foreground oversampling 0.33,
+  AdamW lr 1e-3 wd 1e-4 with warm-up + cosine stretched over the time budget, precision auto = bf16
   here, channels_last, num_workers 1, 256 patches per epoch, validation after every epoch on
   at most val_max_tiles tiles), with only ``max_minutes = --minutes`` and ``epochs = 10000`` (so
   the budget is what stops it). It runs the same code path as the `train-unet` flow's training
-  task: `segflow.tasks.train.sampling.prepare_balance` then `segflow.tasks.train.loop.fit` built
+  task: `segflow.tasks.train.sampling.balance_classes` then `segflow.tasks.train.loop.fit` built
   exactly as
-  `segflow.tasks.train.member.train_member` builds it, and the model kept is segflow's
+  `segflow.tasks.train.ensemble.train_model` builds it, and the model kept is segflow's
   (`TrainConfig.weights`,
   auto: the last epoch's weights when the budget ends the schedule, the best-validation ones
   after early stopping). The test Dice of the other checkpoint is printed beside it. Left
@@ -18,7 +18,7 @@
   normalisation, same model, loss, optimiser and precision, no validation, final weights).
 
 Each loop runs in its own freshly spawned process (segflow's `fit` switches glibc's malloc to
-keeping freed memory, `tasks/allocator.py`; the reference loop runs with the defaults, as a
+keeping freed memory, `tasks/runtime/allocator.py`; the reference loop runs with the defaults, as a
 hand-written loop would). Both get the same wall-clock budget for their training loop
 (segflow's `fit` may overrun it by the validation of its last epoch; the printed seconds say
 how much, and patches/s is patches over those seconds, validation included). Data loading into
@@ -53,10 +53,11 @@ from reference_loop import DATASETS, ingest_store, load_split, test_dice, train_
 from spawned import in_fresh_process
 
 from segflow.flows.config import TrainConfig
-from segflow.models.unet import UNet, UNetConfig
-from segflow.tasks.train.loop import EpochReport, FitResult, load_checkpoint
-from segflow.tasks.train.member import fit_member
-from segflow.tasks.train.sampling import Balance, prepare_balance
+from segflow.models.unet import UNet
+from segflow.tasks.train.checkpoints import load_checkpoint
+from segflow.tasks.train.ensemble import fit_member
+from segflow.tasks.train.loop import EpochReport, FitResult
+from segflow.tasks.train.sampling import Balance, balance_classes
 
 
 @dataclass
@@ -82,55 +83,13 @@ class SegflowResult:
 
 
 def train_segflow(config: TrainConfig, folder: Path) -> SegflowResult:
-    """The balance step and `segflow.tasks.train.member.fit_member` with `config` (member 0), no
-    MLflow."""
-    balance = prepare_balance(
-        config.store,
-        patch_size=config.patch_size,
-        fg_oversample=config.fg_oversample,
-        balance=config.balance,
-        class_weights=config.class_weights,
-        weight_cap=config.weight_cap,
-        target_class=config.target_class,
-        seed=config.seed,
-    )
-    unet = UNetConfig(
-        in_channels=balance.in_channels,
-        num_classes=balance.out_channels,
-        depth=config.depth,
-        base_channels=config.base_channels,
-        batch_norm=config.batch_norm,
-    )
+    """The balance step and `segflow.tasks.train.ensemble.fit_member` with `config` (member 0),
+    no MLflow."""
+    balance = balance_classes(config.store, config.sampling())
+    settings = config.members(config.unet(balance.in_channels, balance.out_channels))
     reports: list[EpochReport] = []
     started = time.monotonic()
-    model, result, kept = fit_member(
-        balance,
-        store_path=config.store,
-        folder=folder,
-        member=0,
-        members=1,
-        folds=False,
-        unet=unet,
-        loss=config.loss,
-        epochs=config.epochs,
-        patches_per_epoch=config.patches_per_epoch,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        elastic=config.elastic,
-        device=config.device,
-        precision=config.precision,
-        channels_last=config.channels_last,
-        num_workers=config.num_workers,
-        val_max_tiles=config.val_max_tiles,
-        patience=config.patience,
-        max_seconds=None if config.max_minutes is None else config.max_minutes * 60,
-        resume=False,
-        seed=config.seed,
-        config=config.model_dump(),
-        weights=config.weights,
-        on_epoch=reports.append,
-    )
+    model, result, kept = fit_member(balance, 0, folder, settings, on_epoch=reports.append)
     seconds = time.monotonic() - started
     return SegflowResult(model, balance, result, kept, reports, seconds, folder)
 

@@ -9,12 +9,13 @@ of the last warm-up step to the end of the last timed step.
 - bare loop: `--pool` 256² patches drawn once (by the same `PatchDataset`) into one in-memory
   tensor before timing; each step indexes a random batch of it, with no reading, normalising
   or augmenting inside the timed steps. This is the compute ceiling.
-- segflow, N workers: `segflow.tasks.train.loop.train_one_epoch` (with its cosine LambdaLR and
+- segflow, N workers: `segflow.tasks.train.steps.train_one_epoch` (with its cosine LambdaLR and
   disabled
   GradScaler, as `fit` builds them) over
   ``DataLoader(PatchDataset(...), sampler=EpochSampler, batch_size=8, num_workers=N)``
-  configured as `fit` does: patches drawn by the balanced sampling plan (fg_oversample 0.33)
-  from the Zarr store, normalised, default `Augmentation()` (flips, rot90, brightness/contrast).
+  configured as `fit` does: patches drawn by the balanced sampling plan of the default
+  `TrainConfig.sampling()` (foreground oversampling 0.33) from the Zarr store, normalised,
+  `Augmentation(elastic=False)` (flips, rot90, brightness/contrast).
 
 The store is `--count` synthetic `segflow.tasks.demo.synth` images of `--size`² (`--channels`
 channels, 8 %
@@ -43,16 +44,18 @@ import torch
 from reference_loop import ingest_store
 from torch.utils.data import DataLoader
 
+from segflow.flows.config import TrainConfig
 from segflow.models.losses import build_loss
 from segflow.models.unet import build_unet
-from segflow.tasks.demo.synth import write_dataset
+from segflow.tasks.demo.synth import SynthSpec, write_dataset
 from segflow.tasks.runtime.device import autocast
 from segflow.tasks.storage.dataset import open_dataset
 from segflow.tasks.train.augment import Augmentation
-from segflow.tasks.train.loop import cosine_schedule, train_one_epoch
+from segflow.tasks.train.locations import foreground_locations
 from segflow.tasks.train.normalization import channel_statistics
 from segflow.tasks.train.patches import EpochSampler, PatchDataset
-from segflow.tasks.train.sampling import build_plan, foreground_locations
+from segflow.tasks.train.sampling import build_plan
+from segflow.tasks.train.steps import Compute, Stepper, cosine_schedule, train_one_epoch
 
 BATCH, PATCH = 8, 256
 
@@ -107,13 +110,9 @@ def segflow_loop(data: PatchDataset, model, amp, steps: int, warmup: int, worker
     train_one_epoch(
         model,
         loader,
-        optimizer,
-        scheduler,
         loss_fn,
-        device=torch.device("cpu"),
-        amp_dtype=amp,
-        scaler=scaler,
-        channels_last=True,
+        Stepper(optimizer, scheduler, scaler),
+        Compute(torch.device("cpu"), amp, channels_last=True),
         on_step=lambda step, value: stamps.append(time.perf_counter()),
     )
     assert len(stamps) == warmup + steps, len(stamps)
@@ -142,16 +141,17 @@ def main() -> None:
             tmp / "src",
             count=args.count,
             size=(args.size, args.size),
-            channels=args.channels,
-            fg_fraction=0.08,
+            spec=SynthSpec(channels=args.channels, fg_fraction=0.08),
             seed=0,
         )
         store_path = str(ingest_store(tmp / "src", tmp / "ds.zarr"))
         store = open_dataset(store_path)
         train_ids = store.samples("train")
         counts = {s: store.class_counts(s) for s in train_ids}
-        plan = build_plan(counts, patch_size=PATCH, fg_oversample=0.33, seed=0)
-        locations = {s: foreground_locations(store.mask(s), (1,), counts[s]) for s in train_ids}
+        plan = build_plan(counts, TrainConfig(store=store_path, patch_size=PATCH).sampling())
+        locations = {
+            s: foreground_locations(store.mask(s), (1,), counts[s], seed=0) for s in train_ids
+        }
         norm = channel_statistics(store, train_ids)
         data = PatchDataset(
             store_path,
@@ -159,7 +159,7 @@ def main() -> None:
             locations,
             norm,
             length=(args.warmup + args.steps) * BATCH,
-            augmentation=Augmentation(),
+            augmentation=Augmentation(elastic=False),
             binary_class=1,
         )
         rng = np.random.default_rng(0)

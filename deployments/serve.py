@@ -2,8 +2,7 @@
 segflow.deployments.serve``.
 
 The process registers the deployments of :data:`segflow.deployments.specs.SPECS` with the Prefect
-server
-named by ``PREFECT_API_URL`` and runs the flow runs they receive (from the UI, the CLI or a
+server named by ``PREFECT_API_URL`` and runs the flow runs they receive (from the UI, the CLI or a
 schedule) until it is stopped. Schedules are created inactive unless ``--schedules`` is given, so
 a first start never fires against folders that do not exist yet; they are paused again when the
 process stops.
@@ -103,6 +102,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=names + [s.flow_name for s in SPECS],
         help="serve only these (flow/deployment or flow name): " + ", ".join(names),
     )
+
+
+def add_command(commands: argparse._SubParsersAction) -> None:
+    """Add ``serve`` to the subcommands of ``segflow`` (the ``segflow.commands`` entry point)."""
+    serve = commands.add_parser(
+        "serve", help="serve the flows as deployments to a Prefect server (PREFECT_API_URL)"
+    )
+    add_arguments(serve)
+    serve.set_defaults(run=run)
 
 
 def run(ns: argparse.Namespace) -> int:

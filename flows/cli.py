@@ -1,7 +1,13 @@
 """The ``segflow`` command: one subcommand per stage.
 
 Options are generated from the flows' pydantic configs, so each setting (default, bounds,
-description) is defined once, in :mod:`segflow.flows.config`.
+description) is defined once, in :mod:`segflow.flows.config`. This module parses and dispatches;
+the text a command prints comes from :mod:`segflow.flows.summaries`.
+
+``segflow serve`` belongs to the layer above, :mod:`segflow.deployments`, which imports the
+flows; it arrives through the entry-point group :data:`COMMANDS_GROUP` (``pyproject.toml``), so
+imports keep running one way (deployments -> flows) while ``segflow`` stays the one command, and
+a deployment package can add a command without the flows knowing it.
 """
 
 from __future__ import annotations
@@ -10,215 +16,99 @@ import argparse
 import os
 import sys
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from segflow.deployments.serve import add_arguments as add_serve_arguments
-from segflow.deployments.serve import run as run_serve
 from segflow.flows.config import EvaluateConfig, InferConfig, IngestConfig, TrainConfig
 from segflow.flows.env import use_local_defaults
+from segflow.flows.options import add_config_options, config_from_options
+from segflow.flows.summaries import (
+    evaluate_text,
+    infer_text,
+    ingest_text,
+    pipeline_text,
+    train_text,
+)
+
+# Entry points `name = "module:function"`: function(commands) adds the sub-parser `name` to
+# `commands` and sets its `run` default (namespace -> exit status).
+COMMANDS_GROUP = "segflow.commands"
+
+Subcommands = argparse._SubParsersAction  # what add_subparsers() returns; argparse names it so
 
 
-def _add_config_options(
-    parser: argparse.ArgumentParser, model: type[BaseModel], positional: Sequence[str]
-) -> None:
-    """One ``--option`` per config field (or a positional); pydantic keeps the defaults."""
-    for name, field in model.model_fields.items():
-        help_text = field.description or ""
-        if name in positional:
-            parser.add_argument(name, metavar=name.upper(), help=help_text)
-            continue
-        flag = "--" + name.replace("_", "-")
-        annotation = field.annotation
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if not field.is_required():
-            help_text += f" (default: {field.default})"
-        if annotation is bool:
-            parser.add_argument(
-                flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
-            )
-        elif typing.get_origin(annotation) in (tuple, list) or any(
-            typing.get_origin(a) in (tuple, list) for a in args
-        ):
-            parser.add_argument(flag, dest=name, nargs="+", default=None, help=help_text)
-        elif typing.get_origin(annotation) is typing.Literal:
-            parser.add_argument(
-                flag, dest=name, choices=typing.get_args(annotation), default=None, help=help_text
-            )
-        else:
-            parser.add_argument(flag, dest=name, default=None, help=help_text)
-
-
-def _config(model: type[BaseModel], ns: argparse.Namespace) -> BaseModel:
-    """Build the config from the options given; pydantic converts and validates the strings."""
-    given = {k: v for k, v in vars(ns).items() if k in model.model_fields and v is not None}
-    return model.model_validate(given)
+def _show(summary: BaseModel, as_json: bool, text: Callable[[typing.Any], str]) -> None:
+    """Print `summary` as JSON, or as the terminal text `text` makes of it."""
+    print(summary.model_dump_json(indent=2) if as_json else text(summary))
 
 
 def _synth(ns: argparse.Namespace) -> int:
-    from segflow.tasks.demo.synth import write_dataset, write_large_pair
+    from dataclasses import replace
 
+    from segflow.tasks.demo.large import write_large_pair
+    from segflow.tasks.demo.synth import SynthSpec, write_dataset
+
+    spec = SynthSpec(
+        channels=ns.channels, dtype=ns.dtype, fg_fraction=ns.fg_fraction, num_classes=ns.num_classes
+    )
+    size = (ns.size, ns.size)
     pairs = write_dataset(
-        ns.out_dir,
-        count=ns.count,
-        size=(ns.size, ns.size),
-        channels=ns.channels,
-        dtype=ns.dtype,
-        fg_fraction=ns.fg_fraction,
-        num_classes=ns.num_classes,
-        seed=ns.seed,
-        image_format=ns.format,
+        ns.out_dir, count=ns.count, size=size, spec=spec, seed=ns.seed, image_format=ns.format
     )
     print(f"wrote {len(pairs)} image/mask pairs under {ns.out_dir}")
     if ns.large:
-        image, mask = write_large_pair(
-            ns.out_dir,
-            size=ns.large,
-            channels=ns.channels,
-            dtype=ns.dtype,
-            fg_fraction=ns.fg_fraction,
-            seed=ns.seed,
-        )
+        # The large pair is binary whatever --num-classes asks of the others.
+        binary = replace(spec, num_classes=2)
+        image, mask = write_large_pair(ns.out_dir, size=ns.large, spec=binary, seed=ns.seed)
         print(f"wrote {ns.large}x{ns.large} tiled BigTIFF {image} and mask {mask}")
     return 0
 
 
-def _print_ingest(summary, as_json: bool) -> None:
-    if as_json:
-        print(summary.model_dump_json(indent=2))
-        return
-    print(f"store      {summary.store}")
-    print(
-        f"samples    {summary.samples} ({summary.written} written, {summary.unchanged} unchanged)"
-    )
-    print("split      " + ", ".join(f"{k} {v}" for k, v in summary.split.items()))
-    print(
-        "classes    "
-        + ", ".join(
-            f"{n} {f:.2%}"
-            for n, f in zip(summary.class_names, summary.class_fractions, strict=True)
-        )
-    )
-    print(f"rejected   {len(summary.rejected)}")
-    for item in summary.rejected:
-        print(f"  {item['path']}: {item['reason']}")
-
-
 def _ingest(ns: argparse.Namespace) -> int:
-    config = _config(IngestConfig, ns)
+    config = config_from_options(IngestConfig, ns)
     from segflow.flows.ingest import NothingIngested, ingest_dataset
 
     try:
         summary = ingest_dataset(config)
     except NothingIngested as exc:
-        _print_ingest(exc.summary, ns.json)
+        _show(exc.summary, ns.json, ingest_text)
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    _print_ingest(summary, ns.json)
+    _show(summary, ns.json, ingest_text)
     return 0
 
 
 def _train(ns: argparse.Namespace) -> int:
-    config = _config(TrainConfig, ns)
+    config = config_from_options(TrainConfig, ns)
     from segflow.flows.train import train_unet
 
-    summary = train_unet(config)
-    _print_train(summary, config, ns.json)
-    return 0
-
-
-def _print_train(summary, config: TrainConfig, as_json: bool) -> None:
-    if as_json:
-        print(summary.model_dump_json(indent=2))
-        return
-    print(f"model      {summary.model_uri}")
-    print(
-        f"MLflow run {summary.run_id}  (mlflow ui --backend-store-uri "
-        f"sqlite:///{Path(config.workdir).resolve() / 'mlflow.db'})"
-    )
-    print(f"val Dice   {summary.val_dice:.4f}")
-    print(
-        "class fractions uniform -> balanced: "
-        f"{[round(f, 4) for f in summary.class_fractions_uniform]} -> "
-        f"{[round(f, 4) for f in summary.class_fractions_balanced]}"
-    )
+    _show(train_unet(config), ns.json, lambda summary: train_text(summary, config.workdir))
     return 0
 
 
 def _infer(ns: argparse.Namespace) -> int:
-    config = _config(InferConfig, ns)
+    config = config_from_options(InferConfig, ns)
     from segflow.flows.infer import infer_images
 
     summary = infer_images(config)
-    if ns.json:
-        print(summary.model_dump_json(indent=2))
-    else:
-        print(f"predictions {summary.output}  ({summary.images} images, model {summary.model})")
-        print(
-            f"blocks      {summary.blocks_predicted} predicted, "
-            f"{summary.blocks_already_done} already done"
-        )
-        for name, reason in summary.failed.items():
-            print(f"  failed {name}: {reason}")
-        for path, reason in summary.rejected:
-            print(f"  unreadable {path}: {reason}")
-        print(f"view        napari --plugin napari-ome-zarr {summary.output}/<image>")
+    _show(summary, ns.json, infer_text)
     return 1 if summary.failed or (summary.images == 0) else 0
 
 
-def _print_evaluation(summary, as_json: bool) -> None:
-    if as_json:
-        print(summary.model_dump_json(indent=2))
-        return
-    report = summary.report
-    pooled = report["pooled"]
-    print(f"evaluated  {report['images']} images of split {report['split']}")
-    print(
-        "pooled     "
-        + ", ".join(f"{m} {pooled[m]:.4f}" for m in ("dice", "iou", "bce", "precision", "recall"))
-    )
-    for name, values in pooled["per_class"].items():
-        print(f"  {name:<16} Dice {values['dice']:.4f}  IoU {values['iou']:.4f}")
-    thresholds = report["threshold_sweep"]["thresholds"]
-    for name, dice in report["threshold_sweep"]["dice"].items():
-        best = max(range(len(dice)), key=dice.__getitem__)
-        print(f"best threshold for {name}: {thresholds[best]:.2f} (Dice {dice[best]:.4f})")
-    print(f"MLflow run {summary.run_id}")
-    if summary.promotion is not None:
-        verb = "promoted" if summary.promotion["promoted"] else "not promoted"
-        print(f"champion   {verb}: {summary.promotion['reason']}")
-
-
 def _evaluate(ns: argparse.Namespace) -> int:
-    config = _config(EvaluateConfig, ns)
+    config = config_from_options(EvaluateConfig, ns)
     from segflow.flows.evaluate import evaluate_predictions
 
-    _print_evaluation(evaluate_predictions(config), ns.json)
+    _show(evaluate_predictions(config), ns.json, evaluate_text)
     return 0
 
 
-def _print_pipeline(summary, as_json: bool) -> None:
-    if as_json:
-        print(summary.model_dump_json(indent=2))
-        return
-    print("stage      status   seconds")
-    for name, stage in summary.stages.items():
-        print(f"{name:<10} {stage.status:<8} {stage.seconds:7.1f}")
-    pooled = summary.stages["evaluate"].result["report"]["pooled"]
-    print(f"\nmodel       {summary.model_uri}")
-    print(f"predictions {summary.predictions}")
-    print("evaluation  " + ", ".join(f"{m} {pooled[m]:.4f}" for m in ("dice", "iou", "bce")))
-    workdir = Path(summary.workdir).resolve()
-    print(f"\ndataset store: {summary.store}  (python: segflow.tasks.storage.dataset)")
-    print(f"MLflow UI:     mlflow ui --backend-store-uri sqlite:///{workdir / 'mlflow.db'}")
-    print(
-        f"MLflow runs:   training {summary.stages['train'].result['run_id']}, evaluation "
-        f"{summary.stages['evaluate'].result['run_id']} (nested under it)"
-    )
-    print(f"Prefect UI:    PREFECT_HOME={os.environ['PREFECT_HOME']} prefect server start")
-    print(f"napari:        napari --plugin napari-ome-zarr {summary.predictions}/<image>")
+def _print_pipeline(summary: BaseModel, as_json: bool) -> None:
+    # PREFECT_HOME is set by main() (use_local_defaults) before any command runs.
+    _show(summary, as_json, lambda s: pipeline_text(s, os.environ["PREFECT_HOME"]))
 
 
 def _pipeline(ns: argparse.Namespace) -> int:
@@ -226,9 +116,9 @@ def _pipeline(ns: argparse.Namespace) -> int:
 
     try:
         config = load_pipeline_config(ns.source, ns.workdir, ns.config, ns.overrides)
-    except (OSError, ValueError) as exc:  # pydantic's ValidationError is reported by main()
-        if isinstance(exc, ValidationError):
-            raise
+    except ValidationError:
+        raise  # main() reports it
+    except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     _print_pipeline(run_pipeline(config), ns.json)
@@ -252,24 +142,22 @@ DEMO_SETTINGS = [
 
 def _demo(ns: argparse.Namespace) -> int:
     from segflow.flows.pipeline import load_pipeline_config, run_pipeline
-    from segflow.tasks.demo.synth import write_dataset, write_large_pair
+    from segflow.tasks.demo.large import write_large_pair
+    from segflow.tasks.demo.synth import SynthSpec, write_dataset
 
     workdir = ns.workdir.resolve()
     source = workdir / "data"
     if not (source / "images").is_dir():
         print(f"generating a synthetic dataset under {source}")
-        write_dataset(source, count=24, size=(256, 256), fg_fraction=0.05, seed=0)
-        write_large_pair(source, size=ns.large, fg_fraction=0.05, seed=0)
+        sparse = SynthSpec(fg_fraction=0.05)
+        write_dataset(source, count=24, size=(256, 256), spec=sparse, seed=0)
+        write_large_pair(source, size=ns.large, spec=sparse, seed=0)
     config = load_pipeline_config(str(source), str(workdir), overrides=DEMO_SETTINGS)
     _print_pipeline(run_pipeline(config), as_json=False)
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(prog="segflow", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_synth_command(commands: Subcommands) -> None:
     synth = commands.add_parser("synth", help="generate a synthetic image/mask dataset")
     synth.add_argument("out_dir", metavar="OUT_DIR", type=Path)
     synth.add_argument("--count", type=int, default=12, help="number of pairs (default 12)")
@@ -291,28 +179,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     synth.set_defaults(run=_synth)
 
-    ingest = commands.add_parser("ingest", help="ingest image/mask pairs into a Zarr store")
-    _add_config_options(ingest, IngestConfig, positional=("source", "store"))
-    ingest.add_argument("--json", action="store_true", help="print the summary as JSON")
-    ingest.set_defaults(run=_ingest)
 
-    train = commands.add_parser("train", help="balance classes and train a U-Net on a store")
-    _add_config_options(train, TrainConfig, positional=("store",))
-    train.add_argument("--json", action="store_true", help="print the summary as JSON")
-    train.set_defaults(run=_train)
+# One command per stage flow: name, help, config, positional fields, run, what --json prints.
+_STAGE_COMMANDS = (
+    ("ingest", "ingest image/mask pairs into a Zarr store", IngestConfig, ("source", "store"),
+     _ingest, "summary"),
+    ("train", "balance classes and train a U-Net on a store", TrainConfig, ("store",),
+     _train, "summary"),
+    ("infer", "tiled inference over images of any size", InferConfig, ("input", "output"),
+     _infer, "summary"),
+    ("evaluate", "score predictions against a store's masks, log them to MLflow", EvaluateConfig,
+     ("predictions", "store"), _evaluate, "metrics"),
+)  # fmt: skip
 
-    infer = commands.add_parser("infer", help="tiled inference over images of any size")
-    _add_config_options(infer, InferConfig, positional=("input", "output"))
-    infer.add_argument("--json", action="store_true", help="print the summary as JSON")
-    infer.set_defaults(run=_infer)
 
-    evaluate = commands.add_parser(
-        "evaluate", help="score predictions against a store's masks, log them to MLflow"
-    )
-    _add_config_options(evaluate, EvaluateConfig, positional=("predictions", "store"))
-    evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    evaluate.set_defaults(run=_evaluate)
+def _add_stage_commands(commands: Subcommands) -> None:
+    for name, help_text, model, positional, run, printed in _STAGE_COMMANDS:
+        stage = commands.add_parser(name, help=help_text)
+        add_config_options(stage, model, positional)
+        stage.add_argument("--json", action="store_true", help=f"print the {printed} as JSON")
+        stage.set_defaults(run=run)
 
+
+def _add_pipeline_commands(commands: Subcommands) -> None:
     pipeline = commands.add_parser(
         "pipeline", help="ingest, train, infer and evaluate in one flow; skips unchanged stages"
     )
@@ -348,11 +237,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(run=_demo)
 
-    serve = commands.add_parser(
-        "serve", help="serve the flows as deployments to a Prefect server (PREFECT_API_URL)"
-    )
-    add_serve_arguments(serve)
-    serve.set_defaults(run=run_serve)
+
+def _add_entry_point_commands(commands: Subcommands) -> None:
+    """The subcommands of :data:`COMMANDS_GROUP`, in name order."""
+    for entry in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        entry.load()(commands)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand, those of :data:`COMMANDS_GROUP` included."""
+    parser = argparse.ArgumentParser(prog="segflow", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_synth_command(commands)
+    _add_stage_commands(commands)
+    _add_pipeline_commands(commands)
+    _add_entry_point_commands(commands)
     return parser
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 from prefect import flow
@@ -10,12 +11,11 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel
 
 from segflow.flows.config import EvaluateConfig
-from segflow.tasks.evaluate.blocks import Evaluation, default_evaluation_workers
+from segflow.flows.summaries import evaluate_markdown
+from segflow.tasks.evaluate.blocks import default_evaluation_workers
 from segflow.tasks.evaluate.report import per_image_table, report
-from segflow.tasks.evaluate.scoring import THRESHOLDS
-from segflow.tasks.evaluate.tasks import log, plan, score
+from segflow.tasks.evaluate.tasks import log_evaluation, plan_evaluation, score_blocks
 from segflow.tasks.runtime.cluster import default_workers
-from segflow.tasks.tracking.registry import Promotion
 from segflow.tasks.tracking.runs import configure_tracking
 
 
@@ -27,42 +27,19 @@ class EvaluateSummary(BaseModel):
     promotion: dict | None
 
 
-def _markdown(evaluation: Evaluation, run_id: str, promotion: Promotion | None) -> str:
-    pooled = evaluation.pooled
-    lines = [
-        f"# Evaluation of `{evaluation.plan.predictions}`",
-        "",
-        f"{len(evaluation.images)} images of split `{evaluation.plan.split}`, "
-        f"{pooled.pixels:,} pixels; MLflow run `{run_id}`.",
-        "",
-        "| metric | pooled |",
-        "|---|---|",
-    ]
-    lines += [
-        f"| {m} | {getattr(pooled, m):.4f} |" for m in ("dice", "iou", "bce", "precision", "recall")
-    ]
-    for name, dice in evaluation.sweep.items():
-        best = max(range(len(dice)), key=dice.__getitem__)
-        lines += ["", f"Best threshold for {name}: {THRESHOLDS[best]:.2f} (Dice {dice[best]:.4f})."]
-    if promotion is not None:
-        verb = "promoted" if promotion.promoted else "not promoted"
-        lines += ["", f"Champion: {verb}: {promotion.reason}."]
-    return "\n".join(lines)
-
-
 @flow(name="evaluate-predictions", validate_parameters=True)
 def evaluate_predictions(config: EvaluateConfig) -> EvaluateSummary:
     """Score ``config.predictions`` against the masks of ``config.store`` chunk by chunk, log
     the result to MLflow (next to the model's training run) and to the Prefect UI, and
     optionally promote the model to the champion alias."""
     configure_tracking(Path(config.workdir), config.experiment)
-    blocks = plan(config.predictions, config.store, config.split)
-    evaluation = score(
-        blocks,
-        workers=config.workers or default_evaluation_workers(blocks, default_workers()),
+    plan = plan_evaluation(config.predictions, config.store, config.split)
+    evaluation = score_blocks(
+        plan,
+        workers=config.workers or default_evaluation_workers(plan, default_workers()),
         dask_address=config.dask_address,
     )
-    run_id, promotion = log(
+    run_id, promotion = log_evaluation(
         evaluation,
         experiment=config.experiment,
         flow_run_id=flow_run.get_id(),
@@ -75,9 +52,11 @@ def evaluate_predictions(config: EvaluateConfig) -> EvaluateSummary:
         key="evaluation-per-image",
         description=f"Per-image scores of {config.predictions} ({config.split or 'all'})",
     )
-    create_markdown_artifact(_markdown(evaluation, run_id, promotion), key="evaluation-summary")
+    create_markdown_artifact(
+        evaluate_markdown(evaluation, run_id, promotion), key="evaluation-summary"
+    )
     return EvaluateSummary(
         run_id=run_id,
         report=report(evaluation),
-        promotion=None if promotion is None else promotion.__dict__,
+        promotion=None if promotion is None else asdict(promotion),
     )

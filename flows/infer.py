@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from prefect import flow
@@ -10,9 +9,12 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
 from segflow.flows.config import InferConfig
-from segflow.tasks.infer.block import InferSettings, default_batch
-from segflow.tasks.infer.predict import default_infer_workers
-from segflow.tasks.infer.tasks import find_inputs, label_instances, predict_blocks, prepare_output
+from segflow.tasks.infer.tasks import (
+    find_sources,
+    label_instances,
+    predict_blocks,
+    prepare_predictions,
+)
 from segflow.tasks.tracking.runs import configure_tracking
 
 
@@ -37,31 +39,16 @@ def infer_images(config: InferConfig) -> InferSummary:
     """
     if config.model.startswith(("models:/", "runs:/")):
         configure_tracking(Path(config.workdir), "segflow")
-    sources, rejected = find_inputs(config.input, config.split)
-    workers = config.workers or default_infer_workers(config.device)
-    bundle, _ = prepare_output(
+    sources, rejected = find_sources(config.input, split=config.split)
+    parallelism = config.parallelism()
+    bundle, _ = prepare_predictions(
         sources, config.output, model_uri=config.model, settings=config.model_dump()
-    )
-    settings = InferSettings(
-        bundle=bundle,
-        tile=config.tile,
-        blend=config.blend,
-        margin=config.margin,
-        overlap=config.overlap,
-        batch=config.batch or default_batch(config.device),
-        tta=config.tta,
-        threshold=config.threshold,
-        precision=config.precision,
-        device=config.device,
-        probability_dtype=config.probability_dtype,
-        block=config.block,
-        torch_threads=config.torch_threads or max(1, (os.cpu_count() or 1) // workers),
     )
     predicted, skipped, failed = predict_blocks(
         sources,
         config.output,
-        settings,
-        workers=workers,
+        config.block_settings(bundle, parallelism),
+        workers=parallelism.workers,
         dask_address=config.dask_address,
     )
     if config.instances:

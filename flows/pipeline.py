@@ -19,10 +19,11 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
-from segflow.flows.config import PipelineConfig
+from segflow.flows.config import InferConfig, PipelineConfig
 from segflow.flows.evaluate import evaluate_predictions
 from segflow.flows.infer import infer_images
 from segflow.flows.ingest import ingest_dataset
+from segflow.flows.summaries import pipeline_markdown
 from segflow.flows.train import train_unet
 from segflow.tasks.pipeline.ledger import Ledger, source_fingerprint, stage_key
 from segflow.tasks.storage.dataset import dataset_fingerprint, open_dataset
@@ -127,8 +128,7 @@ def run_pipeline(config: PipelineConfig) -> PipelineSummary:
     )
 
     data = dataset_fingerprint(open_dataset(config.store))
-    train = config.train_config()
-    key = stage_key(train.model_dump(), data)
+    key = stage_key(config.train_config().model_dump(), data)
     configure_tracking(Path(config.workdir), config.train.experiment)
     stages["train"] = _stage(
         ledger,
@@ -141,24 +141,17 @@ def run_pipeline(config: PipelineConfig) -> PipelineSummary:
 
     infer = config.infer_config(model_uri, stages["train"].result["run_id"])
     key = stage_key(infer.model_dump(), data)
-
-    def run_infer(_: bool) -> BaseModel:
-        summary = infer_images(infer)
-        if summary.failed or summary.images == 0:
-            raise RuntimeError(f"inference failed for {summary.failed or 'every image'}")
-        return summary
-
     stages["infer"] = _stage(
-        ledger, "infer", key, run_infer, lambda _: Path(infer.output, "zarr.json").exists()
+        ledger,
+        "infer",
+        key,
+        lambda _: _infer_every_image(infer),
+        lambda _: Path(infer.output, "zarr.json").exists(),
     )
 
     evaluate = config.evaluate_config(infer.output)
-    stages["evaluate"] = _stage(
-        ledger,
-        "evaluate",
-        stage_key(evaluate.model_dump(), key),
-        lambda _: evaluate_predictions(evaluate),
-    )
+    key = stage_key(evaluate.model_dump(), key)
+    stages["evaluate"] = _stage(ledger, "evaluate", key, lambda _: evaluate_predictions(evaluate))
     summary = PipelineSummary(
         workdir=config.workdir,
         store=config.store,
@@ -166,7 +159,22 @@ def run_pipeline(config: PipelineConfig) -> PipelineSummary:
         predictions=infer.output,
         stages=stages,
     )
-    create_markdown_artifact(_markdown(summary), key="pipeline-summary")
+    create_markdown_artifact(pipeline_markdown(summary), key="pipeline-summary")
+    return summary
+
+
+def _infer_every_image(config: InferConfig) -> BaseModel:
+    """Run the inference flow; a failed or missing image fails the stage, so it is not recorded
+    as done and the next pipeline run predicts again.
+
+    Raises
+    ------
+    RuntimeError
+        An image failed, or the input held no image.
+    """
+    summary = infer_images(config)
+    if summary.failed or summary.images == 0:
+        raise RuntimeError(f"inference failed for {summary.failed or 'every image'}")
     return summary
 
 
@@ -177,21 +185,3 @@ def _registered(model_uri: str) -> bool:
     except MlflowException:
         return False
     return True
-
-
-def _markdown(summary: PipelineSummary) -> str:
-    lines = [
-        f"# Pipeline in `{summary.workdir}`",
-        "",
-        f"Model `{summary.model_uri}`, predictions `{summary.predictions}`.",
-        "",
-        "| stage | status | seconds |",
-        "|---|---|---|",
-    ]
-    lines += [f"| {n} | {s.status} | {s.seconds:.1f} |" for n, s in summary.stages.items()]
-    pooled = summary.stages["evaluate"].result["report"]["pooled"]
-    lines += [
-        "",
-        f"Test Dice {pooled['dice']:.4f}, IoU {pooled['iou']:.4f}, BCE {pooled['bce']:.4f}.",
-    ]
-    return "\n".join(lines)

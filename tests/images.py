@@ -49,22 +49,24 @@ def make_source(root: Path, n: int = 6, size=(40, 56), seed: int = 0, empty: int
 
 def make_store(tmp_path: Path, *, count: int = 8, size: int = 64, seed: int = 0, **synth) -> Path:
     """A small ingested dataset store built from `segflow.tasks.demo.synth` data, without
-    Prefect."""
-    from segflow.tasks.demo.synth import write_dataset
+    Prefect; `synth` holds :class:`~segflow.tasks.demo.synth.SynthSpec` fields."""
+    from segflow.tasks.demo.synth import SynthSpec, write_dataset
     from segflow.tasks.ingest.index import build_index
     from segflow.tasks.ingest.masks import MaskRules
-    from segflow.tasks.ingest.pairs import find_pairs
+    from segflow.tasks.ingest.pairs import PairLayout, find_pairs
     from segflow.tasks.ingest.samples import ingest_pair
     from segflow.tasks.storage.dataset_writer import init_store
 
-    num_classes = synth.get("num_classes", 2)
-    write_dataset(tmp_path / "src", count=count, size=(size, size), seed=seed, **synth)
+    spec = SynthSpec(**synth)
+    num_classes = spec.num_classes
+    write_dataset(tmp_path / "src", count=count, size=(size, size), spec=spec, seed=seed)
     store = tmp_path / "ds.zarr"
     names = ("background",) + tuple(f"class_{i}" for i in range(1, num_classes))
     init_store(store, class_names=names)
-    pairs, rejected = find_pairs(tmp_path / "src")
+    pairs, rejected = find_pairs(tmp_path / "src", PairLayout("images", "masks", ""))
+    rules = MaskRules(num_classes=num_classes, foreground_value=None, invert=False)
     for pair in pairs:
-        ingest_pair(pair, store, rules=MaskRules(num_classes=num_classes), max_pixels=10**9)
+        ingest_pair(pair, store, rules=rules, max_pixels=10**9)
     build_index(
         store, rejected=rejected, fractions={"train": 0.5, "val": 0.25, "test": 0.25}, seed=seed
     )

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
 from segflow.flows.config.base import Frozen
+
+if TYPE_CHECKING:
+    from segflow.tasks.infer.blocks import BlockSettings, Parallelism
+
+# Not a flow setting: inference always runs channels_last, measured faster than NCHW here
+# (the folded network 1.7x in fp32, benchmarks/README.md "CPU probes"; 2x in bf16 for 1-channel
+# inputs, see segflow.tasks.infer.blocks.worker_model).
+CHANNELS_LAST = True
 
 
 class InferConfig(Frozen):
@@ -90,3 +98,34 @@ class InferConfig(Frozen):
         if self.block % 256:
             raise ValueError(f"block must be a multiple of 256 (the chunk), got {self.block}")
         return self
+
+    def parallelism(self) -> Parallelism:
+        """Workers, tiles per forward and torch threads: as given, else this machine's defaults
+        (:func:`segflow.tasks.infer.blocks.resolve_parallelism`)."""
+        # imported here, not at the top: the CLI reads this module and starts without torch
+        from segflow.tasks.infer.blocks import resolve_parallelism
+
+        return resolve_parallelism(
+            self.device, workers=self.workers, batch=self.batch, torch_threads=self.torch_threads
+        )
+
+    def block_settings(self, bundle: str, parallelism: Parallelism) -> BlockSettings:
+        """What each worker needs to predict a block with the model bundle folder `bundle`."""
+        from segflow.tasks.infer.blocks import BlockSettings
+        from segflow.tasks.infer.tiling import Tiling
+
+        return BlockSettings(
+            bundle=bundle,
+            tiling=Tiling(
+                tile=self.tile, blend=self.blend, margin=self.margin, overlap=self.overlap
+            ),
+            batch=parallelism.batch,
+            tta=self.tta,
+            threshold=self.threshold,
+            precision=self.precision,
+            device=self.device,
+            channels_last=CHANNELS_LAST,
+            probability_dtype=self.probability_dtype,
+            block=self.block,
+            torch_threads=parallelism.torch_threads,
+        )

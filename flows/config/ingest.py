@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import Field, model_validator
 
 from segflow.flows.config.base import Fraction, Frozen
+
+if TYPE_CHECKING:
+    from segflow.tasks.ingest.masks import MaskRules
+    from segflow.tasks.ingest.pairs import PairLayout
 
 
 class IngestConfig(Frozen):
@@ -69,3 +75,32 @@ class IngestConfig(Frozen):
         if self.num_classes == 2:
             return ("background", "foreground")
         return ("background",) + tuple(f"class_{i}" for i in range(1, self.num_classes))
+
+    # The methods below import the stage's modules when called: the CLI imports every config
+    # to build its options, and those modules load Dask and Zarr (about 0.4 s).
+
+    def pair_layout(self) -> PairLayout:
+        """Where the images and masks sit under `source`."""
+        from segflow.tasks.ingest.pairs import PairLayout
+
+        return PairLayout(
+            images_dir=self.images_dir, masks_dir=self.masks_dir, mask_suffix=self.mask_suffix
+        )
+
+    def mask_rules(self) -> MaskRules:
+        """How source mask values become class ids."""
+        from segflow.tasks.ingest.masks import MaskRules
+
+        return MaskRules(
+            num_classes=self.num_classes,
+            foreground_value=self.foreground_value,
+            invert=self.invert,
+        )
+
+    def split_fractions(self) -> dict[str, float]:
+        """Target share of samples per split: ``train`` gets what val and test leave."""
+        return {
+            "train": 1.0 - self.val_fraction - self.test_fraction,
+            "val": self.val_fraction,
+            "test": self.test_fraction,
+        }

@@ -58,12 +58,15 @@ class PipelineConfig(Frozen):
 
     @property
     def store(self) -> str:
+        """The dataset store the ingest stage writes: ``WORKDIR/dataset.zarr``."""
         return str(Path(self.workdir) / "dataset.zarr")
 
     def ingest_config(self) -> IngestConfig:
+        """The ingest stage's config: `source` into :attr:`store`."""
         return IngestConfig(source=self.source, store=self.store, **self.ingest.model_dump())
 
     def train_config(self, *, resume: bool = False) -> TrainConfig:
+        """The training stage's config on :attr:`store`; `resume` continues an interrupted run."""
         return TrainConfig(
             store=self.store, workdir=self.workdir, resume=resume, **self.train.model_dump()
         )
@@ -83,6 +86,8 @@ class PipelineConfig(Frozen):
         )
 
     def evaluate_config(self, predictions: str) -> EvaluateConfig:
+        """The evaluation stage's config: `predictions` against :attr:`store`, logged to the
+        training stage's experiment."""
         return EvaluateConfig(
             predictions=predictions,
             store=self.store,

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
 from segflow.flows.config.base import Frozen
+
+if TYPE_CHECKING:
+    from segflow.models.unet import UNetConfig
+    from segflow.tasks.train.ensemble import MemberSettings
+    from segflow.tasks.train.loop import LoopSettings
+    from segflow.tasks.train.sampling import SamplingSettings
+    from segflow.tasks.train.training_run import RunSettings
 
 
 class TrainConfig(Frozen):
@@ -75,3 +83,83 @@ class TrainConfig(Frozen):
         if self.ensemble_mode == "folds" and self.ensemble < 2:
             raise ValueError("ensemble_mode='folds' needs ensemble >= 2")
         return self
+
+    # The methods below import the stage's modules when called: the CLI imports every config
+    # to build its options, and those modules load torch (about 1.5 s).
+
+    def sampling(self) -> SamplingSettings:
+        """How the balance step builds the sampling plan."""
+        from segflow.tasks.train.sampling import SamplingSettings
+
+        return SamplingSettings(
+            patch_size=self.patch_size,
+            fg_oversample=self.fg_oversample,
+            balance=self.balance,
+            class_weights=self.class_weights,
+            weight_cap=self.weight_cap,
+            target_class=self.target_class,
+            seed=self.seed,
+        )
+
+    def training_run(self) -> RunSettings:
+        """Where the MLflow run and the checkpoints go; the whole config is its params."""
+        from segflow.tasks.train.training_run import RunSettings
+
+        return RunSettings(
+            workdir=Path(self.workdir),
+            experiment=self.experiment,
+            run_name=self.run_name,
+            resume=self.resume,
+            params=self.model_dump(),
+        )
+
+    def unet(self, in_channels: int, num_classes: int) -> UNetConfig:
+        """The U-Net for images of `in_channels` channels and `num_classes` logits (the
+        balance step knows both)."""
+        from segflow.models.unet import UNetConfig
+
+        return UNetConfig(
+            in_channels=in_channels,
+            num_classes=num_classes,
+            depth=self.depth,
+            base_channels=self.base_channels,
+            batch_norm=self.batch_norm,
+        )
+
+    def loop(self) -> LoopSettings:
+        """How the training loop runs, validates and stops."""
+        from segflow.tasks.train.loop import LoopSettings
+
+        return LoopSettings(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            device=self.device,
+            precision=self.precision,
+            channels_last=self.channels_last,
+            num_workers=self.num_workers,
+            val_max_tiles=self.val_max_tiles,
+            patience=self.patience,
+            max_seconds=None if self.max_minutes is None else self.max_minutes * 60,
+            resume=self.resume,
+        )
+
+    def members(self, unet: UNetConfig) -> MemberSettings:
+        """How each ensemble member of architecture `unet` is trained; its checkpoints save
+        this config with the U-Net's."""
+        from segflow.tasks.train.augment import Augmentation
+        from segflow.tasks.train.ensemble import MemberSettings
+
+        return MemberSettings(
+            unet=unet,
+            loop=self.loop(),
+            members=self.ensemble,
+            folds=self.ensemble_mode == "folds",
+            loss=self.loss,
+            patches_per_epoch=self.patches_per_epoch,
+            augmentation=Augmentation(elastic=self.elastic),
+            weights=self.weights,
+            seed=self.seed,
+            config={**self.model_dump(), "unet": unet.to_dict()},
+        )

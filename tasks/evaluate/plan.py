@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import zarr
 
@@ -23,10 +24,11 @@ class Plan:
     names: tuple[str, ...]
     regions: dict[str, list[tuple[int, int, int, int]]]
     layout: Layout
-    meta: dict
+    meta: dict[str, Any]  # the prediction store's ``segflow`` attributes
 
     @property
     def jobs(self) -> list[tuple[str, tuple[int, int, int, int]]]:
+        """Every ``(image, (y0, y1, x0, x1))`` block, image by image."""
         return [(name, region) for name in self.names for region in self.regions[name]]
 
 

@@ -1,4 +1,5 @@
-"""An evaluation as JSON, a per-image table, a threshold-sweep plot and MLflow records."""
+"""An evaluation as data: JSON report, per-image table, threshold-sweep figure, overlay
+thumbnails, and the records of it that :mod:`segflow.tasks.tracking.evaluation` logs."""
 
 from __future__ import annotations
 
@@ -6,25 +7,24 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import zarr
 from matplotlib.figure import Figure
-from mlflow import MlflowClient
-from mlflow.entities import Metric
 
 from segflow.tasks.evaluate.blocks import Evaluation
 from segflow.tasks.evaluate.plan import Plan, evaluation_key
 from segflow.tasks.evaluate.scoring import THRESHOLDS
 from segflow.tasks.storage.dataset import dataset_fingerprint, open_dataset
 from segflow.tasks.storage.paths import local_path
-from segflow.tasks.tracking.overlays import overlay
-from segflow.tasks.tracking.registry import (
-    ModelRef,
-    Promotion,
-    promote_if_better,
-    record_test_score,
+from segflow.tasks.tracking.evaluation import (
+    EvaluationArtifacts,
+    EvaluationRun,
+    log_evaluation_run,
 )
+from segflow.tasks.tracking.overlays import overlay
+from segflow.tasks.tracking.registry import ModelRef, Promotion
+
+_METRICS = ("bce", "dice", "iou", "precision", "recall")
 
 
 def report(evaluation: Evaluation) -> dict[str, Any]:
@@ -39,7 +39,7 @@ def report(evaluation: Evaluation) -> dict[str, Any]:
         "pooled": asdict(evaluation.pooled),
         "per_image": {name: asdict(s) for name, s in evaluation.images.items()},
         "threshold_sweep": {"thresholds": THRESHOLDS.tolist(), "dice": evaluation.sweep},
-        "threshold": plan.meta.get("settings", {}).get("threshold"),
+        "threshold": _threshold(plan),
     }
 
 
@@ -76,82 +76,11 @@ def sweep_figure(evaluation: Evaluation, threshold: float | None) -> Figure:
     return figure
 
 
-def log_evaluation(
-    evaluation: Evaluation,
-    *,
-    experiment: str,
-    flow_run_id: str | None,
-    promote: bool,
-    alias: str,
-    overlays: int,
-) -> tuple[str, Promotion | None]:
-    """Record the evaluation in MLflow; returns (evaluation run id, promotion outcome).
-
-    The run is created as a child of the model's training run (same experiment, shown nested
-    in the MLflow UI) when the predictions name a tracked model. A registered model version
-    gets its test Dice as tags, which is what the `alias` promotion compares.
-    """
-    plan = evaluation.plan
-    ref = ModelRef(**plan.meta["model"]) if plan.meta.get("model") else ModelRef("?", None)
-    fingerprint = dataset_fingerprint(open_dataset(plan.store))
-    key = evaluation_key(fingerprint, plan.split)
-    prefix = plan.split or "all"
-    tags = {
-        "segflow.stage": "evaluate",
-        "segflow.predictions": str(Path(plan.predictions).resolve()),
-        "segflow.store": str(Path(plan.store).resolve()),
-        "segflow.dataset_sha256": fingerprint,
-        "segflow.model_uri": ref.uri,
-        "prefect.flow_run_id": flow_run_id or "",
-    }
-    if ref.version:
-        tags["segflow.model_version"] = f"{ref.name}/{ref.version}"
-    if ref.run_id:
-        tags["mlflow.parentRunId"] = ref.run_id
-        experiment_id = MlflowClient().get_run(ref.run_id).info.experiment_id
-    else:
-        experiment_id = mlflow.set_experiment(experiment).experiment_id
-    pooled = evaluation.pooled
-    threshold = plan.meta.get("settings", {}).get("threshold")
-    with mlflow.start_run(
-        experiment_id=experiment_id, run_name=f"evaluate-{prefix}", tags=tags
-    ) as run:
-        mlflow.log_params({"split": prefix, "images": len(plan.names), "threshold": threshold})
-        metrics = {
-            f"{prefix}.{m}": getattr(pooled, m)
-            for m in ("bce", "dice", "iou", "precision", "recall")
-        }
-        for name, values in pooled.per_class.items():
-            metrics |= {f"{prefix}.{m}.{_key(name)}": v for m, v in values.items()}
-        mlflow.log_metrics(metrics)
-        sweep = [
-            Metric(f"{prefix}.sweep_dice.{_key(name)}", d, 0, round(t * 100))
-            for name, dice in evaluation.sweep.items()
-            for t, d in zip(THRESHOLDS, dice, strict=True)
-        ]
-        MlflowClient().log_batch(run.info.run_id, metrics=sweep)
-        figure = sweep_figure(evaluation, threshold)
-        mlflow.log_figure(figure, "evaluation/threshold_sweep.png")
-        table = per_image_table(evaluation)
-        mlflow.log_table({k: [row[k] for row in table] for k in table[0]}, "evaluation/images.json")
-        mlflow.log_dict(report(evaluation), "evaluation/report.json")
-        ranked = sorted(evaluation.images, key=lambda n: evaluation.images[n].dice)
-        picks = {f"worst_{n}": n for n in ranked[:overlays]}
-        picks |= {f"best_{n}": n for n in ranked[::-1][:overlays]}
-        for label, name in picks.items():
-            mlflow.log_image(overlay(*thumbnail(plan, name)), f"evaluation/{label}.png")
-    record_test_score(ref, pooled.dice, key)
-    promotion = promote_if_better(ref, pooled.dice, key, alias) if promote else None
-    return run.info.run_id, promotion
-
-
-def _key(name: str) -> str:
-    """A class name as an MLflow metric key part."""
-    return "".join(c if c.isalnum() or c in "_-." else "_" for c in name)
-
-
-def thumbnail(plan: Plan, name: str, max_side: int = 512) -> tuple[np.ndarray, ...]:
-    """Strided (image, truth, predicted mask) of one image, at most `max_side` per side."""
+def thumbnail(
+    plan: Plan, name: str, max_side: int = 512
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Strided (image ``(C, h, w)``, truth ``(h, w)``, predicted mask ``(h, w)``) of one image,
+    at most `max_side` per side; truth and mask are class ids in the prediction's space."""
     dataset = open_dataset(plan.store)
     truth = dataset.mask(name)
     step = max(1, -(-max(truth.shape) // max_side))
@@ -163,3 +92,94 @@ def thumbnail(plan: Plan, name: str, max_side: int = 512) -> tuple[np.ndarray, .
         plan.layout.truth_ids(np.asarray(truth[view])),
         np.asarray(mask[(0, *view)]),
     )
+
+
+def overlay_panels(evaluation: Evaluation, count: int) -> dict[str, np.ndarray]:
+    """Image | truth | prediction panels (uint8 RGB) of the `count` lowest- and highest-Dice
+    images, keyed ``worst_<image>`` and ``best_<image>``."""
+    ranked = sorted(evaluation.images, key=lambda n: evaluation.images[n].dice)
+    picks = {f"worst_{n}": n for n in ranked[:count]}
+    picks |= {f"best_{n}": n for n in ranked[::-1][:count]}
+    return {label: overlay(*thumbnail(evaluation.plan, name)) for label, name in picks.items()}
+
+
+def evaluation_run(evaluation: Evaluation, flow_run_id: str | None) -> EvaluationRun:
+    """The MLflow run of `evaluation`: named ``evaluate-<split>``, metrics ``<split>.<metric>``
+    and ``<split>.<metric>.<class>``, the sweep as steps 1..99 (threshold x 100) of
+    ``<split>.sweep_dice.<class>``. Reads the dataset store's fingerprint."""
+    plan = evaluation.plan
+    model = ModelRef(**plan.meta["model"]) if plan.meta.get("model") else ModelRef("?", None)
+    fingerprint = dataset_fingerprint(open_dataset(plan.store))
+    prefix = plan.split or "all"
+    tags = {
+        "segflow.stage": "evaluate",
+        "segflow.predictions": str(Path(plan.predictions).resolve()),
+        "segflow.store": str(Path(plan.store).resolve()),
+        "segflow.dataset_sha256": fingerprint,
+        "segflow.model_uri": model.uri,
+        "prefect.flow_run_id": flow_run_id or "",
+    }
+    if model.version:
+        tags["segflow.model_version"] = f"{model.name}/{model.version}"
+    pooled = evaluation.pooled
+    metrics = {f"{prefix}.{m}": getattr(pooled, m) for m in _METRICS}
+    for name, values in pooled.per_class.items():
+        metrics |= {f"{prefix}.{m}.{_key(name)}": v for m, v in values.items()}
+    sweep = {
+        f"{prefix}.sweep_dice.{_key(name)}": {
+            round(t * 100): d for t, d in zip(THRESHOLDS, dice, strict=True)
+        }
+        for name, dice in evaluation.sweep.items()
+    }
+    return EvaluationRun(
+        model=model,
+        name=f"evaluate-{prefix}",
+        tags=tags,
+        params={"split": prefix, "images": len(plan.names), "threshold": _threshold(plan)},
+        metrics=metrics,
+        sweep=sweep,
+        dice=pooled.dice,
+        key=evaluation_key(fingerprint, plan.split),
+    )
+
+
+def evaluation_artifacts(evaluation: Evaluation, overlays: int) -> EvaluationArtifacts:
+    """The files of the MLflow run: sweep figure, per-image table, report and `overlays` best
+    and worst overlay panels each."""
+    return EvaluationArtifacts(
+        figure=sweep_figure(evaluation, _threshold(evaluation.plan)),
+        table=per_image_table(evaluation),
+        report=report(evaluation),
+        overlays=overlay_panels(evaluation, overlays),
+    )
+
+
+def log_evaluation(
+    evaluation: Evaluation,
+    *,
+    experiment: str,
+    flow_run_id: str | None,
+    promote: bool,
+    alias: str,
+    overlays: int,
+) -> tuple[str, Promotion | None]:
+    """Record `evaluation` in MLflow next to the model's training run (see
+    :func:`segflow.tasks.tracking.evaluation.log_evaluation_run`); returns (evaluation run id,
+    promotion outcome, None unless `promote`)."""
+    return log_evaluation_run(
+        evaluation_run(evaluation, flow_run_id),
+        evaluation_artifacts(evaluation, overlays),
+        experiment=experiment,
+        promote=promote,
+        alias=alias,
+    )
+
+
+def _threshold(plan: Plan) -> float | None:
+    """The probability threshold the predicted masks were made with."""
+    return plan.meta.get("settings", {}).get("threshold")
+
+
+def _key(name: str) -> str:
+    """A class name as an MLflow metric key part."""
+    return "".join(c if c.isalnum() or c in "_-." else "_" for c in name)

@@ -1,6 +1,7 @@
-"""Streaming evaluation of a prediction store against the masks of a dataset store.
+"""Exact tallies of predictions against the truth, and the scores that follow from them.
 
-One pass over shard-aligned blocks. Every block yields exact integers, so the totals do not
+Pure functions over arrays; :mod:`segflow.tasks.evaluate.blocks` reads the stores. An evaluation
+is one pass over shard-aligned blocks. Every block yields exact integers, so the totals do not
 depend on the order of blocks or the number of workers:
 
 - confusion counts (TP, FP, FN, TN per class) of the stored mask against the truth;
@@ -13,11 +14,10 @@ histograms, so nothing but one block is ever in memory and no pixel is visited t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-import zarr
 
 from segflow.models.metrics import (
     confusion_counts,
@@ -26,8 +26,6 @@ from segflow.models.metrics import (
     precision_from_counts,
     recall_from_counts,
 )
-from segflow.tasks.storage.dataset import open_dataset
-from segflow.tasks.storage.paths import local_path
 
 # Probabilities are clipped to [EPS, 1 - EPS] before the log, as segflow.models.metrics does.
 EPS = 1e-7
@@ -58,10 +56,11 @@ class Layout:
     class_names: tuple[str, ...]  # of the evaluated classes (mask ids)
     positive: int | None  # binary model: the truth class it predicts; None: multi-class
     dtype: str  # stored probability dtype
-    block: int
+    block: int  # side of the stored shards, pixels
 
     @property
     def levels(self) -> int:
+        """Number of storable probability levels L."""
         return len(level_values(self.dtype))
 
     def truth_ids(self, truth: np.ndarray) -> np.ndarray:
@@ -83,24 +82,35 @@ class Tally:
 
     @property
     def pixels(self) -> int:
+        """Number of pixels tallied."""
         return int(self.counts[0].sum())
 
 
-def block_tally(
-    predictions: str, store: str, name: str, region: tuple[int, int, int, int], layout: Layout
-) -> Tally:
-    """Counts and level histograms of one block of one image (reads only that block)."""
-    y0, y1, x0, x1 = region
-    image = zarr.open_group(local_path(predictions) / name, mode="r")
-    probs = np.asarray(image["0"][:, y0:y1, x0:x1])
-    mask = np.asarray(image["labels/mask/0"][0, y0:y1, x0:x1])
-    truth = layout.truth_ids(np.asarray(open_dataset(store).mask(name)[y0:y1, x0:x1]))
+def tally_block(probs: np.ndarray, mask: np.ndarray, truth: np.ndarray, layout: Layout) -> Tally:
+    """Confusion counts and probability-level histograms of one block.
+
+    Parameters
+    ----------
+    probs
+        Stored probabilities ``(C, h, w)``, of dtype ``layout.dtype`` (uint8 or float16).
+    mask
+        Stored predicted class ids ``(h, w)``, integer, in the prediction's class space.
+    truth
+        True class ids ``(h, w)``, integer, in the dataset's class space.
+    layout
+        How channels and mask ids relate to the truth.
+
+    Returns
+    -------
+    Tally
+        counts ``(K, 4)`` and histogram ``(C, 2, L)``, int64.
+    """
+    truth = layout.truth_ids(truth)
     k = len(layout.class_names)
     counts = confusion_counts(torch.from_numpy(mask), torch.from_numpy(truth), k).numpy()
     levels = layout.levels
-    channels = probs.shape[0]
-    histogram = np.empty((channels, 2, levels), np.int64)
-    for c in range(channels):
+    histogram = np.empty((probs.shape[0], 2, levels), np.int64)
+    for c in range(probs.shape[0]):
         cls = 1 if layout.positive is not None else c
         is_class = (truth == cls).astype(np.intp) * levels
         histogram[c] = np.bincount(
@@ -120,7 +130,7 @@ class Scores:
     iou: float
     precision: float
     recall: float
-    per_class: dict[str, dict[str, float]] = field(default_factory=dict)
+    per_class: dict[str, dict[str, float]]  # class name -> metric name -> score
 
 
 def cross_entropy_sum(histogram: np.ndarray, values: np.ndarray, binary: bool) -> float:
@@ -128,6 +138,12 @@ def cross_entropy_sum(histogram: np.ndarray, values: np.ndarray, binary: bool) -
 
     Binary: ``-log p`` where the truth is foreground, ``-log(1 - p)`` elsewhere. Multi-class:
     ``-log p[truth]``, i.e. each channel's levels where the truth is that channel's class.
+    `histogram` is ``(C, 2, L)`` int64, `values` the ``(L,)`` float64 probability of each level.
+
+    Raises
+    ------
+    ValueError
+        A NaN level (float16 storage) holds pixels.
     """
     p = np.clip(np.nan_to_num(values, nan=0.5), EPS, 1 - EPS)
     if np.isnan(values).any() and histogram[..., np.isnan(values)].any():
@@ -139,7 +155,8 @@ def cross_entropy_sum(histogram: np.ndarray, values: np.ndarray, binary: bool) -
 
 
 def scores(tally: Tally, layout: Layout) -> Scores:
-    """Scores from a tally."""
+    """Scores of the pixels in `tally`; a class absent from both prediction and truth scores
+    1.0 (see :mod:`segflow.models.metrics`)."""
     counts = torch.from_numpy(tally.counts)
     per_metric = {
         "dice": dice_from_counts(counts),

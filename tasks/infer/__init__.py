@@ -1,1 +1,1 @@
-"""Inference stage: input sources, tiling, block prediction, fan-out over Dask."""
+"""Inference stage: input sources, tiling, block prediction over Dask, the prediction store."""

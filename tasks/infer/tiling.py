@@ -8,10 +8,10 @@ of workers. Pixels outside the image are mirrored (symmetric padding), as in the
 Two blending modes:
 
 - ``overlap-tile`` (the U-Net paper's): the image is cut into output tiles of ``tile`` pixels
-  (:func:`pieces`: the last tile of an axis absorbs a remainder shorter than half a tile, so no
-  thin edge tile pays a full margin); each is predicted from a window with ``margin`` pixels of
-  context on every side and keeps only its own pixels. Every pixel is predicted once, at a cost
-  of ``((tile + 2 margin) / tile)²`` of a plain pass.
+  (:func:`segflow.tasks.storage.grid.pieces`: the last tile of an axis absorbs a remainder
+  shorter than half a tile, so no thin edge tile pays a full margin); each is predicted from a
+  window with ``margin`` pixels of context on every side and keeps only its own pixels. Every
+  pixel is predicted once, at a cost of ``((tile + 2 margin) / tile)²`` of a plain pass.
 - ``gaussian`` (nnU-Net, MONAI): ``tile``-sized windows every ``tile * (1 - overlap)`` pixels
   over the image widened by ``margin`` mirrored pixels, the last window shifted back inside,
   averaged with a Gaussian importance map (sigma = tile / 8) that trusts window centres more
@@ -21,7 +21,7 @@ Two blending modes:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import product
@@ -42,12 +42,28 @@ Reader = Callable[[int, int, int, int], np.ndarray]
 
 @dataclass(frozen=True)
 class Tiling:
-    """Tile geometry; build it with :func:`make_tiling`."""
+    """Tile geometry: `tile` and `margin` in pixels, `overlap` a fraction (gaussian only).
+
+    Raises
+    ------
+    ValueError
+        Non-positive tile, negative margin, overlap outside ``[0, 1)`` or unknown blend.
+    """
 
     tile: int
     blend: Blend
-    margin: int = 0
-    overlap: float = 0.0
+    margin: int
+    overlap: float
+
+    def __post_init__(self) -> None:
+        if self.tile < 1:
+            raise ValueError(f"tile must be positive, got {self.tile}")
+        if self.blend not in ("overlap-tile", "gaussian"):
+            raise ValueError(f"blend must be 'overlap-tile' or 'gaussian', got {self.blend!r}")
+        if self.margin < 0:
+            raise ValueError(f"margin must be >= 0, got {self.margin}")
+        if not 0.0 <= self.overlap < 1.0:
+            raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
 
 
 class Span(NamedTuple):
@@ -59,29 +75,7 @@ class Span(NamedTuple):
     win_stop: int
 
 
-def make_tiling(
-    tile: int, *, blend: Blend = "overlap-tile", margin: int = 32, overlap: float = 0.25
-) -> Tiling:
-    """Validate and build a tiling.
-
-    Raises
-    ------
-    ValueError
-        Non-positive tile, negative margin, overlap outside ``[0, 1)`` or unknown blend.
-    """
-    if tile < 1:
-        raise ValueError(f"tile must be positive, got {tile}")
-    if blend == "overlap-tile":
-        if margin < 0:
-            raise ValueError(f"margin must be >= 0, got {margin}")
-        return Tiling(tile, blend, margin=margin)
-    if blend == "gaussian":
-        if not 0.0 <= overlap < 1.0:
-            raise ValueError(f"overlap must be in [0, 1), got {overlap}")
-        if margin < 0:
-            raise ValueError(f"margin must be >= 0, got {margin}")
-        return Tiling(tile, blend, margin=margin, overlap=overlap)
-    raise ValueError(f"blend must be 'overlap-tile' or 'gaussian', got {blend!r}")
+Window = tuple[Span, Span]  # (row, column) of one tile
 
 
 def spans(length: int, tiling: Tiling) -> list[Span]:
@@ -108,7 +102,9 @@ def gaussian_weights(tile: int) -> np.ndarray:
     return np.maximum(weights, 1e-3).astype(np.float32)  # borders still count a little
 
 
-def read_mirrored(read: Reader, shape: tuple[int, int], y: int, x: int, h: int, w: int):
+def read_mirrored(
+    read: Reader, shape: tuple[int, int], y: int, x: int, h: int, w: int
+) -> np.ndarray:
     """The ``(C, h, w)`` window at (y, x) of an (H, W) image, mirrored where it leaves the image.
 
     `read` is ``read(y0, y1, x0, x1) -> (C, y1 - y0, x1 - x0)``.
@@ -127,6 +123,58 @@ def _overlapping(all_spans: list[Span], lo: int, hi: int) -> list[Span]:
     return [s for s in all_spans if s.out_start < hi and s.out_stop > lo]
 
 
+def batches(rows: list[Span], cols: list[Span], batch: int) -> Iterator[list[Window]]:
+    """The tiles ``rows x cols`` in groups of at most `batch`, each group of one window size
+    (a predictor takes equally sized tiles; only the last tile of an axis differs)."""
+    by_size: dict[tuple[int, int], list[Window]] = defaultdict(list)
+    for row, col in product(rows, cols):
+        by_size[(row.win_stop - row.win_start, col.win_stop - col.win_start)].append((row, col))
+    for windows in by_size.values():
+        for first in range(0, len(windows), batch):
+            yield windows[first : first + batch]
+
+
+def cut_tiles(pixels: np.ndarray, windows: list[Window], top: int, left: int) -> np.ndarray:
+    """``(B, C, h, w)``: the `windows` of `pixels`, a ``(C, H', W')`` crop whose first pixel is
+    the image's pixel (top, left)."""
+    return np.stack(
+        [
+            pixels[:, r.win_start - top : r.win_stop - top, c.win_start - left : c.win_stop - left]
+            for r, c in windows
+        ]
+    )
+
+
+def stitch(
+    out: np.ndarray,
+    weight: np.ndarray,
+    prob: np.ndarray,
+    window: Window,
+    region: tuple[int, int, int, int],
+    tiling: Tiling,
+) -> None:
+    """Add one tile's ``(K, h, w)`` probabilities, where it writes inside `region`, to the
+    region's ``(K, H, W)`` `out` and ``(H, W)`` `weight`: copied with weight 1 (overlap-tile) or
+    weighted by :func:`gaussian_weights` and summed (gaussian)."""
+    row, col = window
+    y0, y1, x0, x1 = region
+    a0, a1 = max(row.out_start, y0), min(row.out_stop, y1)
+    b0, b1 = max(col.out_start, x0), min(col.out_stop, x1)
+    source = (
+        slice(a0 - row.win_start, a1 - row.win_start),
+        slice(b0 - col.win_start, b1 - col.win_start),
+    )
+    target = (slice(a0 - y0, a1 - y0), slice(b0 - x0, b1 - x0))
+    part = prob[(slice(None), *source)]
+    if tiling.blend == "overlap-tile":
+        out[(slice(None), *target)] = part
+        weight[target] = 1.0
+    else:
+        w = gaussian_weights(tiling.tile)[source]
+        out[(slice(None), *target)] += part * w
+        weight[target] += w
+
+
 def predict_region(
     read: Reader,
     shape: tuple[int, int],
@@ -134,11 +182,12 @@ def predict_region(
     predictor: Predictor,
     tiling: Tiling,
     *,
-    batch: int = 4,
+    batch: int,
 ) -> np.ndarray:
     """Probabilities of the output pixels ``region = (y0, y1, x0, x1)`` of an (H, W) image.
 
-    The input the region's tiles need (the region plus their context) is read once.
+    The input the region's tiles need (the region plus their context) is read once, then
+    predicted `batch` tiles per call of `predictor`.
 
     Parameters
     ----------
@@ -159,44 +208,12 @@ def predict_region(
     pixels = read_mirrored(
         read, shape, top, left, rows[-1].win_stop - top, cols[-1].win_stop - left
     )
-    by_size: dict[tuple[int, int], list[tuple[Span, Span]]] = defaultdict(list)
-    for row, col in product(rows, cols):
-        by_size[(row.win_stop - row.win_start, col.win_stop - col.win_start)].append((row, col))
     out = weight = None
-    for jobs in by_size.values():
-        for first in range(0, len(jobs), batch):
-            chunk = jobs[first : first + batch]
-            tiles = np.stack(
-                [
-                    pixels[
-                        :,
-                        r.win_start - top : r.win_stop - top,
-                        c.win_start - left : c.win_stop - left,
-                    ]
-                    for r, c in chunk
-                ]
-            )
-            probs = np.asarray(predictor(tiles), dtype=np.float32)
-            if out is None:
-                out = np.zeros((probs.shape[1], y1 - y0, x1 - x0), dtype=np.float32)
-                weight = np.zeros((y1 - y0, x1 - x0), dtype=np.float32)
-            for (row, col), prob in zip(chunk, probs, strict=True):
-                a0, a1 = max(row.out_start, y0), min(row.out_stop, y1)
-                b0, b1 = max(col.out_start, x0), min(col.out_stop, x1)
-                part = prob[
-                    :,
-                    a0 - row.win_start : a1 - row.win_start,
-                    b0 - col.win_start : b1 - col.win_start,
-                ]
-                target = (slice(None), slice(a0 - y0, a1 - y0), slice(b0 - x0, b1 - x0))
-                if tiling.blend == "overlap-tile":
-                    out[target] = part
-                    weight[target[1:]] = 1.0
-                else:
-                    w = gaussian_weights(tiling.tile)[
-                        a0 - row.win_start : a1 - row.win_start,
-                        b0 - col.win_start : b1 - col.win_start,
-                    ]
-                    out[target] += part * w
-                    weight[target[1:]] += w
+    for windows in batches(rows, cols, batch):
+        probs = np.asarray(predictor(cut_tiles(pixels, windows, top, left)), dtype=np.float32)
+        if out is None:  # the class count is known from the first prediction
+            out = np.zeros((probs.shape[1], y1 - y0, x1 - x0), dtype=np.float32)
+            weight = np.zeros((y1 - y0, x1 - x0), dtype=np.float32)
+        for window, prob in zip(windows, probs, strict=True):
+            stitch(out, weight, prob, window, region, tiling)
     return out / weight

@@ -16,8 +16,8 @@ def class_lookup(
     values: np.ndarray,
     *,
     num_classes: int,
-    foreground_value: int | None = None,
-    invert: bool = False,
+    foreground_value: int | None,
+    invert: bool,
 ) -> np.ndarray:
     """A lookup table mapping every source value present in a mask to a class id.
 
@@ -91,14 +91,21 @@ def class_counts(ids: np.ndarray, num_classes: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class MaskRules:
-    """How source mask values become class ids (see
-    :func:`segflow.tasks.ingest.masks.class_lookup`)."""
+    """How source mask values become class ids (built by ``IngestConfig.mask_rules``; the
+    fields are the arguments of :func:`class_lookup`)."""
 
-    num_classes: int = 2
-    foreground_value: int | None = None
-    invert: bool = False
+    num_classes: int
+    foreground_value: int | None
+    invert: bool
 
     def lookup(self, values: np.ndarray, path: Path) -> np.ndarray:
+        """:func:`class_lookup` of `values` found in the mask file `path`.
+
+        Raises
+        ------
+        InputError
+            Values outside the declared classes, naming `path`.
+        """
         try:
             return class_lookup(
                 values,

@@ -19,6 +19,18 @@ class Pair:
 
 
 @dataclass(frozen=True)
+class PairLayout:
+    """Where a source folder keeps its images and masks (built by ``IngestConfig.pair_layout``).
+
+    Images are ``<images_dir>/<stem>.*``, their masks ``<masks_dir>/<stem><mask_suffix>.*``.
+    """
+
+    images_dir: str
+    masks_dir: str
+    mask_suffix: str
+
+
+@dataclass(frozen=True)
 class Rejection:
     """An input that was not ingested, and why."""
 
@@ -57,14 +69,8 @@ def _by_stem(folder: Path, strip: str, rejected: list[Rejection]) -> dict[str, P
     return unique
 
 
-def find_pairs(
-    source: str | Path,
-    *,
-    images_dir: str = "images",
-    masks_dir: str = "masks",
-    mask_suffix: str = "",
-) -> tuple[list[Pair], list[Rejection]]:
-    """Match `source/images_dir/<stem>.*` with `source/masks_dir/<stem><mask_suffix>.*`.
+def find_pairs(source: str | Path, layout: PairLayout) -> tuple[list[Pair], list[Rejection]]:
+    """Match the images under `source` with their masks, as `layout` places them.
 
     Extensions may differ between an image and its mask (``a.jpg`` and ``a.png``).
 
@@ -79,13 +85,13 @@ def find_pairs(
         If either sub-folder is missing.
     """
     root = Path(source).resolve()
-    folders = (root / images_dir, root / masks_dir)
+    folders = (root / layout.images_dir, root / layout.masks_dir)
     for folder in folders:
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: no such folder (images and masks go in {root})")
     rejected: list[Rejection] = []
     images = _by_stem(folders[0], "", rejected)
-    masks = _by_stem(folders[1], mask_suffix, rejected)
+    masks = _by_stem(folders[1], layout.mask_suffix, rejected)
     for stem in sorted(images.keys() - masks.keys()):
         rejected.append(Rejection(str(images[stem]), "image without mask"))
     for stem in sorted(masks.keys() - images.keys()):

@@ -1,4 +1,4 @@
-"""The MLflow model registry: which version a URI names, and the ``champion`` alias."""
+"""The MLflow model registry: which version a URI names, test scores, and the promotion alias."""
 
 from __future__ import annotations
 
@@ -9,14 +9,9 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 TEST_DICE_TAG = "segflow.test_dice"
-
-
 TEST_KEY_TAG = "segflow.test_key"
 
-
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))/?$")
-
-
 _RUNS_URI = re.compile(r"^runs:/(?P<run_id>[^/]+)/")
 
 
@@ -67,7 +62,7 @@ def record_test_score(ref: ModelRef, dice: float, key: str) -> None:
         client.set_model_version_tag(ref.name, ref.version, TEST_KEY_TAG, key)
 
 
-def promote_if_better(ref: ModelRef, dice: float, key: str, alias: str = "champion") -> Promotion:
+def promote_if_better(ref: ModelRef, dice: float, key: str, alias: str) -> Promotion:
     """Point `alias` at `ref`'s version if its test Dice beats the current holder's on the same
     test pixels (`key`), or if no version holds the alias yet.
 

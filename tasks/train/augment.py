@@ -15,13 +15,14 @@ from skimage.transform import warp
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Which augmentations to apply; the defaults are cheap and safe for most data."""
+    """Which augmentations to apply. `elastic` is a training setting (``TrainConfig.elastic``);
+    the other fields are fixed choices, cheap and safe for most data."""
 
+    elastic: bool  # the U-Net paper's smooth random deformations (costly on CPU)
     flips: bool = True
     rot90: bool = True
     brightness: float = 0.1  # additive shift, in units of the normalised intensity
     contrast: float = 0.1  # multiplicative factor drawn from [1 - c, 1 + c]
-    elastic: bool = False  # the U-Net paper's smooth random deformations (costly on CPU)
     elastic_alpha: float = 10.0  # displacement magnitude in pixels
     elastic_sigma: float = 8.0  # smoothness of the displacement field in pixels
 

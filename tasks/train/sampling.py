@@ -1,4 +1,4 @@
-"""Class balancing by sampling: the sampling plan, class weights and foreground locations.
+"""Class balancing by sampling: the balance step, its sampling plan and the patch draw.
 
 The plan says how training patches are drawn so that rare classes are seen (nnU-Net style):
 
@@ -14,24 +14,33 @@ Everything is reproducible from the plan and its seed.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
-import zarr
 
 from segflow.tasks.storage.dataset import Dataset as Store
 from segflow.tasks.storage.dataset import open_dataset
 from segflow.tasks.storage.dataset_writer import write_index
+from segflow.tasks.train.locations import foreground_locations
 from segflow.tasks.train.normalization import Normalization, channel_statistics
 from segflow.tasks.train.weights import balanced_sample_weights
 from segflow.tasks.train.weights import class_weights as balanced_class_weights
 
-# Pixel coordinates kept per class and sample to centre patches on; enough for variety,
-# small enough to hold for thousands of samples.
-MAX_LOCATIONS = 4096
+# Patches drawn to estimate the class distribution before and after balancing.
+PROBE_PATCHES = 256
 
 
-_BLOCK = 1024
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How the balance step builds the plan (built by ``TrainConfig.sampling()``)."""
+
+    patch_size: int
+    fg_oversample: float
+    balance: bool  # False: uniform sample weights, no foreground oversampling (the baseline)
+    class_weights: bool  # inverse-frequency loss weights, capped at `weight_cap`
+    weight_cap: float
+    target_class: int | None  # the class of a dedicated binary model
+    seed: int
 
 
 @dataclass(frozen=True)
@@ -44,7 +53,7 @@ class SamplingPlan:
     sample_ids: tuple[str, ...]
     sample_weights: tuple[float, ...]
     fg_classes: tuple[int, ...]
-    class_weights: tuple[float, ...] | None = None
+    class_weights: tuple[float, ...] | None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,11 +70,7 @@ class SamplingPlan:
 
 def build_plan(
     class_counts: Mapping[str, Sequence[int]],
-    *,
-    patch_size: int,
-    fg_oversample: float = 0.33,
-    seed: int = 0,
-    balance: bool = True,
+    settings: SamplingSettings,
     fg_classes: Sequence[int] | None = None,
 ) -> SamplingPlan:
     """The sampling plan for the training samples.
@@ -74,62 +79,42 @@ def build_plan(
     ----------
     class_counts
         Sample id -> pixels per class (from the dataset store).
-    balance
-        False gives uniform sample weights and no foreground oversampling (the baseline).
+    settings
+        Patch size, oversampling, seed; ``balance=False`` gives uniform sample weights and no
+        foreground oversampling (the baseline). Its class-weight fields are not used here.
     fg_classes
-        Foreground classes to balance for; default every class but 0.
+        Foreground classes to balance for; None: every class but 0.
 
-    The plan carries no loss class weights; set them with :func:`class_weights` and
-    ``dataclasses.replace`` where wanted.
+    Returns
+    -------
+    SamplingPlan
+        Without loss class weights (the balance step adds them).
+
+    Raises
+    ------
+    ValueError
+        `fg_oversample` outside [0, 1] or a `patch_size` < 1.
     """
-    if not 0.0 <= fg_oversample <= 1.0:
-        raise ValueError(f"fg_oversample must be in [0, 1], got {fg_oversample}")
-    if patch_size < 1:
-        raise ValueError(f"patch_size must be positive, got {patch_size}")
+    if not 0.0 <= settings.fg_oversample <= 1.0:
+        raise ValueError(f"fg_oversample must be in [0, 1], got {settings.fg_oversample}")
+    if settings.patch_size < 1:
+        raise ValueError(f"patch_size must be positive, got {settings.patch_size}")
     num_classes = len(next(iter(class_counts.values())))
     classes = tuple(fg_classes) if fg_classes is not None else tuple(range(1, num_classes))
     ids = sorted(class_counts)
-    if balance:
+    if settings.balance:
         weights = balanced_sample_weights(class_counts, classes)
     else:
         weights = dict.fromkeys(ids, 1.0 / len(ids))
     return SamplingPlan(
-        patch_size=patch_size,
-        fg_oversample=fg_oversample if balance else 0.0,
-        seed=seed,
+        patch_size=settings.patch_size,
+        fg_oversample=settings.fg_oversample if settings.balance else 0.0,
+        seed=settings.seed,
         sample_ids=tuple(ids),
         sample_weights=tuple(weights[s] for s in ids),
         fg_classes=classes,
+        class_weights=None,
     )
-
-
-def foreground_locations(
-    mask: zarr.Array, classes: Sequence[int], counts: Sequence[int], *, seed: int = 0
-) -> dict[int, np.ndarray]:
-    """Up to ``MAX_LOCATIONS`` random pixel coordinates of each class, read block by block.
-
-    Each 1024² block keeps a share of the quota proportional to its pixels of the class, so
-    memory stays bounded for masks of any size.
-
-    Returns
-    -------
-    dict
-        Class -> ``(n, 2)`` int64 array of (y, x); classes absent from the mask are left out.
-    """
-    rng = np.random.default_rng(seed)
-    height, width = mask.shape
-    found: dict[int, list[np.ndarray]] = {c: [] for c in classes if counts[c] > 0}
-    for y in range(0, height, _BLOCK):
-        for x in range(0, width, _BLOCK):
-            block = np.asarray(mask[y : y + _BLOCK, x : x + _BLOCK])
-            for cls in found:
-                ys, xs = np.nonzero(block == cls)
-                if ys.size == 0:
-                    continue
-                quota = int(np.ceil(MAX_LOCATIONS * ys.size / counts[cls]))
-                keep = rng.choice(ys.size, size=min(quota, ys.size), replace=False)
-                found[cls].append(np.stack([ys[keep] + y, xs[keep] + x], axis=1))
-    return {c: np.concatenate(parts) for c, parts in found.items() if parts}
 
 
 def draw_patch(
@@ -145,7 +130,7 @@ def draw_patch(
     shapes
         Sample id -> (H, W).
     locations
-        Sample id -> class -> ``(n, 2)`` foreground coordinates (:func:`foreground_locations`).
+        Sample id -> class -> ``(n, 2)`` foreground coordinates (``foreground_locations``).
     """
     index = rng.choice(len(plan.sample_ids), p=np.asarray(plan.sample_weights))
     sample_id = plan.sample_ids[index]
@@ -171,21 +156,45 @@ def restrict(plan: SamplingPlan, sample_ids: Sequence[str]) -> SamplingPlan:
     if not pairs:
         raise ValueError("restricting the plan left no samples")
     total = sum(w for _, w in pairs)
-    return SamplingPlan(
-        patch_size=plan.patch_size,
-        fg_oversample=plan.fg_oversample,
-        seed=plan.seed,
+    return replace(
+        plan,
         sample_ids=tuple(s for s, _ in pairs),
         sample_weights=tuple(w / total for _, w in pairs),
-        fg_classes=plan.fg_classes,
-        class_weights=plan.class_weights,
     )
 
 
-@dataclass
+def sampled_class_fractions(
+    store: Store,
+    plan: SamplingPlan,
+    locations: Mapping[str, Mapping[int, np.ndarray]],
+    num_classes: int,
+) -> np.ndarray:
+    """Class fractions of the pixels in ``PROBE_PATCHES`` patches drawn by `plan` (Monte Carlo).
+
+    This is the class distribution the model sees after balancing; with a uniform plan it
+    estimates the dataset's own distribution.
+
+    Returns
+    -------
+    np.ndarray
+        ``(num_classes,)`` float64 summing to 1 (all zeros if no pixel was drawn).
+    """
+    shapes = {s: tuple(store.mask(s).shape) for s in plan.sample_ids}
+    rng = np.random.default_rng([plan.seed, 2**31 - 1])  # a stream of its own, not the epochs'
+    counts = np.zeros(num_classes, dtype=np.int64)
+    size = plan.patch_size
+    for _ in range(PROBE_PATCHES):
+        sample_id, top, left = draw_patch(plan, rng, shapes, locations)
+        mask = np.asarray(store.mask(sample_id)[top : top + size, left : left + size])
+        counts += np.bincount(mask.ravel(), minlength=num_classes)[:num_classes]
+    return counts / max(1, counts.sum())
+
+
+@dataclass(frozen=True)
 class Balance:
     """Output of the balance step: the plan and everything training needs besides the data."""
 
+    store: str  # the dataset store the plan draws from
     plan: SamplingPlan
     normalization: Normalization
     locations: dict[str, dict[int, np.ndarray]]
@@ -194,26 +203,33 @@ class Balance:
     class_names: list[str]
     binary_class: int | None  # the foreground class of a binary model, None for multi-class
     in_channels: int
-    fractions_before: list[float] = field(default_factory=list)
-    fractions_after: list[float] = field(default_factory=list)
+    fractions_before: list[float]  # class fractions of uniformly drawn patches
+    fractions_after: list[float]  # class fractions of the patches the plan draws
 
     @property
     def out_channels(self) -> int:
         return 1 if self.binary_class is not None else len(self.class_names)
 
 
-def prepare_balance(
-    store_path: str,
-    *,
-    patch_size: int,
-    fg_oversample: float,
-    balance: bool,
-    class_weights: bool,
-    weight_cap: float,
-    target_class: int | None,
-    seed: int,
-    probe_patches: int = 256,
-) -> Balance:
+def _binary_class(target_class: int | None, num_classes: int) -> int | None:
+    """The foreground class of a binary model: `target_class`, or 1 in a two-class store."""
+    if target_class is not None and target_class >= num_classes:
+        raise ValueError(f"target_class {target_class} not in the store's 1..{num_classes - 1}")
+    if target_class is not None:
+        return target_class
+    return 1 if num_classes == 2 else None
+
+
+def _loss_class_weights(
+    counts: Mapping[str, Sequence[int]], binary_class: int | None, cap: float
+) -> tuple[float, ...]:
+    totals = np.sum(list(counts.values()), axis=0)
+    if binary_class is not None:  # a binary model: the class against everything else
+        totals = np.array([totals.sum() - totals[binary_class], totals[binary_class]])
+    return balanced_class_weights(totals, cap=cap)
+
+
+def balance_classes(store_path: str, settings: SamplingSettings) -> Balance:
     """Build the sampling plan from the store's class counts and record it in the store.
 
     Raises
@@ -229,74 +245,29 @@ def prepare_balance(
             f"{len(val_ids)}; re-ingest with a val_fraction > 0"
         )
     num_classes = store.num_classes
-    if target_class is not None and target_class >= num_classes:
-        raise ValueError(f"target_class {target_class} not in the store's 1..{num_classes - 1}")
-    binary_class = target_class if target_class is not None else (1 if num_classes == 2 else None)
-    fg_classes = (binary_class,) if binary_class is not None else None
+    binary_class = _binary_class(settings.target_class, num_classes)
     counts = {s: store.class_counts(s) for s in train_ids}
-    plan = build_plan(
-        counts,
-        patch_size=patch_size,
-        fg_oversample=fg_oversample,
-        seed=seed,
-        balance=balance,
-        fg_classes=fg_classes,
-    )
-    if class_weights:
-        totals = np.sum([counts[s] for s in train_ids], axis=0)
-        if binary_class is not None:  # a binary model: the class against everything else
-            totals = np.array([totals.sum() - totals[binary_class], totals[binary_class]])
-        plan = replace(plan, class_weights=balanced_class_weights(totals, cap=weight_cap))
+    plan = build_plan(counts, settings, None if binary_class is None else (binary_class,))
+    if settings.class_weights:
+        weights = _loss_class_weights(counts, binary_class, settings.weight_cap)
+        plan = replace(plan, class_weights=weights)
     locations = {
-        s: foreground_locations(store.mask(s), plan.fg_classes, counts[s], seed=seed)
+        s: foreground_locations(store.mask(s), plan.fg_classes, counts[s], seed=settings.seed)
         for s in train_ids
     }
-    uniform = build_plan(counts, patch_size=patch_size, seed=seed, balance=False)
+    uniform = build_plan(counts, replace(settings, balance=False))
     result = Balance(
+        store=store_path,
         plan=plan,
-        normalization=channel_statistics(store, train_ids, seed=seed),
+        normalization=channel_statistics(store, train_ids, seed=settings.seed),
         locations=locations,
         train_ids=train_ids,
         val_ids=val_ids,
         class_names=store.class_names,
         binary_class=binary_class,
         in_channels=int(store.image(train_ids[0]).shape[0]),
-        fractions_before=[
-            float(f)
-            for f in sampled_class_fractions(
-                store, uniform, locations, num_classes, patches=probe_patches
-            )
-        ],
-        fractions_after=[
-            float(f)
-            for f in sampled_class_fractions(
-                store, plan, locations, num_classes, patches=probe_patches
-            )
-        ],
+        fractions_before=sampled_class_fractions(store, uniform, locations, num_classes).tolist(),
+        fractions_after=sampled_class_fractions(store, plan, locations, num_classes).tolist(),
     )
     write_index(store_path, {"sampling_plan": plan.to_dict()})
     return result
-
-
-def sampled_class_fractions(
-    store: Store,
-    plan: SamplingPlan,
-    locations: Mapping[str, Mapping[int, np.ndarray]],
-    num_classes: int,
-    *,
-    patches: int = 256,
-) -> np.ndarray:
-    """Class fractions of the pixels in `patches` patches drawn by `plan` (Monte Carlo).
-
-    This is the class distribution the model sees after balancing; with a uniform plan it
-    estimates the dataset's own distribution.
-    """
-    shapes = {s: tuple(store.mask(s).shape) for s in plan.sample_ids}
-    rng = np.random.default_rng([plan.seed, 2**31 - 1])  # a stream of its own, not the epochs'
-    counts = np.zeros(num_classes, dtype=np.int64)
-    size = plan.patch_size
-    for _ in range(patches):
-        sample_id, top, left = draw_patch(plan, rng, shapes, locations)
-        mask = np.asarray(store.mask(sample_id)[top : top + size, left : left + size])
-        counts += np.bincount(mask.ravel(), minlength=num_classes)[:num_classes]
-    return counts / max(1, counts.sum())

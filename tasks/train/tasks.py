@@ -1,25 +1,22 @@
-"""Prefect tasks of the training stage: thin wrappers that add logging."""
+"""Prefect tasks of the training stage: thin wrappers, named as the functions they wrap, that
+add logging (and retries where MLflow is reached)."""
 
 from __future__ import annotations
-
-from pathlib import Path
-from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from segflow.tasks.train.member import MemberResult, train_member
-from segflow.tasks.train.registration import open_training_run, register_model
-from segflow.tasks.train.sampling import (
-    Balance,
-    prepare_balance,
-)
+from segflow.models.unet import UNetConfig
+from segflow.tasks.train import ensemble, registration, sampling, training_run
+from segflow.tasks.train.ensemble import MemberResult, MemberSettings
+from segflow.tasks.train.sampling import Balance, SamplingSettings
+from segflow.tasks.train.training_run import RunSettings, TrainingRun
 
 
 @task(name="balance-classes", cache_policy=NO_CACHE)
-def balance_classes(store: str, **options: Any) -> Balance:
-    """Build and store the sampling plan (see :func:`prepare_balance`)."""
-    result = prepare_balance(store, **options)
+def balance_classes(store: str, settings: SamplingSettings) -> Balance:
+    """Build and store the sampling plan (:func:`sampling.balance_classes`)."""
+    result = sampling.balance_classes(store, settings)
     get_run_logger().info(
         "class fractions: uniform patches %s, balanced patches %s",
         [round(f, 4) for f in result.fractions_before],
@@ -28,10 +25,22 @@ def balance_classes(store: str, **options: Any) -> Balance:
     return result
 
 
+@task(name="open-training-run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def open_training_run(
+    balance: Balance, settings: RunSettings, flow_run_id: str | None
+) -> TrainingRun:
+    """Start or reopen the MLflow run (:func:`training_run.open_training_run`)."""
+    run = training_run.open_training_run(balance, settings, flow_run_id)
+    get_run_logger().info("MLflow run %s, checkpoints in %s", run.run_id, run.folder)
+    return run
+
+
 @task(name="train-model", cache_policy=NO_CACHE, task_run_name="train-member-{member}")
-def train_model(balance: Balance, *, member: int, **options: Any) -> MemberResult:
-    """Train one model (see :func:`train_member`)."""
-    result = train_member(balance, member=member, **options)
+def train_model(
+    balance: Balance, member: int, run: TrainingRun, settings: MemberSettings
+) -> MemberResult:
+    """Train one ensemble member (:func:`ensemble.train_model`)."""
+    result = ensemble.train_model(balance, member, run, settings)
     get_run_logger().info(
         "member %d: best val Dice %.4f at epoch %d (%d epochs, stopped by %s); kept the %s "
         "weights (val Dice %.4f)",
@@ -47,16 +56,14 @@ def train_model(balance: Balance, *, member: int, **options: Any) -> MemberResul
 
 
 @task(name="register-model", cache_policy=NO_CACHE)
-def register(balance: Balance, members: list[MemberResult], **options: Any) -> str:
-    """Log and register the model (see :func:`register_model`)."""
-    uri = register_model(balance, members, **options)
+def register_model(
+    balance: Balance,
+    members: list[MemberResult],
+    run: TrainingRun,
+    unet: UNetConfig,
+    registered_name: str | None,
+) -> str:
+    """Log and register the model (:func:`registration.register_model`)."""
+    uri = registration.register_model(balance, members, run, unet, registered_name)
     get_run_logger().info("model: %s", uri)
     return uri
-
-
-@task(name="open-training-run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def start_run(balance: Balance, **options: Any) -> tuple[str, Path]:
-    """Start or reopen the MLflow run (see :func:`open_training_run`)."""
-    run_id, folder = open_training_run(balance, **options)
-    get_run_logger().info("MLflow run %s, checkpoints in %s", run_id, folder)
-    return run_id, folder

@@ -3,7 +3,8 @@
 This is a documented approximation of the tiled inference stage: tiles do not overlap and are
 predicted without a halo, so pixels next to a tile edge see less context (a small seam cost).
 When an epoch's validation would exceed `max_tiles`, a fixed, seeded subset of the tiles is used
-in every epoch, so epochs stay comparable.
+in every epoch, so epochs stay comparable. After training, :func:`overlay_tiles` predicts a few
+val tiles for the overlay images.
 """
 
 from __future__ import annotations
@@ -28,9 +29,17 @@ from segflow.tasks.storage.dataset import Dataset as Store
 from segflow.tasks.storage.grid import tile_grid
 from segflow.tasks.train.normalization import Normalization
 
+# Tiles per forward pass, and the seed of the fixed subset of tiles when there are too many.
+_BATCH = 4
+_SEED = 0
+
+# Overlays: the `_OVERLAYS` tiles with the most foreground among the first `_OVERLAY_TILES`
+# tiles of the first `_OVERLAY_IMAGES` val images (bounded reads, a stable choice).
+_OVERLAYS, _OVERLAY_IMAGES, _OVERLAY_TILES = 3, 8, 16
+
 
 @dataclass(frozen=True)
-class Scores:
+class ValidationScores:
     """Pixel-pooled validation scores; Dice and IoU of the foreground (mean over classes > 0)."""
 
     dice: float
@@ -47,6 +56,20 @@ def _read_tile(store: Store, sample_id: str, y: int, x: int, tile: int):
     return np.pad(image, pad, mode="symmetric"), mask
 
 
+def _score_tile(
+    prob: torch.Tensor, mask: np.ndarray, binary_class: int | None
+) -> tuple[torch.Tensor, tuple[float, int]]:
+    """Confusion counts and (summed BCE or CE, pixels) of one tile's ``(K, T, T)``
+    probabilities against its ``(h, w)`` mask (the tile may extend past the image)."""
+    h, w = mask.shape
+    prob = prob[:, :h, :w]
+    target = torch.from_numpy(mask.astype(np.int64))
+    if prob.shape[0] == 1:
+        target = (target == (1 if binary_class is None else binary_class)).long()
+        return confusion_counts((prob[0] >= 0.5).long(), target, 2), bce_sum(prob[0], target)
+    return confusion_counts(prob.argmax(0), target, prob.shape[0]), ce_sum(prob, target)
+
+
 @torch.no_grad()
 def validate(
     model: nn.Module,
@@ -55,52 +78,80 @@ def validate(
     normalization: Normalization,
     *,
     tile: int,
-    device: torch.device,
     amp_dtype: torch.dtype | None,
-    max_tiles: int = 256,
-    batch: int = 4,
+    max_tiles: int,
     binary_class: int | None = None,
-    seed: int = 0,
-) -> Scores:
+) -> ValidationScores:
     """Score `model` on the tiles of the `sample_ids` images (see the module docstring).
 
-    For a binary model (one logit), the target is ``mask == binary_class`` (class 1 by default).
+    The tiles go to the device of the model's parameters. For a binary model (one logit), the
+    target is ``mask == binary_class`` (class 1 by default).
+
+    Raises
+    ------
+    ValueError
+        No tiles to score (`sample_ids` is empty).
     """
+    device = next(model.parameters()).device
     jobs = [(s, y, x) for s in sample_ids for y, x in tile_grid(store.mask(s).shape, tile)]
     if len(jobs) > max_tiles:
-        keep = np.random.default_rng(seed).choice(len(jobs), size=max_tiles, replace=False)
+        keep = np.random.default_rng(_SEED).choice(len(jobs), size=max_tiles, replace=False)
         jobs = [jobs[i] for i in sorted(keep)]
     model.eval()
     counts = None
     loss_sum, pixels = 0.0, 0
-    for start in range(0, len(jobs), batch):
-        tiles = [_read_tile(store, *job, tile) for job in jobs[start : start + batch]]
+    for start in range(0, len(jobs), _BATCH):
+        tiles = [_read_tile(store, *job, tile) for job in jobs[start : start + _BATCH]]
         images = np.stack([normalization.apply(image) for image, _ in tiles])
         with autocast(device, amp_dtype):
             probs = logits_to_probabilities(model(torch.from_numpy(images).to(device))).cpu()
-        binary = probs.shape[1] == 1
-        num_classes = 2 if binary else probs.shape[1]
         for (_, mask), prob in zip(tiles, probs, strict=True):
-            h, w = mask.shape
-            prob = prob[:, :h, :w]
-            target = torch.from_numpy(mask.astype(np.int64))
-            if binary:
-                target = (target == (1 if binary_class is None else binary_class)).long()
-                pred = (prob[0] >= 0.5).long()
-                part = bce_sum(prob[0], target)
-            else:
-                pred = prob.argmax(0)
-                part = ce_sum(prob, target)
+            tile_counts, part = _score_tile(prob, mask, binary_class)
             loss_sum, pixels = loss_sum + part[0], pixels + part[1]
-            tile_counts = confusion_counts(pred, target, num_classes)
             counts = tile_counts if counts is None else counts + tile_counts
     model.train()
     if counts is None:
         raise ValueError("no validation tiles: the validation split is empty")
     dice, iou = dice_from_counts(counts), iou_from_counts(counts)
-    return Scores(
+    return ValidationScores(
         dice=float(dice[1:].mean()),
         iou=float(iou[1:].mean()),
         bce=loss_sum / max(pixels, 1),
         per_class_dice=tuple(float(d) for d in dice),
     )
+
+
+@torch.no_grad()
+def overlay_tiles(
+    model: nn.Module,
+    store: Store,
+    sample_ids: Sequence[str],
+    normalization: Normalization,
+    *,
+    tile: int,
+    binary_class: int | None,
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The val tiles with the most foreground, predicted by `model` (on the CPU), for overlays.
+
+    Returns
+    -------
+    dict
+        ``"<sample>_<y>_<x>"`` -> (image ``(C, t, t)`` as stored, truth ``(t, t)`` class ids,
+        or 0/1 for a binary model, prediction ``(t, t)`` uint8), most foreground first.
+    """
+    model.eval()
+    candidates = []
+    for sample_id in sample_ids[:_OVERLAY_IMAGES]:
+        for y, x in tile_grid(store.mask(sample_id).shape, tile)[:_OVERLAY_TILES]:
+            mask = np.asarray(store.mask(sample_id)[y : y + tile, x : x + tile])
+            candidates.append((int((mask > 0).sum()), sample_id, y, x))
+    tiles = {}
+    for _, sample_id, y, x in sorted(candidates, reverse=True)[:_OVERLAYS]:
+        image = np.asarray(store.image(sample_id)[:, y : y + tile, x : x + tile])
+        truth = np.asarray(store.mask(sample_id)[y : y + tile, x : x + tile])
+        if binary_class is not None:
+            truth = (truth == binary_class).astype(np.uint8)
+        logits = model(torch.from_numpy(normalization.apply(image))[None].float())
+        pred = (logits[0, 0] > 0) if logits.shape[1] == 1 else logits[0].argmax(0)
+        tiles[f"{sample_id}_{y}_{x}"] = (image, truth, pred.numpy().astype(np.uint8))
+    return tiles

@@ -60,7 +60,9 @@ def test_evaluation_logs_beside_the_model_and_promotes_the_better(tmp_path, work
     pooled = summary.report["pooled"]
     assert run.data.metrics["test.dice"] == pytest.approx(pooled["dice"])
     assert run.data.metrics["test.bce"] == pytest.approx(pooled["bce"])
-    assert "test.iou.class_1" in run.data.metrics
+    assert run.data.metrics["test.iou.class_1"] == pytest.approx(
+        pooled["per_class"]["class_1"]["iou"]
+    )
     sweep = client.get_metric_history(summary.run_id, "test.sweep_dice.class_1")
     assert [m.step for m in sweep] == list(range(1, 100))
     files = {a.path for a in client.list_artifacts(summary.run_id, "evaluation")}

@@ -1,3 +1,5 @@
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +9,8 @@ from segflow.flows.cli import main
 from segflow.flows.config import InferConfig
 from segflow.flows.infer import infer_images
 from segflow.models.unet import build_unet
+from segflow.tasks.infer.blocks import BlockSettings
+from segflow.tasks.infer.tiling import Tiling
 from segflow.tasks.storage.bundle import save_bundle
 from tests.images import save
 
@@ -95,3 +99,40 @@ def test_cli_infer_exit_code_and_bad_config(tmp_path, bundle):
         )
         == 2
     )
+
+
+def test_block_settings_are_built_from_the_config_alone():
+    config = InferConfig(
+        input="in",
+        output="out.zarr",
+        tile=256,
+        blend="gaussian",
+        margin=16,
+        overlap=0.5,
+        batch=2,
+        tta=True,
+        threshold=0.3,
+        probability_dtype="float16",
+        block=512,
+        workers=3,
+        torch_threads=5,
+        device="cpu",
+        precision="bf16",
+    )
+    parallelism = config.parallelism()
+    assert (parallelism.workers, parallelism.batch, parallelism.torch_threads) == (3, 2, 5)
+    settings = config.block_settings("bundle", parallelism)
+    assert settings == BlockSettings(
+        bundle="bundle",
+        tiling=Tiling(tile=256, blend="gaussian", margin=16, overlap=0.5),
+        batch=2,
+        tta=True,
+        threshold=0.3,
+        precision="bf16",
+        device="cpu",
+        channels_last=True,
+        probability_dtype="float16",
+        block=512,
+        torch_threads=5,
+    )
+    assert pickle.loads(pickle.dumps(settings)) == settings  # shipped to every Dask worker

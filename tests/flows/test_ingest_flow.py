@@ -6,6 +6,8 @@ import pytest
 from segflow.flows.cli import main
 from segflow.flows.config import IngestConfig
 from segflow.flows.ingest import NothingIngested, ingest_dataset
+from segflow.tasks.ingest.masks import MaskRules
+from segflow.tasks.ingest.pairs import PairLayout
 from segflow.tasks.storage.dataset import open_dataset
 from tests.images import make_source
 
@@ -45,6 +47,7 @@ def test_cli_json_summary_and_exit_codes(tmp_path, capsys):
     assert main(["ingest", str(source), str(store), "--json", "--seed", "3"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["samples"] == 4 and summary["class_names"] == ["background", "foreground"]
+    assert open_dataset(store).meta["split_seed"] == 3
     assert np.isclose(sum(summary["class_fractions"]), 1.0)
     empty = tmp_path / "empty"
     (empty / "images").mkdir(parents=True)
@@ -54,3 +57,19 @@ def test_cli_json_summary_and_exit_codes(tmp_path, capsys):
         main(["ingest", str(source), str(store), "--val-fraction", "0.9", "--test-fraction", "0.2"])
         == 2
     )
+
+
+def test_config_builds_the_stage_settings():
+    config = IngestConfig(
+        source="src",
+        store="ds.zarr",
+        masks_dir="gt",
+        mask_suffix="_m",
+        foreground_value=0,
+        invert=True,
+        val_fraction=0.1,
+        test_fraction=0.25,
+    )
+    assert config.pair_layout() == PairLayout(images_dir="images", masks_dir="gt", mask_suffix="_m")
+    assert config.mask_rules() == MaskRules(num_classes=2, foreground_value=0, invert=True)
+    assert config.split_fractions() == pytest.approx({"train": 0.65, "val": 0.1, "test": 0.25})

@@ -1,13 +1,19 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import zarr
 from mlflow import MlflowClient
 from pydantic import ValidationError
+from sklearn.metrics import f1_score, log_loss
 
 from segflow.flows.cli import main
 from segflow.flows.pipeline import load_pipeline_config, run_pipeline
 from segflow.tasks.demo.synth import write_dataset
+from segflow.tasks.storage.dataset import open_dataset
+
+EPS = 1e-7  # the evaluation's probability clip (segflow.tasks.evaluate.scoring)
 
 TINY = [
     "ingest.workers=1",
@@ -28,6 +34,20 @@ TINY = [
 ]
 
 
+def split_pixels(store: str, predictions: str) -> tuple[list[np.ndarray], ...]:
+    """Per test image, flat: the true class ids (dataset store), and the foreground probability
+    and the class ids the prediction store holds for it."""
+    dataset = open_dataset(store)
+    stored = zarr.open_group(predictions, mode="r")
+    names = dataset.samples("test")
+    truth = [np.asarray(dataset.mask(name)).ravel() for name in names]
+    # uint8 levels p * 255; clipped as the evaluation clips, so p = 0 or 1 costs a finite loss
+    levels = [np.asarray(stored[f"{name}/0"][-1]).ravel() for name in names]
+    probability = [np.clip(q / 255, EPS, 1 - EPS) for q in levels]
+    predicted = [np.asarray(stored[f"{name}/labels/mask/0"][0]).ravel() for name in names]
+    return truth, probability, predicted
+
+
 @pytest.fixture
 def source(tmp_path, monkeypatch) -> Path:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -44,7 +64,12 @@ def test_pipeline_runs_every_stage_then_skips_unchanged_ones(tmp_path, source):
     assert first.stages["ingest"].result["samples"] == 8
     report = first.stages["evaluate"].result["report"]
     assert report["split"] == "test" and report["images"] >= 1
-    assert 0.0 <= report["pooled"]["dice"] <= 1.0
+    truth, probability, predicted = split_pixels(first.store, first.predictions)
+    assert report["images"] == len(truth)
+    truth, probability, predicted = map(np.concatenate, (truth, probability, predicted))
+    pooled = report["pooled"]
+    assert pooled["dice"] == pytest.approx(f1_score(truth, predicted, zero_division=1.0))
+    assert pooled["bce"] == pytest.approx(log_loss(truth, probability, labels=[0, 1]))
     assert Path(first.predictions, "zarr.json").exists()
 
     again = run_pipeline(load_pipeline_config(str(source), str(workdir), overrides=TINY))

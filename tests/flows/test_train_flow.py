@@ -8,7 +8,7 @@ from segflow.flows.config import TrainConfig
 from segflow.flows.train import train_unet
 from segflow.tasks.storage.dataset import open_dataset
 from segflow.tasks.tracking.model import load_model
-from segflow.tasks.train.loop import load_checkpoint
+from segflow.tasks.train.checkpoints import load_checkpoint
 from tests.images import make_store
 
 TINY = {

@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import numpy as np
 import pytest
 import tifffile
 from PIL import Image
 
-from segflow.tasks.demo.synth import (
-    _draw_grids,
-    _texture,
-    synth_pair,
-    write_dataset,
-    write_large_pair,
-)
+from segflow.tasks.demo.large import write_large_pair
+from segflow.tasks.demo.synth import SynthSpec, synth_pair, write_dataset
+from segflow.tasks.demo.texture import draw_grids, texture
+
+SPEC_FIELDS = {field.name for field in fields(SynthSpec)}
+
+
+def _with_spec(kwargs: dict) -> dict:
+    """Keyword arguments with the SynthSpec fields among them gathered into `spec`."""
+    spec = SynthSpec(**{k: v for k, v in kwargs.items() if k in SPEC_FIELDS})
+    return {k: v for k, v in kwargs.items() if k not in SPEC_FIELDS} | {"spec": spec}
 
 
 def _pair(seed: int = 0, **kwargs) -> tuple[np.ndarray, np.ndarray]:
     kwargs = {"height": 96, "width": 128, **kwargs}
-    return synth_pair(np.random.default_rng(seed), **kwargs)
+    return synth_pair(np.random.default_rng(seed), **_with_spec(kwargs))
 
 
 @pytest.mark.parametrize(
@@ -116,7 +122,8 @@ def test_write_dataset_binary_masks_are_0_255(tmp_path):
 
 
 def test_write_dataset_multi_class_masks_hold_ids(tmp_path):
-    pairs = write_dataset(tmp_path, count=4, size=(96, 96), num_classes=4, fg_fraction=0.15)
+    spec = SynthSpec(num_classes=4, fg_fraction=0.15)
+    pairs = write_dataset(tmp_path, count=4, size=(96, 96), spec=spec)
     values = set().union(*(np.unique(_read(m)).tolist() for _, m in pairs))
     assert values == {0, 1, 2, 3}
 
@@ -132,8 +139,9 @@ def test_write_dataset_multi_class_masks_hold_ids(tmp_path):
     ],
 )
 def test_write_dataset_formats_round_trip(tmp_path, image_format, channels, dtype, shape):
+    spec = SynthSpec(channels=channels, dtype=dtype)
     [(image_path, _)] = write_dataset(
-        tmp_path, count=1, size=(64, 64), channels=channels, dtype=dtype, image_format=image_format
+        tmp_path, count=1, size=(64, 64), spec=spec, image_format=image_format
     )
     assert image_path.suffix == f".{image_format}"
     image = _read(image_path)
@@ -184,7 +192,7 @@ def test_synth_pair_rejects_bad_arguments(kwargs, match):
 )
 def test_write_dataset_rejects_bad_arguments(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        write_dataset(tmp_path, **kwargs)
+        write_dataset(tmp_path, **_with_spec(kwargs))
 
 
 @pytest.mark.parametrize(
@@ -194,11 +202,12 @@ def test_write_dataset_rejects_bad_arguments(tmp_path, kwargs, match):
         ({"tile": 500}, "tile=500"),
         ({"channels": 5}, "channels=5"),
         ({"fg_fraction": 2.0}, "fg_fraction=2.0"),
+        ({"num_classes": 3}, "num_classes=3"),
     ],
 )
 def test_write_large_pair_rejects_bad_arguments(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        write_large_pair(tmp_path, **kwargs)
+        write_large_pair(tmp_path, **_with_spec(kwargs))
 
 
 def test_write_large_pair_is_tiled_bigtiff_with_matching_mask(tmp_path):
@@ -223,8 +232,9 @@ def test_write_large_pair_is_tiled_bigtiff_with_matching_mask(tmp_path):
 
 def test_write_large_pair_rgb_uncovered_size_and_determinism(tmp_path):
     # A size that is not a multiple of the tile exercises the padded edge tiles.
-    first = write_large_pair(tmp_path / "a", size=600, tile=256, channels=3, seed=1, name="x")
-    again = write_large_pair(tmp_path / "b", size=600, tile=256, channels=3, seed=1, name="x")
+    rgb = SynthSpec(channels=3)
+    first = write_large_pair(tmp_path / "a", size=600, tile=256, spec=rgb, seed=1, name="x")
+    again = write_large_pair(tmp_path / "b", size=600, tile=256, spec=rgb, seed=1, name="x")
     assert tifffile.imread(first[0]).shape == (600, 600, 3)
     assert tifffile.imread(first[1]).shape == (600, 600)
     assert first[0].read_bytes() == again[0].read_bytes()
@@ -232,7 +242,8 @@ def test_write_large_pair_rgb_uncovered_size_and_determinism(tmp_path):
 
 
 def test_large_tiles_join_without_a_seam(tmp_path):
-    _, mask_path = write_large_pair(tmp_path, size=1024, tile=256, fg_fraction=0.15, seed=3)
+    spec = SynthSpec(fg_fraction=0.15)
+    _, mask_path = write_large_pair(tmp_path, size=1024, tile=256, spec=spec, seed=3)
     fg = tifffile.imread(mask_path) > 0
     # Objects cross tile borders instead of being cut off at them.
     assert np.sum(fg[:, 255] & fg[:, 256]) > 0
@@ -240,6 +251,6 @@ def test_large_tiles_join_without_a_seam(tmp_path):
 
 
 def test_texture_of_a_window_matches_the_whole_image():
-    grids = _draw_grids(np.random.default_rng(0), (96, 96), 64)
-    whole = _texture(grids, 0, 0, 96, 96)
-    np.testing.assert_allclose(_texture(grids, 40, 24, 50, 70), whole[40:90, 24:94], atol=1e-5)
+    grids = draw_grids(np.random.default_rng(0), (96, 96), 64)
+    whole = texture(grids, 0, 0, 96, 96)
+    np.testing.assert_allclose(texture(grids, 40, 24, 50, 70), whole[40:90, 24:94], atol=1e-5)

@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, jaccard_score, log_loss, precision_score, recall_score
 
-from segflow.tasks.evaluate.blocks import IN_PROCESS_PIXELS, default_evaluation_workers, evaluate
+from segflow.tasks.evaluate.blocks import (
+    IN_PROCESS_PIXELS,
+    default_evaluation_workers,
+    score_blocks,
+)
 from segflow.tasks.evaluate.plan import plan_evaluation
 from segflow.tasks.evaluate.scoring import THRESHOLDS
 from segflow.tasks.storage.dataset import open_dataset
@@ -35,7 +39,7 @@ def test_binary_scores_equal_sklearn(tmp_path, dtype):
     store, out, truths, probs = _setup(tmp_path, dtype=dtype)
     plan = plan_evaluation(str(out), str(store), "test")
     assert len(plan.jobs) == 4 * len(truths)  # 400² in 256² blocks: partial edge blocks
-    result = evaluate(plan, workers=1, log=lambda _: None)
+    result = score_blocks(plan, workers=1, dask_address=None)
     masks = {n: (probs[n][0] >= 0.5).astype(np.uint8) for n in truths}
     stored = {n: np.clip(_stored(probs[n][0], dtype), 1e-7, 1 - 1e-7) for n in truths}
     for name, truth in truths.items():
@@ -63,7 +67,9 @@ def test_binary_scores_equal_sklearn(tmp_path, dtype):
 
 def test_multiclass_per_class_scores_and_cross_entropy(tmp_path):
     store, out, truths, probs = _setup(tmp_path, num_classes=3, dtype="float16", size=200)
-    result = evaluate(plan_evaluation(str(out), str(store), "test"), workers=1, log=print)
+    result = score_blocks(
+        plan_evaluation(str(out), str(store), "test"), workers=1, dask_address=None
+    )
     t = np.concatenate([truths[n].ravel() for n in truths])
     stored = np.concatenate([_stored(probs[n], "float16").reshape(3, -1) for n in truths], axis=1)
     m = np.concatenate([probs[n].argmax(0).ravel() for n in truths])  # as infer stores it
@@ -85,8 +91,8 @@ def test_multiclass_per_class_scores_and_cross_entropy(tmp_path):
 def test_dask_workers_give_identical_results(tmp_path):
     store, out, _, _ = _setup(tmp_path)
     plan = plan_evaluation(str(out), str(store), "test")
-    alone = evaluate(plan, workers=1, log=lambda _: None)
-    parallel = evaluate(plan, workers=2, log=lambda _: None)
+    alone = score_blocks(plan, workers=1, dask_address=None)
+    parallel = score_blocks(plan, workers=2, dask_address=None)
     assert parallel.pooled == alone.pooled
     assert parallel.images == alone.images
     assert parallel.sweep == alone.sweep
@@ -123,7 +129,9 @@ def test_dedicated_model_is_scored_on_its_class(tmp_path):
     # a perfect binary model of class 2
     probs = {n: (t == 2).astype(np.float64)[None] for n, t in truths.items()}
     out = make_predictions(tmp_path / "pred.zarr", store, probs, binary_class=2)
-    result = evaluate(plan_evaluation(str(out), str(store), "test"), workers=1, log=print)
+    result = score_blocks(
+        plan_evaluation(str(out), str(store), "test"), workers=1, dask_address=None
+    )
     assert result.plan.layout.class_names == ("not class_2", "class_2")
     assert result.pooled.dice == 1.0
     assert result.pooled.bce == pytest.approx(-np.log(1 - 1e-7))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,12 +12,18 @@ import torch
 import zarr
 
 from segflow.models.unet import build_unet
-from segflow.tasks.infer.block import InferSettings, predict_block
-from segflow.tasks.infer.predict import prepare_predictions, run_blocks
+from segflow.tasks.infer.blocks import (
+    BlockSettings,
+    predict_block,
+    predict_blocks,
+    resolve_parallelism,
+)
+from segflow.tasks.infer.output import prepare_predictions
 from segflow.tasks.infer.sources import find_sources
+from segflow.tasks.infer.tiling import Tiling
 from segflow.tasks.storage.bundle import load_bundle, save_bundle
 from segflow.tasks.storage.grid import blocks
-from segflow.tasks.storage.predictions import chunk_side
+from segflow.tasks.storage.predictions import block_done, chunk_side
 from tests.images import save
 
 
@@ -47,34 +54,42 @@ def images(tmp_path):
     return folder
 
 
-def settings(bundle, **kwargs):
+def settings(bundle, *, tile=64, blend="overlap-tile", block=256, **kwargs):
+    """Small tiles and blocks, fp32 in NCHW: what the tests vary, the rest fixed."""
     options = {
-        "tile": 64,
-        "margin": 8,
         "batch": 3,
-        "block": 256,
+        "tta": False,
+        "threshold": 0.5,
         "precision": "fp32",
+        "device": "cpu",
         "channels_last": False,
+        "probability_dtype": "uint8",
+        "torch_threads": 1,
     }
-    return InferSettings(bundle=str(bundle), **{**options, **kwargs})
+    return BlockSettings(
+        bundle=str(bundle),
+        tiling=Tiling(tile=tile, blend=blend, margin=8, overlap=0.25),
+        block=block,
+        **{**options, **kwargs},
+    )
 
 
-def run(images, out, bundle, **kwargs):
-    sources, _ = find_sources(str(images))
-    config = settings(bundle, **kwargs)
+def prepare(sources, out, bundle, config):
+    """Create the store `out` for `config`; `config` with the store's bundle copy."""
     bundle_path, _ = prepare_predictions(
         sources,
         str(out),
         model_uri=str(bundle),
         settings={"block": config.block, "probability_dtype": config.probability_dtype},
     )
-    return sources, run_blocks(
-        sources,
-        str(out),
-        InferSettings(**{**config.__dict__, "bundle": bundle_path}),
-        workers=1,
-        dask_address=None,
-        log=print,
+    return replace(config, bundle=bundle_path)
+
+
+def run(images, out, bundle, **kwargs):
+    sources, _ = find_sources(str(images))
+    config = prepare(sources, out, bundle, settings(bundle, **kwargs))
+    return sources, predict_blocks(
+        sources, str(out), config, workers=1, dask_address=None, log=print
     )
 
 
@@ -197,21 +212,37 @@ def test_blocks_cover_the_image_once():
     assert (covered == 1).all() and regions == [(0, 300, 0, 256), (0, 300, 256, 420)]
 
 
+def test_parallelism_keeps_given_values_and_fills_the_others_for_the_machine(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    given = resolve_parallelism("cpu", workers=3, batch=5, torch_threads=7)
+    assert (given.workers, given.batch, given.torch_threads) == (3, 5, 7)
+    default = resolve_parallelism("cpu", workers=None, batch=None, torch_threads=None)
+    assert (default.workers, default.batch, default.torch_threads) == (4, 1, 2)
+    assert resolve_parallelism("cpu", workers=3, batch=None, torch_threads=None).torch_threads == 2
+
+
 def test_inner_chunks_divide_the_block():
     assert [chunk_side(b) for b in (256, 512, 768, 2048)] == [256, 512, 256, 512]
 
 
-def test_predict_block_writes_its_region(tmp_path, images, bundle):
+def test_predict_block_writes_its_region_and_nothing_else(tmp_path, images, bundle):
     sources, _ = find_sources(str(images))
-    run(images, tmp_path / "out.zarr", bundle)
-    region = (0, 256, 0, 256)
-    before = zarr.open_group(tmp_path / "out.zarr")["a/0"][:, :256, :256]
-    predict_block(
-        sources[0], str(tmp_path / "out.zarr"), region, settings(tmp_path / "out.zarr" / "model")
-    )
-    np.testing.assert_array_equal(
-        zarr.open_group(tmp_path / "out.zarr")["a/0"][:, :256, :256], before
-    )
+    out = tmp_path / "out.zarr"
+    config = prepare(sources, out, bundle, settings(bundle, probability_dtype="float16"))
+    first, second = blocks(sources[0].shape[1:], config.block)  # image a: two blocks
+    y0, y1, x0, x1 = first
+    assert predict_block(sources[0], str(out), first, config) == ("a", first)
+    expected = whole_image(bundle, sources[0].region(0, 300, 0, 420)[0])[:, y0:y1, x0:x1]
+    written = zarr.open_group(out, mode="r")["a"]
+    probs = np.asarray(written["0"][:, y0:y1, x0:x1], dtype=np.float32)
+    mask = written["labels/mask/0"][0, y0:y1, x0:x1]
+    assert 0 < (expected[0] >= 0.5).mean() < 1  # both classes: a wrong write shows
+    assert np.abs(probs - expected).mean() < 0.02
+    assert (mask == (expected[0] >= 0.5)).mean() > 0.99
+    assert block_done(out, "a", first, config.block)
+    assert not block_done(out, "a", second, config.block)  # its neighbour stays unwritten
+    assert not block_done(out, "b", (0, 449, 0, 391), config.block)
+    assert not written["0"][:, :, x1:].any() and not written["labels/mask/0"][:, :, x1:].any()
 
 
 def test_output_is_complete_when_a_worker_dies(tmp_path, images, bundle):
@@ -225,7 +256,7 @@ def test_output_is_complete_when_a_worker_dies(tmp_path, images, bundle):
 
     run(images, tmp_path / "ref.zarr", bundle, tta=True)
     sources, _ = find_sources(str(images))
-    config = settings(bundle, block=256, tta=True)  # slower blocks: the kill lands mid-run
+    config = settings(bundle, tta=True)  # slower blocks: the kill lands mid-run
     done_at_kill = []
     with (
         LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster,
@@ -246,16 +277,10 @@ def test_output_is_complete_when_a_worker_dies(tmp_path, images, bundle):
 
         killer = threading.Thread(target=kill_one_worker_when_work_starts)
         killer.start()
-        bundle_path, _ = prepare_predictions(
+        predicted, skipped, failed = predict_blocks(
             sources,
             str(tmp_path / "out.zarr"),
-            model_uri=str(bundle),
-            settings={"block": 256, "probability_dtype": "uint8"},
-        )
-        predicted, skipped, failed = run_blocks(
-            sources,
-            str(tmp_path / "out.zarr"),
-            InferSettings(**{**config.__dict__, "bundle": bundle_path}),
+            prepare(sources, tmp_path / "out.zarr", bundle, config),
             workers=2,
             dask_address=cluster.scheduler_address,
             log=print,

@@ -10,19 +10,21 @@ import numpy as np
 
 from segflow.tasks.ingest.index import build_index
 from segflow.tasks.ingest.masks import MaskRules
-from segflow.tasks.ingest.pairs import find_pairs
+from segflow.tasks.ingest.pairs import PairLayout, find_pairs
 from segflow.tasks.ingest.samples import ingest_pair
 from segflow.tasks.storage.dataset import open_dataset
 from segflow.tasks.storage.dataset_writer import committed_samples, init_store
 from tests.images import save
 
 FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
+BINARY = MaskRules(num_classes=2, foreground_value=None, invert=False)
+LAYOUT = PairLayout(images_dir="images", masks_dir="masks", mask_suffix="")
 
 INGEST_ALL = textwrap.dedent(
     """
     import sys
     from segflow.tasks.ingest.index import build_index
-    from segflow.tasks.ingest.pairs import find_pairs
+    from segflow.tasks.ingest.pairs import PairLayout, find_pairs
     from segflow.tasks.ingest.masks import MaskRules
     from segflow.tasks.ingest.samples import ingest_pair
     from segflow.tasks.storage.dataset_writer import committed_samples, init_store
@@ -30,9 +32,10 @@ INGEST_ALL = textwrap.dedent(
     source, store = sys.argv[1:]
     init_store(store, class_names=("background", "foreground"))
     stored = committed_samples(store)
-    pairs, rejected = find_pairs(source)
+    pairs, rejected = find_pairs(source, PairLayout("images", "masks", ""))
+    rules = MaskRules(num_classes=2, foreground_value=None, invert=False)
     for pair in pairs:
-        ingest_pair(pair, store, rules=MaskRules(), max_pixels=10**9,
+        ingest_pair(pair, store, rules=rules, max_pixels=10**9,
                     stored=stored.get(pair.sample_id))
     build_index(store, rejected=rejected, fractions={fractions}, seed=0)
     """
@@ -68,11 +71,9 @@ def test_kill_during_ingest_then_rerun_gives_complete_store(tmp_path):
 
     init_store(store, class_names=("background", "foreground"))
     stored = committed_samples(store)
-    pairs, rejected = find_pairs(tmp_path / "src")
+    pairs, rejected = find_pairs(tmp_path / "src", LAYOUT)
     statuses = [
-        ingest_pair(
-            p, store, rules=MaskRules(), max_pixels=10**9, stored=stored.get(p.sample_id)
-        ).status
+        ingest_pair(p, store, rules=BINARY, max_pixels=10**9, stored=stored.get(p.sample_id)).status
         for p in pairs
     ]
     build_index(store, rejected=rejected, fractions=FRACTIONS, seed=0)

@@ -1,6 +1,8 @@
 import pytest
 
-from segflow.tasks.ingest.pairs import find_pairs
+from segflow.tasks.ingest.pairs import PairLayout, find_pairs
+
+LAYOUT = PairLayout(images_dir="images", masks_dir="masks", mask_suffix="")
 
 
 def touch(path):
@@ -18,7 +20,7 @@ def test_pairs_match_by_stem_across_extensions(tmp_path):
     touch(tmp_path / "masks/a.png")
     touch(tmp_path / "images/b.tif")
     touch(tmp_path / "masks/b.tiff")
-    pairs, rejected = find_pairs(tmp_path)
+    pairs, rejected = find_pairs(tmp_path, LAYOUT)
     assert [(p.sample_id, p.image.name, p.mask.name) for p in pairs] == [
         ("a", "a.jpg", "a.png"),
         ("b", "b.tif", "b.tiff"),
@@ -30,7 +32,9 @@ def test_mask_suffix_and_custom_folders(tmp_path):
     touch(tmp_path / "img/a.png")
     touch(tmp_path / "gt/a_mask.png")
     touch(tmp_path / "gt/stray.png")
-    pairs, rejected = find_pairs(tmp_path, images_dir="img", masks_dir="gt", mask_suffix="_mask")
+    pairs, rejected = find_pairs(
+        tmp_path, PairLayout(images_dir="img", masks_dir="gt", mask_suffix="_mask")
+    )
     assert [p.sample_id for p in pairs] == ["a"]
     assert "lacks the suffix '_mask'" in reasons(rejected)["gt/stray.png"]
 
@@ -43,7 +47,7 @@ def test_unpaired_ambiguous_and_non_image_files_are_rejected(tmp_path):
     touch(tmp_path / "masks/twice.png")
     touch(tmp_path / "images/readme.txt")
     touch(tmp_path / "images/.DS_Store")
-    pairs, rejected = find_pairs(tmp_path)
+    pairs, rejected = find_pairs(tmp_path, LAYOUT)
     assert pairs == []
     why = reasons(rejected)
     assert why["images/only_image.png"] == "image without mask"
@@ -58,4 +62,4 @@ def test_unpaired_ambiguous_and_non_image_files_are_rejected(tmp_path):
 def test_missing_folder_names_the_path(tmp_path):
     (tmp_path / "images").mkdir()
     with pytest.raises(FileNotFoundError, match="masks: no such folder"):
-        find_pairs(tmp_path)
+        find_pairs(tmp_path, LAYOUT)

@@ -8,13 +8,13 @@ from PIL import Image
 
 from segflow.tasks.ingest.index import build_index
 from segflow.tasks.ingest.masks import MaskRules
-from segflow.tasks.ingest.pairs import Pair, find_pairs
+from segflow.tasks.ingest.pairs import Pair, PairLayout, find_pairs
 from segflow.tasks.ingest.samples import ingest_pair
 from segflow.tasks.storage.dataset import open_dataset
 from segflow.tasks.storage.dataset_writer import committed_samples, init_store
 from tests.images import make_source, random_image, random_mask, save
 
-BINARY = MaskRules(num_classes=2)
+BINARY = MaskRules(num_classes=2, foreground_value=None, invert=False)
 CLASSES = ("background", "foreground")
 
 
@@ -78,9 +78,9 @@ def test_jpeg_image_matches_its_decoded_pixels(tmp_path, store):
     ("values", "rules", "expected"),
     [
         ((0, 1), BINARY, {0: 0, 1: 1}),
-        ((0, 255), MaskRules(2, foreground_value=0), {0: 1, 255: 0}),
-        ((0, 255), MaskRules(2, invert=True), {0: 1, 255: 0}),
-        ((0, 1, 2, 3), MaskRules(4), {0: 0, 1: 1, 2: 2, 3: 3}),
+        ((0, 255), MaskRules(2, foreground_value=0, invert=False), {0: 1, 255: 0}),
+        ((0, 255), MaskRules(2, foreground_value=None, invert=True), {0: 1, 255: 0}),
+        ((0, 1, 2, 3), MaskRules(4, foreground_value=None, invert=False), {0: 0, 1: 1, 2: 2, 3: 3}),
     ],
 )
 def test_mask_values_become_class_ids(tmp_path, store, values, rules, expected):
@@ -223,7 +223,7 @@ def test_large_tiff_with_bad_mask_values_is_rejected(tmp_path, store):
 def test_index_records_split_and_rejections(tmp_path, store):
     source = make_source(tmp_path / "src", n=10, empty=3)
     (source / "images" / "notes.txt").write_text("hello")
-    pairs, rejected = find_pairs(source)
+    pairs, rejected = find_pairs(source, PairLayout("images", "masks", ""))
     for pair in pairs:
         ingest(pair, store)
     fractions = {"train": 0.6, "val": 0.2, "test": 0.2}

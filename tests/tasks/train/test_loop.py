@@ -14,13 +14,16 @@ import numpy as np
 import pytest
 import torch
 
+from segflow.flows.config import TrainConfig
 from segflow.models.losses import build_loss
 from segflow.models.unet import build_unet
 from segflow.tasks.storage.dataset import open_dataset
-from segflow.tasks.train.loop import fit, kept_weights, load_checkpoint
+from segflow.tasks.train.checkpoints import Progress, kept_weights, load_checkpoint
+from segflow.tasks.train.locations import foreground_locations
+from segflow.tasks.train.loop import fit, stop_reason
 from segflow.tasks.train.normalization import channel_statistics
 from segflow.tasks.train.patches import PatchDataset, read_patch
-from segflow.tasks.train.sampling import build_plan, foreground_locations
+from segflow.tasks.train.sampling import build_plan
 from tests.images import make_store
 
 
@@ -33,8 +36,8 @@ def patch_data(store, length=16, seed=0):
     dataset = open_dataset(store)
     train = dataset.samples("train")
     counts = {s: dataset.class_counts(s) for s in train}
-    plan = build_plan(counts, patch_size=64, seed=seed)
-    locations = {s: foreground_locations(dataset.mask(s), (1,), counts[s]) for s in train}
+    plan = build_plan(counts, TrainConfig(store=str(store), patch_size=64, seed=seed).sampling())
+    locations = {s: foreground_locations(dataset.mask(s), (1,), counts[s], seed=0) for s in train}
     norm = channel_statistics(dataset, train)
     return PatchDataset(str(store), plan, locations, norm, length=length, binary_class=1), norm
 
@@ -63,8 +66,8 @@ class Interrupted(Exception):
     pass
 
 
-def run_fit(store, folder, epochs, resume=False, seed=0, interrupt_after=None):
-    data, norm = patch_data(store, length=16)
+def run_fit(store, folder, epochs, resume=False, seed=0, interrupt_after=None, **settings):
+    data, _ = patch_data(store, length=16)
     torch.manual_seed(seed)
     model = build_unet(in_channels=1, num_classes=1, depth=2, base_channels=4)
     reports = []
@@ -74,26 +77,29 @@ def run_fit(store, folder, epochs, resume=False, seed=0, interrupt_after=None):
         if report.epoch == interrupt_after:
             raise Interrupted  # as if killed right after the epoch's checkpoint
 
-    result = fit(
-        model,
-        data,
-        store=open_dataset(store),
-        val_ids=open_dataset(store).samples("val"),
-        normalization=norm,
-        loss_fn=build_loss("bce_dice", num_classes=1),
+    settings = TrainConfig(
+        store=str(store),
         epochs=epochs,
         batch_size=4,
         lr=1e-2,
         weight_decay=0.0,
-        device=torch.device("cpu"),
-        amp_dtype=None,
+        device="cpu",
+        precision="fp32",
         channels_last=False,
         num_workers=0,
+        val_max_tiles=256,
+        patience=0,
+        resume=resume,
+        **settings,
+    ).loop()
+    result = fit(
+        model,
+        data,
+        open_dataset(store).samples("val"),
+        build_loss("bce_dice", num_classes=1),
+        settings,
         checkpoint_dir=folder,
         config={"k": 1},
-        resume=resume,
-        val_tile=64,
-        binary_class=1,
         on_epoch=on_epoch,
     )
     return model, result, reports
@@ -137,6 +143,23 @@ def test_resume_of_a_checkpoint_without_the_last_dice(store, tmp_path):
 )
 def test_kept_weights(weights, stopped, kept):
     assert kept_weights(weights, stopped) == kept
+
+
+def test_time_budget_stops_after_the_epoch_that_spends_it(store, tmp_path):
+    _, result, reports = run_fit(store, tmp_path, epochs=5, max_minutes=1e-5)
+    assert result.stopped == "time budget" and result.epochs_done == len(reports) == 1
+
+
+def test_patience_counts_epochs_without_a_better_val_dice():
+    progress = Progress(epoch=-1, dice=-1.0, best_dice=-1.0, best_epoch=-1, stale=0)
+    for epoch, dice in enumerate([0.5, 0.6, 0.6, 0.4]):
+        improved = progress.update(epoch, dice)
+        assert improved == (epoch in (0, 1))
+        assert stop_reason(progress, patience=2, deadline=None) == (
+            "early stopping" if epoch == 3 else None
+        )
+    assert (progress.best_epoch, progress.best_dice, progress.dice) == (1, 0.6, 0.4)
+    assert stop_reason(progress, patience=0, deadline=None) is None  # 0: never stop early
 
 
 def test_kept_weights_rejects_unknown_choices():

@@ -2,14 +2,15 @@ import numpy as np
 import pytest
 import zarr
 
-from segflow.tasks.train.sampling import (
-    MAX_LOCATIONS,
-    build_plan,
-    draw_patch,
-    foreground_locations,
-    restrict,
-)
+from segflow.flows.config import TrainConfig
+from segflow.tasks.train.locations import MAX_LOCATIONS, foreground_locations
+from segflow.tasks.train.sampling import build_plan, draw_patch, restrict
 from segflow.tasks.train.weights import balanced_sample_weights, class_weights
+
+
+def sampling(**settings):
+    """The sampling settings of a TrainConfig with these settings, the others default."""
+    return TrainConfig(store="unused", **settings).sampling()
 
 
 def test_rare_class_samples_get_more_weight():
@@ -30,10 +31,10 @@ def test_class_weights_are_inverse_frequency_and_capped():
 
 def test_unbalanced_plan_is_uniform_without_oversampling():
     counts = {"a": [10, 0], "b": [5, 5]}
-    plan = build_plan(counts, patch_size=8, balance=False)
+    plan = build_plan(counts, sampling(patch_size=16, balance=False))
     assert plan.sample_weights == (0.5, 0.5) and plan.fg_oversample == 0.0
     assert plan.class_weights is None
-    assert restrict(build_plan(counts, patch_size=8), ["b"]).sample_weights == (1.0,)
+    assert restrict(build_plan(counts, sampling(patch_size=16)), ["b"]).sample_weights == (1.0,)
 
 
 def test_foreground_locations_span_blocks_and_respect_the_quota():
@@ -62,7 +63,7 @@ def centre_hit_rate(fg_oversample: float, draws: int = 4000, seed: int = 0) -> f
         mask[y : y + 6, x : x + 6] = 1  # 36 px: 0.05 % foreground
         masks[f"s{i}"] = mask
     counts = {s: np.bincount(m.ravel(), minlength=2).tolist() for s, m in masks.items()}
-    plan = build_plan(counts, patch_size=size, fg_oversample=fg_oversample, seed=seed)
+    plan = build_plan(counts, sampling(patch_size=size, fg_oversample=fg_oversample, seed=seed))
     locations = {s: {1: np.argwhere(m == 1)} for s, m in masks.items()}
     shapes = dict.fromkeys(masks, shape)
     hits = 0

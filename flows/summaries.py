@@ -1,0 +1,181 @@
+"""The flows' summaries as text: plain lines for the terminal (the CLI prints them) and markdown
+for the Prefect UI (the flows publish them as artifacts).
+
+Every function returns a string and prints nothing. The summary models are imported for type
+checking only, because the flows that define them import their markdown from here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from segflow.flows.evaluate import EvaluateSummary
+    from segflow.flows.infer import InferSummary
+    from segflow.flows.ingest import IngestSummary
+    from segflow.flows.pipeline import PipelineSummary
+    from segflow.flows.train import TrainSummary
+    from segflow.tasks.evaluate.blocks import Evaluation
+    from segflow.tasks.tracking.registry import Promotion
+
+
+def _mlflow_ui(workdir: str | Path) -> str:
+    """The command that opens the MLflow UI on the work directory's tracking database."""
+    return f"mlflow ui --backend-store-uri sqlite:///{Path(workdir).resolve() / 'mlflow.db'}"
+
+
+def ingest_text(summary: IngestSummary) -> str:
+    """The ingest summary for the terminal: store, counts, split, class fractions, rejections."""
+    fractions = zip(summary.class_names, summary.class_fractions, strict=True)
+    lines = [
+        f"store      {summary.store}",
+        f"samples    {summary.samples} ({summary.written} written, {summary.unchanged} unchanged)",
+        "split      " + ", ".join(f"{k} {v}" for k, v in summary.split.items()),
+        "classes    " + ", ".join(f"{name} {fraction:.2%}" for name, fraction in fractions),
+        f"rejected   {len(summary.rejected)}",
+    ]
+    lines += [f"  {item['path']}: {item['reason']}" for item in summary.rejected]
+    return "\n".join(lines)
+
+
+def ingest_markdown(summary: IngestSummary) -> str:
+    """The ingest summary for the Prefect UI: counts, a class table and a rejection table."""
+    lines = [
+        f"# Ingest into `{summary.store}`",
+        "",
+        f"{summary.samples} samples stored ({summary.written} written, {summary.unchanged} "
+        f"unchanged); split {summary.split}; {len(summary.rejected)} inputs rejected.",
+        "",
+        "| class | pixel fraction |",
+        "|---|---|",
+    ]
+    fractions = zip(summary.class_names, summary.class_fractions, strict=True)
+    lines += [f"| {name} | {fraction:.4f} |" for name, fraction in fractions]
+    if summary.rejected:
+        lines += ["", "| rejected input | reason |", "|---|---|"]
+        lines += [f"| `{r['path']}` | {r['reason']} |" for r in summary.rejected]
+    return "\n".join(lines)
+
+
+def train_text(summary: TrainSummary, workdir: str | Path) -> str:
+    """The training summary for the terminal; `workdir` holds the run's MLflow database."""
+    uniform = [round(f, 4) for f in summary.class_fractions_uniform]
+    balanced = [round(f, 4) for f in summary.class_fractions_balanced]
+    return "\n".join(
+        [
+            f"model      {summary.model_uri}",
+            f"MLflow run {summary.run_id}  ({_mlflow_ui(workdir)})",
+            f"val Dice   {summary.val_dice:.4f}",
+            f"class fractions uniform -> balanced: {uniform} -> {balanced}",
+        ]
+    )
+
+
+def infer_text(summary: InferSummary) -> str:
+    """The inference summary for the terminal, with every failed and unreadable image."""
+    lines = [
+        f"predictions {summary.output}  ({summary.images} images, model {summary.model})",
+        f"blocks      {summary.blocks_predicted} predicted, "
+        f"{summary.blocks_already_done} already done",
+    ]
+    lines += [f"  failed {name}: {reason}" for name, reason in summary.failed.items()]
+    lines += [f"  unreadable {path}: {reason}" for path, reason in summary.rejected]
+    lines.append(f"view        napari --plugin napari-ome-zarr {summary.output}/<image>")
+    return "\n".join(lines)
+
+
+def evaluate_text(summary: EvaluateSummary) -> str:
+    """The evaluation for the terminal: pooled and per-class scores, the best threshold per
+    class, the MLflow run and the promotion outcome (if one was attempted)."""
+    report = summary.report
+    pooled = report["pooled"]
+    metrics = ("dice", "iou", "bce", "precision", "recall")
+    lines = [
+        f"evaluated  {report['images']} images of split {report['split']}",
+        "pooled     " + ", ".join(f"{m} {pooled[m]:.4f}" for m in metrics),
+    ]
+    lines += [
+        f"  {name:<16} Dice {values['dice']:.4f}  IoU {values['iou']:.4f}"
+        for name, values in pooled["per_class"].items()
+    ]
+    thresholds = report["threshold_sweep"]["thresholds"]
+    for name, dice in report["threshold_sweep"]["dice"].items():
+        best = max(range(len(dice)), key=dice.__getitem__)
+        lines.append(f"best threshold for {name}: {thresholds[best]:.2f} (Dice {dice[best]:.4f})")
+    lines.append(f"MLflow run {summary.run_id}")
+    if summary.promotion is not None:
+        verb = "promoted" if summary.promotion["promoted"] else "not promoted"
+        lines.append(f"champion   {verb}: {summary.promotion['reason']}")
+    return "\n".join(lines)
+
+
+def evaluate_markdown(evaluation: Evaluation, run_id: str, promotion: Promotion | None) -> str:
+    """The evaluation for the Prefect UI: pooled scores, best thresholds, promotion outcome."""
+    pooled = evaluation.pooled
+    lines = [
+        f"# Evaluation of `{evaluation.plan.predictions}`",
+        "",
+        f"{len(evaluation.images)} images of split `{evaluation.plan.split}`, "
+        f"{pooled.pixels:,} pixels; MLflow run `{run_id}`.",
+        "",
+        "| metric | pooled |",
+        "|---|---|",
+    ]
+    lines += [
+        f"| {m} | {getattr(pooled, m):.4f} |" for m in ("dice", "iou", "bce", "precision", "recall")
+    ]
+    # Imported here: scoring loads torch, and the CLI imports this module before any work.
+    from segflow.tasks.evaluate.scoring import THRESHOLDS
+
+    for name, dice in evaluation.sweep.items():
+        best = max(range(len(dice)), key=dice.__getitem__)
+        lines += ["", f"Best threshold for {name}: {THRESHOLDS[best]:.2f} (Dice {dice[best]:.4f})."]
+    if promotion is not None:
+        verb = "promoted" if promotion.promoted else "not promoted"
+        lines += ["", f"Champion: {verb}: {promotion.reason}."]
+    return "\n".join(lines)
+
+
+def pipeline_text(summary: PipelineSummary, prefect_home: str | Path) -> str:
+    """The pipeline run for the terminal: each stage's status and time, the test scores, and
+    where to look at the products (`prefect_home` is the home of the local Prefect server)."""
+    pooled = summary.stages["evaluate"].result["report"]["pooled"]
+    lines = ["stage      status   seconds"]
+    lines += [
+        f"{name:<10} {stage.status:<8} {stage.seconds:7.1f}"
+        for name, stage in summary.stages.items()
+    ]
+    lines += [
+        "",
+        f"model       {summary.model_uri}",
+        f"predictions {summary.predictions}",
+        "evaluation  " + ", ".join(f"{m} {pooled[m]:.4f}" for m in ("dice", "iou", "bce")),
+        "",
+        f"dataset store: {summary.store}  (python: segflow.tasks.storage.dataset)",
+        f"MLflow UI:     {_mlflow_ui(summary.workdir)}",
+        f"MLflow runs:   training {summary.stages['train'].result['run_id']}, evaluation "
+        f"{summary.stages['evaluate'].result['run_id']} (nested under it)",
+        f"Prefect UI:    PREFECT_HOME={prefect_home} prefect server start",
+        f"napari:        napari --plugin napari-ome-zarr {summary.predictions}/<image>",
+    ]
+    return "\n".join(lines)
+
+
+def pipeline_markdown(summary: PipelineSummary) -> str:
+    """The pipeline run for the Prefect UI: a stage table and the test scores."""
+    lines = [
+        f"# Pipeline in `{summary.workdir}`",
+        "",
+        f"Model `{summary.model_uri}`, predictions `{summary.predictions}`.",
+        "",
+        "| stage | status | seconds |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {n} | {s.status} | {s.seconds:.1f} |" for n, s in summary.stages.items()]
+    pooled = summary.stages["evaluate"].result["report"]["pooled"]
+    lines += [
+        "",
+        f"Test Dice {pooled['dice']:.4f}, IoU {pooled['iou']:.4f}, BCE {pooled['bce']:.4f}.",
+    ]
+    return "\n".join(lines)

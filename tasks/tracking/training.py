@@ -1,0 +1,126 @@
+"""The training run in MLflow: its params and tags, the members' nested runs, per-epoch
+metrics, overlay images and the logged, registered model.
+
+The train stage hands plain values (numbers, dicts of metrics, arrays, paths); every MLflow
+name of a training run (tags, run names, artifact paths) is written here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+
+from segflow.tasks.tracking.model import log_bundle_model
+from segflow.tasks.tracking.overlays import overlay
+from segflow.tasks.tracking.runs import flat_params, log_class_distribution
+
+
+def start_training_run(
+    run_name: str,
+    params: Mapping[str, Any],
+    *,
+    store: str,
+    dataset_sha256: str,
+    train_samples: int,
+    flow_run_id: str | None,
+    class_names: Sequence[str],
+    class_fractions: Mapping[str, Sequence[float]],
+) -> str:
+    """Start a run in the current experiment and record what it trains on; returns its id.
+
+    Parameters
+    ----------
+    params
+        The flow config, logged flat (``a.b`` keys).
+    store, dataset_sha256, train_samples, flow_run_id
+        Tags ``segflow.store``, ``segflow.dataset_sha256``, ``segflow.train_samples`` and
+        ``prefect.flow_run_id`` (empty outside a flow run).
+    class_fractions
+        Kind (``uniform``, ``balanced``) -> per-class pixel fractions, logged as metrics
+        ``class_fraction.<kind>.<class name>``.
+    """
+    with mlflow.start_run(run_name=run_name) as run:
+        mlflow.log_params(flat_params(params))
+        mlflow.set_tags(
+            {
+                "segflow.store": store,
+                "segflow.dataset_sha256": dataset_sha256,
+                "segflow.train_samples": train_samples,
+                "prefect.flow_run_id": flow_run_id or "",
+            }
+        )
+        for kind, fractions in class_fractions.items():
+            log_class_distribution(f"class_fraction.{kind}", fractions, class_names)
+    return run.info.run_id
+
+
+def start_member_run(parent_run_id: str, member: int) -> str:
+    """Create the nested run ``member-<member>`` of an ensemble member; returns its id."""
+    with mlflow.start_run(run_id=parent_run_id):
+        run = mlflow.start_run(run_name=f"member-{member}", nested=True)
+        mlflow.end_run()
+    return run.info.run_id
+
+
+@contextmanager
+def member_run(run_id: str, member: int) -> Iterator[None]:
+    """Make `run_id` (a member's run, or the parent run of a single model) the active run,
+    tagged ``member``; the ``log_*`` functions below write to it."""
+    with mlflow.start_run(run_id=run_id):
+        mlflow.set_tag("member", member)
+        yield
+
+
+def log_epoch_metrics(metrics: Mapping[str, float], epoch: int) -> None:
+    """One epoch's metrics (name -> value), at step `epoch`."""
+    mlflow.log_metrics(dict(metrics), step=epoch)
+
+
+def log_overlays(tiles: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+    """One image | truth | prediction panel per tile, as ``overlays/<name>.png``.
+
+    `tiles` maps a name to (image ``(C, H, W)``, truth ``(H, W)``, prediction ``(H, W)``).
+    """
+    for name, (image, truth, pred) in tiles.items():
+        mlflow.log_image(overlay(image, truth, pred), artifact_file=f"overlays/{name}.png")
+
+
+def log_member_outcome(metrics: Mapping[str, float], kept: str) -> None:
+    """A member's final metrics and which weights it keeps (tag ``segflow.kept_weights``)."""
+    mlflow.log_metrics(dict(metrics))
+    mlflow.set_tag("segflow.kept_weights", kept)
+
+
+def log_trained_model(
+    run_id: str,
+    bundle: Path,
+    *,
+    in_channels: int,
+    out_channels: int,
+    registered_name: str | None,
+    val_dice: float,
+) -> str:
+    """Log the model `bundle` to run `run_id` with its mean member val Dice
+    (``model_val_dice``) and register it under `registered_name` (None: do not).
+
+    Returns
+    -------
+    str
+        ``models:/<name>/<version>`` when registered, else the logged model's URI.
+    """
+    with mlflow.start_run(run_id=run_id):
+        info = log_bundle_model(
+            bundle,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            registered_name=registered_name,
+        )
+        mlflow.log_metric("model_val_dice", val_dice)
+    if registered_name:
+        return f"models:/{registered_name}/{info.registered_model_version}"
+    return info.model_uri

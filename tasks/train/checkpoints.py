@@ -1,0 +1,118 @@
+"""Checkpoints: atomic writes, weights-only reads, a run's progress, the weights it keeps."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from segflow.tasks.train.steps import Stepper
+
+log = logging.getLogger(__name__)
+
+
+def save_checkpoint(path: Path, payload: Mapping[str, Any]) -> None:
+    """Write atomically: a crash leaves the previous checkpoint intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    torch.save(dict(payload), partial)
+    os.replace(partial, path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load with ``weights_only=True``: tensors and plain containers, never arbitrary objects."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def kept_weights(weights: str, stopped: str) -> str:
+    """Which checkpoint a member contributes: ``best`` or ``last``.
+
+    ``auto`` keeps the last epoch's weights when the learning-rate schedule ran its course
+    (all epochs, or the time budget it is stretched over), as nnU-Net does: the cosine decay
+    ends there, and picking the best of noisy per-epoch val scores adds selection noise. After
+    early stopping the run went past its best, so ``auto`` keeps the best-val weights.
+
+    Raises
+    ------
+    ValueError
+        `weights` is not ``auto``, ``best`` or ``last``.
+    """
+    if weights == "auto":
+        return "best" if stopped == "early stopping" else "last"
+    if weights not in ("best", "last"):
+        raise ValueError(f"weights must be auto, best or last, got {weights!r}")
+    return weights
+
+
+@dataclass
+class Progress:
+    """The last finished epoch and the early-stopping state; saved in every checkpoint."""
+
+    epoch: int  # -1 before the first epoch
+    dice: float  # val Dice of `epoch`; NaN after resuming a checkpoint of an earlier version
+    best_dice: float
+    best_epoch: int
+    stale: int  # epochs since `best_epoch`
+
+    def update(self, epoch: int, dice: float) -> bool:
+        """Record the val Dice of `epoch`; True if it beats every earlier epoch."""
+        self.epoch, self.dice = epoch, dice
+        if dice > self.best_dice:
+            self.best_dice, self.best_epoch, self.stale = dice, epoch, 0
+            return True
+        self.stale += 1
+        return False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "dice": self.dice,
+            "best_dice": self.best_dice,
+            "best_epoch": self.best_epoch,
+            "stale": self.stale,
+        }
+
+
+def resume_progress(folder: Path, model: nn.Module, stepper: Stepper, resume: bool) -> Progress:
+    """With `resume`, load ``folder/last.pt`` (if any) into `model` and `stepper` and return
+    where it stood; otherwise, or without one, a fresh start."""
+    path = folder / "last.pt"
+    if not (resume and path.exists()):
+        return Progress(epoch=-1, dice=-1.0, best_dice=-1.0, best_epoch=-1, stale=0)
+    state = load_checkpoint(path)
+    model.load_state_dict(state["model"])
+    stepper.load_state_dict(state)
+    log.info("resumed from %s at epoch %d", path, state["epoch"] + 1)
+    return Progress(
+        epoch=state["epoch"],
+        dice=state.get("dice", math.nan),  # not in checkpoints of earlier versions
+        best_dice=state["best_dice"],
+        best_epoch=state["best_epoch"],
+        stale=state["stale"],
+    )
+
+
+def save_progress(
+    folder: Path,
+    model: nn.Module,
+    stepper: Stepper,
+    progress: Progress,
+    sampler: Mapping[str, Any],
+    config: Mapping[str, Any],
+) -> None:
+    """Write ``folder/last.pt`` (everything needed to continue: weights, `stepper`,
+    `progress`, the `sampler` state and `config`) and, after a better epoch, ``best.pt``."""
+    weights = model.state_dict()
+    if progress.best_epoch == progress.epoch:  # the best weights alone: no optimizer state
+        save_checkpoint(folder / "best.pt", {"model": weights, "epoch": progress.epoch})
+    payload = {"model": weights, **stepper.state_dict(), **progress.state_dict()}
+    save_checkpoint(
+        folder / "last.pt", {**payload, "sampler": dict(sampler), "config": dict(config)}
+    )

@@ -1,0 +1,197 @@
+"""Training the ensemble members: each one's plan, seed, loss and loop, in its MLflow run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from segflow.models.losses import build_loss
+from segflow.models.unet import UNet, UNetConfig
+from segflow.tasks.storage.dataset import open_dataset
+from segflow.tasks.tracking.training import (
+    log_epoch_metrics,
+    log_member_outcome,
+    log_overlays,
+    member_run,
+    start_member_run,
+)
+from segflow.tasks.train.augment import Augmentation
+from segflow.tasks.train.checkpoints import kept_weights, load_checkpoint
+from segflow.tasks.train.loop import EpochReport, FitResult, LoopSettings, fit
+from segflow.tasks.train.patches import PatchDataset
+from segflow.tasks.train.sampling import Balance, SamplingPlan, restrict
+from segflow.tasks.train.training_run import RUN_ID_FILE, TrainingRun
+from segflow.tasks.train.validation import overlay_tiles
+
+
+@dataclass(frozen=True)
+class MemberSettings:
+    """How each member is trained (built by ``TrainConfig.members(unet)``)."""
+
+    unet: UNetConfig
+    loop: LoopSettings
+    members: int  # ensemble size
+    folds: bool  # member k leaves out every `members`-th train sample from k; else seeds only
+    loss: str
+    patches_per_epoch: int
+    augmentation: Augmentation
+    weights: str  # auto | best | last: the checkpoint a member contributes
+    seed: int  # member k uses seed + k
+    config: Mapping[str, Any]  # the flow config and the U-Net's, saved in every checkpoint
+
+
+@dataclass(frozen=True)
+class MemberResult:
+    """One trained model: where the weights it contributes are and how good they were on val."""
+
+    member: int
+    checkpoint: str
+    run_id: str
+    epochs_done: int
+    best_epoch: int
+    best_dice: float
+    stopped: str
+    kept: str  # "best" or "last": which weights `checkpoint` holds
+    val_dice: float  # of the kept weights
+
+
+def member_plan(balance: Balance, member: int, settings: MemberSettings) -> SamplingPlan:
+    """The balance step's plan with seed ``seed + member``; with folds, without the member's
+    held-out train samples."""
+    plan = balance.plan
+    if settings.folds:
+        held_out = set(balance.train_ids[member :: settings.members])
+        plan = restrict(plan, [s for s in balance.train_ids if s not in held_out])
+    return replace(plan, seed=settings.seed + member)
+
+
+def member_loss(balance: Balance, plan: SamplingPlan, name: str) -> nn.Module:
+    """Loss `name`, weighted by the plan's class weights when it has some (``pos_weight`` of
+    a binary model: ``weights[1] / weights[0]``)."""
+    weights = plan.class_weights
+    binary = balance.binary_class is not None
+    return build_loss(
+        name,
+        num_classes=balance.out_channels,
+        pos_weight=(weights[1] / weights[0]) if (weights and binary) else None,
+        class_weights=torch.tensor(weights) if (weights and not binary) else None,
+    )
+
+
+def fit_member(
+    balance: Balance,
+    member: int,
+    folder: Path,
+    settings: MemberSettings,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+) -> tuple[UNet, FitResult, str]:
+    """Train member `member` with checkpoints in `folder` (no tracking).
+
+    Returns
+    -------
+    tuple
+        The model on the CPU in fp32 with the weights ``kept_weights`` picks, the fit result,
+        and which weights those are (``best`` or ``last``).
+    """
+    plan = member_plan(balance, member, settings)
+    torch.manual_seed(settings.seed + member)
+    model = UNet(settings.unet)
+    data = PatchDataset(
+        balance.store,
+        plan,
+        balance.locations,
+        balance.normalization,
+        length=settings.patches_per_epoch,
+        augmentation=settings.augmentation,
+        binary_class=balance.binary_class,
+    )
+    loss_fn = member_loss(balance, plan, settings.loss)
+    result = fit(
+        model,
+        data,
+        balance.val_ids,
+        loss_fn,
+        settings.loop,
+        checkpoint_dir=folder,
+        config=settings.config,
+        on_epoch=on_epoch,
+    )
+    kept = kept_weights(settings.weights, result.stopped)
+    model.load_state_dict(load_checkpoint(folder / f"{kept}.pt")["model"])
+    return model.cpu().float(), result, kept
+
+
+def epoch_metrics(report: EpochReport, class_names: list[str]) -> dict[str, float]:
+    """The MLflow metrics of one epoch: loss, val scores (per class when known), LR, speed."""
+    metrics = {
+        "train_loss": report.train_loss,
+        "val_dice": report.scores.dice,
+        "val_iou": report.scores.iou,
+        "val_bce": report.scores.bce,
+        "lr": report.lr,
+        "patches_per_second": report.patches_per_second,
+    }
+    per_class = report.scores.per_class_dice
+    if len(per_class) == len(class_names):
+        metrics |= {f"val_dice.{n}": d for n, d in zip(class_names, per_class, strict=True)}
+    return metrics
+
+
+def _member_run_id(run: TrainingRun, member: int, members: int, folder: Path) -> str:
+    """The training run itself for a single model, else the member's nested run, created
+    once and named in `folder` so that resumes reopen it."""
+    if members == 1:
+        return run.run_id
+    marker = folder / RUN_ID_FILE
+    if marker.exists():
+        return marker.read_text().strip()
+    run_id = start_member_run(run.run_id, member)
+    folder.mkdir(parents=True, exist_ok=True)
+    marker.write_text(run_id)
+    return run_id
+
+
+def train_model(
+    balance: Balance, member: int, run: TrainingRun, settings: MemberSettings
+) -> MemberResult:
+    """:func:`fit_member` in the member's MLflow run, with per-epoch metrics, overlays of val
+    tiles and the final scores; checkpoints go to ``run.folder/member_<member>``."""
+    folder = run.folder / f"member_{member}"
+    run_id = _member_run_id(run, member, settings.members, folder)
+    with member_run(run_id, member):
+        model, result, kept = fit_member(
+            balance,
+            member,
+            folder,
+            settings,
+            on_epoch=lambda r: log_epoch_metrics(epoch_metrics(r, balance.class_names), r.epoch),
+        )
+        log_overlays(
+            overlay_tiles(
+                model,
+                open_dataset(balance.store),
+                balance.val_ids,
+                balance.normalization,
+                tile=balance.plan.patch_size,
+                binary_class=balance.binary_class,
+            )
+        )
+        val_dice = result.best_dice if kept == "best" else result.last_dice
+        scores = {"best_val_dice": result.best_dice, "best_epoch": result.best_epoch}
+        log_member_outcome({**scores, "kept_val_dice": val_dice}, kept)
+    return MemberResult(
+        member,
+        str(folder / f"{kept}.pt"),
+        run_id,
+        result.epochs_done,
+        result.best_epoch,
+        result.best_dice,
+        result.stopped,
+        kept,
+        val_dice,
+    )

@@ -1,0 +1,108 @@
+"""Optimizer steps: where tensors are computed, what a step updates, the LR schedule, one epoch."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from segflow.tasks.runtime.device import autocast
+
+
+@dataclass(frozen=True)
+class Compute:
+    """Where and how tensors are computed (``fit`` resolves it from its settings)."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None  # autocast dtype; None: fp32
+    channels_last: bool
+
+
+@dataclass(frozen=True)
+class Stepper:
+    """What an optimizer step updates; its state goes into every checkpoint."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+
+
+def cosine_schedule(
+    total_steps: int, warmup_steps: int, time_progress: Callable[[], float] | None = None
+) -> Callable[[int], float]:
+    """LR factor: linear warm-up, then cosine decay to 1 % of the base LR.
+
+    Progress is ``step / total_steps``, or, with a time budget, the larger of that and
+    `time_progress()` (elapsed / budget), so the decay completes when the budget runs out.
+    """
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        if time_progress is not None:
+            progress = max(progress, time_progress())
+        return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    loss_fn: nn.Module,
+    stepper: Stepper,
+    compute: Compute,
+    *,
+    deadline: float | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+    desc: str = "train",
+) -> tuple[float, int]:
+    """Train over `loader` once; returns (mean loss, patches seen).
+
+    Batches are ``(images (N, C, P, P) float32, targets)``. Stops early, between steps, once
+    ``time.monotonic()`` passes `deadline`; ``on_step(step, loss)`` follows every step.
+    """
+    model.train()
+    total, seen = 0.0, 0
+    memory_format = torch.channels_last if compute.channels_last else torch.contiguous_format
+    bar = tqdm(loader, desc=desc, leave=False, disable=None, unit="batch")  # off when not a TTY
+    for step, (images, targets) in enumerate(bar):
+        images = images.to(compute.device, non_blocking=True)
+        images = images.contiguous(memory_format=memory_format)
+        targets = targets.to(compute.device, non_blocking=True)
+        stepper.optimizer.zero_grad(set_to_none=True)
+        with autocast(compute.device, compute.amp_dtype):
+            loss = loss_fn(model(images), targets)
+        stepper.scaler.scale(loss).backward()
+        stepper.scaler.step(stepper.optimizer)
+        stepper.scaler.update()
+        stepper.scheduler.step()
+        value = loss.item()
+        bar.set_postfix(loss=f"{value:.4f}", refresh=False)
+        total += value * len(images)
+        seen += len(images)
+        if on_step is not None:
+            on_step(step, value)
+        if deadline is not None and time.monotonic() > deadline:
+            break
+    return total / max(seen, 1), seen

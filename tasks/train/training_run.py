@@ -1,0 +1,66 @@
+"""The training run: its MLflow run and its checkpoint folder, opened once per flow run."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from segflow.tasks.storage.dataset import dataset_fingerprint, open_dataset
+from segflow.tasks.tracking.runs import configure_tracking
+from segflow.tasks.tracking.training import start_training_run
+from segflow.tasks.train.sampling import Balance
+
+# The file in a checkpoint folder that names the folder's MLflow run, so resumes reopen it.
+RUN_ID_FILE = "mlflow_run_id"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Where the training run goes (built by ``TrainConfig.training_run()``)."""
+
+    workdir: Path  # checkpoints, and the MLflow database unless MLFLOW_TRACKING_URI is set
+    experiment: str
+    run_name: str  # MLflow run name and checkpoint folder name
+    resume: bool
+    params: Mapping[str, Any]  # the flow config, logged as the run's params
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """An open training run: its MLflow run id and its checkpoint folder."""
+
+    run_id: str
+    folder: Path
+
+
+def open_training_run(
+    balance: Balance, settings: RunSettings, flow_run_id: str | None
+) -> TrainingRun:
+    """Start (or, with ``settings.resume``, reopen) the MLflow run of the training.
+
+    A new run with the name of an old one starts from scratch: the old checkpoints are removed
+    (its MLflow record stays). `flow_run_id` is the Prefect flow run, recorded as a tag.
+    """
+    configure_tracking(settings.workdir, settings.experiment)
+    folder = settings.workdir / "training" / settings.run_name
+    marker = folder / RUN_ID_FILE
+    if settings.resume and marker.exists():
+        return TrainingRun(marker.read_text().strip(), folder)
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    run_id = start_training_run(
+        settings.run_name,
+        settings.params,
+        store=str(Path(balance.store).resolve()),
+        dataset_sha256=dataset_fingerprint(open_dataset(balance.store)),
+        train_samples=len(balance.train_ids),
+        flow_run_id=flow_run_id,
+        class_names=balance.class_names,
+        class_fractions={"uniform": balance.fractions_before, "balanced": balance.fractions_after},
+    )
+    marker.write_text(run_id)
+    return TrainingRun(run_id, folder)

@@ -1,0 +1,58 @@
+"""What the evaluate stage hands to MLflow: names, keys, steps and panels."""
+
+import numpy as np
+import pytest
+
+from segflow.tasks.evaluate.blocks import score_blocks
+from segflow.tasks.evaluate.plan import evaluation_key, plan_evaluation
+from segflow.tasks.evaluate.report import evaluation_run, overlay_panels
+from segflow.tasks.evaluate.scoring import THRESHOLDS
+from segflow.tasks.storage.dataset import dataset_fingerprint, open_dataset
+from tests.images import make_predictions, make_store, noisy_probabilities
+
+MODEL = {"uri": "models:/unet/3", "run_id": "r1", "name": "unet", "version": "3"}
+
+
+@pytest.fixture
+def evaluation(tmp_path):
+    """A dedicated model of class 2 of a 3-class store: its classes are named with a space."""
+    store = make_store(tmp_path, count=8, size=64, num_classes=3, fg_fraction=0.2)
+    dataset = open_dataset(store)
+    rng = np.random.default_rng(1)
+    probs = {
+        n: noisy_probabilities(rng, (np.asarray(dataset.mask(n)) == 2).astype(int), 2)
+        for n in dataset.samples("test")
+    }
+    out = make_predictions(tmp_path / "p.zarr", store, probs, binary_class=2, model=MODEL)
+    return score_blocks(plan_evaluation(str(out), str(store), "test"), workers=1, dask_address=None)
+
+
+def test_run_names_metrics_by_split_and_class(evaluation):
+    run = evaluation_run(evaluation, flow_run_id="f1")
+    pooled = evaluation.pooled
+    assert run.name == "evaluate-test"
+    assert (run.model.run_id, run.model.version) == ("r1", "3")
+    assert run.tags["segflow.model_version"] == "unet/3"
+    assert run.tags["segflow.model_uri"] == "models:/unet/3"
+    assert run.tags["prefect.flow_run_id"] == "f1"
+    assert run.params == {"split": "test", "images": len(evaluation.images), "threshold": 0.5}
+    metrics = ("bce", "dice", "iou", "precision", "recall")
+    classes = ("not_class_2", "class_2")  # "not class_2": MLflow keys hold no spaces
+    expected = {f"test.{m}" for m in metrics}
+    expected |= {f"test.{m}.{c}" for m in ("dice", "iou", "precision", "recall") for c in classes}
+    assert set(run.metrics) == expected
+    assert run.metrics["test.dice"] == pooled.dice
+    assert run.metrics["test.iou.not_class_2"] == pooled.per_class["not class_2"]["iou"]
+    steps = run.sweep["test.sweep_dice.class_2"]
+    assert list(steps) == list(range(1, 100))
+    assert steps[77] == evaluation.sweep["class_2"][int(np.flatnonzero(THRESHOLDS == 0.77)[0])]
+    assert run.dice == pooled.dice
+    fingerprint = dataset_fingerprint(open_dataset(evaluation.plan.store))
+    assert run.key == evaluation_key(fingerprint, "test")
+
+
+def test_overlays_are_the_worst_and_best_images(evaluation):
+    ranked = sorted(evaluation.images, key=lambda n: evaluation.images[n].dice)
+    panels = overlay_panels(evaluation, 1)
+    assert set(panels) == {f"worst_{ranked[0]}", f"best_{ranked[-1]}"}
+    assert all(p.shape == (64, 3 * 64, 3) and p.dtype == np.uint8 for p in panels.values())
