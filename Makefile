@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
 
-.PHONY: demo test lint clean
+.PHONY: demo test test-slow lint clean
 
 $(BIN)/segflow: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ demo: $(BIN)/segflow
 
 test: $(BIN)/segflow
 	$(BIN)/python -m pytest -q
+
+# The tests `make test` leaves out: crash tests of the real commands and other long ones.
+test-slow: $(BIN)/segflow
+	$(BIN)/python -m pytest -q -m slow
 
 lint: $(BIN)/segflow
 	$(BIN)/ruff check .

@@ -40,7 +40,7 @@ from segflow.flows.config import IngestConfig  # noqa: E402
 from segflow.flows.ingest import ingest_dataset  # noqa: E402
 from segflow.tasks.demo.synth import SynthSpec, write_dataset  # noqa: E402
 from segflow.tasks.ingest.pairs import Pair, find_pairs  # noqa: E402
-from segflow.tasks.ingest.samples import ingest_pair_with  # noqa: E402
+from segflow.tasks.ingest.samples import SampleChecks, ingest_pair_with  # noqa: E402
 from segflow.tasks.runtime.cluster import dask_client  # noqa: E402
 from segflow.tasks.storage.dataset import DATASET_CHUNK, DATASET_SHARD  # noqa: E402
 from segflow.tasks.storage.dataset_writer import _COMPRESSORS, init_store  # noqa: E402
@@ -100,7 +100,8 @@ def main() -> None:
     settings = IngestConfig(store=str(tmp / "out"), **config)
     pairs, _ = find_pairs(source, settings.pair_layout())
     halves = [pairs[: len(pairs) // 2], pairs[len(pairs) // 2 :]]
-    options = {"rules": settings.mask_rules(), "max_pixels": settings.max_pixels, "workers": 1}
+    checks = SampleChecks(settings.size_limits(), image_format=None)
+    options = {"rules": settings.mask_rules(), "checks": checks, "workers": 1}
     rates: dict[str, list[float]] = defaultdict(list)
 
     def timed(name: str, run) -> None:

@@ -54,7 +54,7 @@ from segflow.models.metrics import confusion_counts, dice_from_counts  # noqa: E
 from segflow.models.unet import build_unet  # noqa: E402
 from segflow.tasks.ingest.index import build_index  # noqa: E402
 from segflow.tasks.ingest.pairs import find_pairs  # noqa: E402
-from segflow.tasks.ingest.samples import ingest_pair  # noqa: E402
+from segflow.tasks.ingest.samples import SampleChecks, ingest_pair  # noqa: E402
 from segflow.tasks.storage.dataset import open_dataset  # noqa: E402
 from segflow.tasks.storage.dataset_writer import init_store  # noqa: E402
 
@@ -80,8 +80,9 @@ def ingest_store(
     settings = IngestConfig(source=str(source), store=str(store), foreground_value=foreground_value)
     pairs, rejected = find_pairs(source, settings.pair_layout())
     rules = settings.mask_rules()
+    checks = SampleChecks(settings.size_limits(), image_format=None)
     for pair in pairs:
-        outcome = ingest_pair(pair, store, rules=rules, max_pixels=2**34)
+        outcome = ingest_pair(pair, store, rules=rules, checks=checks)
         if outcome.status == "rejected":
             raise RuntimeError(f"{pair.sample_id}: {outcome.reason}")
     build_index(store, rejected=rejected, fractions=fractions, seed=seed)

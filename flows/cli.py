@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 
 from segflow.flows.config import EvaluateConfig, InferConfig, IngestConfig, TrainConfig
 from segflow.flows.env import use_local_defaults
+from segflow.flows.errors import quiet_reported_tracebacks, reported_errors
 from segflow.flows.options import add_config_options, config_from_options
 from segflow.flows.summaries import (
     evaluate_text,
@@ -32,6 +33,7 @@ from segflow.flows.summaries import (
     pipeline_text,
     train_text,
 )
+from segflow.tasks.runtime.watchdog import start_watchdog
 
 # Entry points `name = "module:function"`: function(commands) adds the sub-parser `name` to
 # `commands` and sets its `run` default (namespace -> exit status).
@@ -69,10 +71,11 @@ def _synth(ns: argparse.Namespace) -> int:
 
 def _ingest(ns: argparse.Namespace) -> int:
     config = config_from_options(IngestConfig, ns)
-    from segflow.flows.ingest import NothingIngested, ingest_dataset
+    from segflow.flows.ingest import NothingIngested, ingest_dataset, writer_lock
 
     try:
-        summary = ingest_dataset(config)
+        with writer_lock(config):
+            summary = ingest_dataset(config)
     except NothingIngested as exc:
         _show(exc.summary, ns.json, ingest_text)
         print(f"error: {exc}", file=sys.stderr)
@@ -83,17 +86,20 @@ def _ingest(ns: argparse.Namespace) -> int:
 
 def _train(ns: argparse.Namespace) -> int:
     config = config_from_options(TrainConfig, ns)
-    from segflow.flows.train import train_unet
+    from segflow.flows.train import train_unet, writer_lock
 
-    _show(train_unet(config), ns.json, lambda summary: train_text(summary, config.workdir))
+    with writer_lock(config):
+        summary = train_unet(config)
+    _show(summary, ns.json, lambda summary: train_text(summary, config.workdir))
     return 0
 
 
 def _infer(ns: argparse.Namespace) -> int:
     config = config_from_options(InferConfig, ns)
-    from segflow.flows.infer import infer_images
+    from segflow.flows.infer import infer_images, writer_lock
 
-    summary = infer_images(config)
+    with writer_lock(config):
+        summary = infer_images(config)
     _show(summary, ns.json, infer_text)
     return 1 if summary.failed or (summary.images == 0) else 0
 
@@ -259,11 +265,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``segflow`` console script."""
     ns = build_parser().parse_args(argv)
     use_local_defaults()
+    start_watchdog()  # before anything starts a process: after kill -9 none of them is left
+    quiet_reported_tracebacks()
     try:
         return ns.run(ns)
     except ValidationError as exc:
         print(f"error: invalid {ns.command} options:\n{exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        if not isinstance(exc, reported_errors()):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from prefect import flow
@@ -15,6 +16,8 @@ from segflow.tasks.infer.tasks import (
     predict_blocks,
     prepare_predictions,
 )
+from segflow.tasks.runtime.locks import hold
+from segflow.tasks.storage.paths import local_path
 from segflow.tasks.tracking.runs import configure_tracking
 
 
@@ -31,15 +34,30 @@ class InferSummary(BaseModel):
     objects: dict[str, int]
 
 
+def writer_lock(config: InferConfig) -> AbstractContextManager[Path]:
+    """The writer lock of the prediction store, held for the whole flow.
+
+    The CLI takes it first (it is re-entrant), so a second writer fails at once, before
+    Prefect starts.
+    """
+    return hold(local_path(config.output))
+
+
 @flow(name="infer-images", validate_parameters=True)
 def infer_images(config: InferConfig) -> InferSummary:
     """Predict every input image block by block on a Dask cluster.
 
-    Re-running on the same output resumes: blocks already written are skipped.
+    Re-running on the same output resumes: blocks already written are skipped. The output's
+    writer lock is held throughout: a second writer fails at once (``LockHeld``).
     """
+    with writer_lock(config):
+        return _infer(config)
+
+
+def _infer(config: InferConfig) -> InferSummary:
     if config.model.startswith(("models:/", "runs:/")):
         configure_tracking(Path(config.workdir), "segflow")
-    sources, rejected = find_sources(config.input, split=config.split)
+    sources, rejected = find_sources(config.input, split=config.split, limits=config.size_limits())
     parallelism = config.parallelism()
     bundle, _ = prepare_predictions(
         sources, config.output, model_uri=config.model, settings=config.model_dump()
@@ -70,7 +88,7 @@ def infer_images(config: InferConfig) -> InferSummary:
     )
     create_markdown_artifact(
         f"# Predictions in `{config.output}`\n\n{len(sources)} images, {predicted} blocks "
-        f"predicted, {skipped} already done, {len(failed)} failed, {len(rejected)} unreadable; "
+        f"predicted, {skipped} already done, {len(failed)} failed, {len(rejected)} rejected; "
         f"model `{config.model}`.",
         key="infer-summary",
     )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+from pathlib import Path
+
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
@@ -9,7 +12,16 @@ from pydantic import BaseModel
 from segflow.flows.config import IngestConfig
 from segflow.flows.summaries import ingest_markdown
 from segflow.tasks.ingest.pairs import Rejection
-from segflow.tasks.ingest.tasks import build_index, find_pairs, prepare_store, write_samples
+from segflow.tasks.ingest.samples import PairOutcome
+from segflow.tasks.ingest.tasks import (
+    build_index,
+    find_pairs,
+    prepare_store,
+    sample_checks,
+    write_samples,
+)
+from segflow.tasks.ingest.writing import SampleWriteError
+from segflow.tasks.storage.dataset_writer import lock_store
 
 
 class IngestSummary(BaseModel):
@@ -36,30 +48,60 @@ class NothingIngested(RuntimeError):
         self.summary = summary
 
 
+def writer_lock(config: IngestConfig) -> AbstractContextManager[Path]:
+    """The writer lock of the dataset store, held for the whole flow.
+
+    The CLI takes it first (it is re-entrant), so a second writer fails at once, before
+    Prefect starts.
+    """
+    return lock_store(config.store)
+
+
 @flow(name="ingest-dataset", validate_parameters=True)
 def ingest_dataset(config: IngestConfig) -> IngestSummary:
     """Ingest image/mask pairs from ``config.source`` into the Zarr store ``config.store``.
 
     Re-running adds only new or changed pairs; bad inputs are recorded in the store and skipped.
+    The store's writer lock is held throughout: a second writer fails at once.
 
     Raises
     ------
     NothingIngested
         When not a single valid pair was found (the rejections are still recorded).
+    LockHeld
+        Another process writes the store.
+    SampleWriteError
+        A sample could not be written (disk full, ...); the samples committed before it are
+        indexed first, so the store stays complete and usable.
     """
+    with writer_lock(config):
+        return _ingest(config)
+
+
+def _rejections(outcomes: list[PairOutcome]) -> list[Rejection]:
+    return [Rejection(o.path, o.reason) for o in outcomes if o.status == "rejected"]
+
+
+def _ingest(config: IngestConfig) -> IngestSummary:
     class_names = config.resolved_class_names
     stored = prepare_store(config.store, class_names)
     pairs, unpaired = find_pairs(config.source, config.pair_layout())
-    outcomes = write_samples(
-        pairs,
-        config.store,
-        config.mask_rules(),
-        config.max_pixels,
-        stored,
-        config.workers,
-        config.dask_address,
-    )
-    rejected = unpaired + [Rejection(o.path, o.reason) for o in outcomes if o.status == "rejected"]
+    checks = sample_checks(config.store, pairs, stored, config.size_limits())
+    try:
+        outcomes = write_samples(
+            pairs,
+            config.store,
+            config.mask_rules(),
+            checks,
+            stored,
+            config.workers,
+            config.dask_address,
+        )
+    except SampleWriteError as exc:
+        rejected = unpaired + _rejections(exc.outcomes)
+        build_index(config.store, rejected, config.split_fractions(), config.seed)
+        raise
+    rejected = unpaired + _rejections(outcomes)
     index = build_index(config.store, rejected, config.split_fractions(), config.seed)
     total = max(1, sum(index["class_counts"]))
     summary = IngestSummary(

@@ -58,29 +58,55 @@ def ingest_markdown(summary: IngestSummary) -> str:
     return "\n".join(lines)
 
 
+def _trivial(summary: TrainSummary) -> str:
+    """``(predicting all foreground: 0.1234)`` after a space, or nothing without a baseline."""
+    if summary.trivial is None:
+        return ""
+    return f" (predicting {summary.trivial.replace('_', ' ', 1)}: {summary.trivial_dice:.4f})"
+
+
 def train_text(summary: TrainSummary, workdir: str | Path) -> str:
-    """The training summary for the terminal; `workdir` holds the run's MLflow database."""
+    """The training summary for the terminal; `workdir` holds the run's MLflow database. A
+    model that did not learn ends with a warning line."""
     uniform = [round(f, 4) for f in summary.class_fractions_uniform]
     balanced = [round(f, 4) for f in summary.class_fractions_balanced]
-    return "\n".join(
-        [
-            f"model      {summary.model_uri}",
-            f"MLflow run {summary.run_id}  ({_mlflow_ui(workdir)})",
-            f"val Dice   {summary.val_dice:.4f}",
-            f"class fractions uniform -> balanced: {uniform} -> {balanced}",
-        ]
-    )
+    model = f"model      {summary.model_uri}"
+    if not summary.learned and summary.alias is None and summary.model_uri.startswith("models:/"):
+        model += "  (no alias `newest`: --alias-unlearned gives it)"
+    lines = [
+        model,
+        f"MLflow run {summary.run_id}  ({_mlflow_ui(workdir)})",
+        f"val Dice   {summary.val_dice:.4f} {_trivial(summary)}".rstrip(),
+        f"class fractions uniform -> balanced: {uniform} -> {balanced}",
+    ]
+    if summary.warning:
+        lines.append(f"warning: {summary.warning}")
+    return "\n".join(lines)
+
+
+def train_markdown(summary: TrainSummary) -> str:
+    """The training summary for the Prefect UI, with a warning when the model did not learn."""
+    lines = [
+        f"# Trained `{summary.model_uri}`",
+        "",
+        f"MLflow run `{summary.run_id}`; val Dice {summary.val_dice:.4f} over "
+        f"{len(summary.members)} member(s){_trivial(summary)}; "
+        + (f"alias `{summary.alias}`." if summary.alias else "no alias."),
+    ]
+    if summary.warning:
+        lines += ["", f"**Warning: {summary.warning}.**"]
+    return "\n".join(lines)
 
 
 def infer_text(summary: InferSummary) -> str:
-    """The inference summary for the terminal, with every failed and unreadable image."""
+    """The inference summary for the terminal, with every failed and rejected image."""
     lines = [
         f"predictions {summary.output}  ({summary.images} images, model {summary.model})",
         f"blocks      {summary.blocks_predicted} predicted, "
         f"{summary.blocks_already_done} already done",
     ]
     lines += [f"  failed {name}: {reason}" for name, reason in summary.failed.items()]
-    lines += [f"  unreadable {path}: {reason}" for path, reason in summary.rejected]
+    lines += [f"  rejected {path}: {reason}" for path, reason in summary.rejected]
     lines.append(f"view        napari --plugin napari-ome-zarr {summary.output}/<image>")
     return "\n".join(lines)
 
@@ -91,9 +117,11 @@ def evaluate_text(summary: EvaluateSummary) -> str:
     report = summary.report
     pooled = report["pooled"]
     metrics = ("dice", "iou", "bce", "precision", "recall")
+    trivial = pooled["trivial_dice"].items()
     lines = [
         f"evaluated  {report['images']} images of split {report['split']}",
         "pooled     " + ", ".join(f"{m} {pooled[m]:.4f}" for m in metrics),
+        "trivial    " + ", ".join(f"{k.replace('_', ' ', 1)} dice {v:.4f}" for k, v in trivial),
     ]
     lines += [
         f"  {name:<16} Dice {values['dice']:.4f}  IoU {values['iou']:.4f}"
@@ -124,6 +152,10 @@ def evaluate_markdown(evaluation: Evaluation, run_id: str, promotion: Promotion 
     ]
     lines += [
         f"| {m} | {getattr(pooled, m):.4f} |" for m in ("dice", "iou", "bce", "precision", "recall")
+    ]
+    lines += [
+        f"| dice of predicting {k.replace('_', ' ', 1)} (trivial) | {v:.4f} |"
+        for k, v in pooled.trivial_dice.items()
     ]
     # Imported here: scoring loads torch, and the CLI imports this module before any work.
     from segflow.tasks.evaluate.scoring import THRESHOLDS

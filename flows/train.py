@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+from pathlib import Path
+
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from pydantic import BaseModel
 
 from segflow.flows.config import TrainConfig
+from segflow.flows.summaries import train_markdown
+from segflow.tasks.runtime.locks import hold
 from segflow.tasks.train.tasks import (
     balance_classes,
     open_training_run,
     register_model,
     train_model,
 )
+from segflow.tasks.train.training_run import run_folder
 
 
 class TrainSummary(BaseModel):
-    """What a training run produced."""
+    """What a training run produced.
+
+    ``trivial`` is the trivial predictor (``all_background``, ``all_foreground``,
+    ``all_<class>``) with the best val Dice, ``trivial_dice`` that Dice on the same tiles;
+    ``learned`` is False when some member did no better (``warning`` says which), and then
+    ``alias`` is None unless ``alias_unlearned`` was set.
+    """
 
     run_id: str
     model_uri: str
@@ -25,6 +37,20 @@ class TrainSummary(BaseModel):
     members: list[dict]
     class_fractions_uniform: list[float]
     class_fractions_balanced: list[float]
+    trivial: str | None = None
+    trivial_dice: float | None = None
+    learned: bool = True
+    warning: str | None = None
+    alias: str | None = None
+
+
+def writer_lock(config: TrainConfig) -> AbstractContextManager[Path]:
+    """The writer lock of the training run folder, held for the whole flow.
+
+    The CLI takes it first (it is re-entrant), so a second writer fails at once, before
+    Prefect starts.
+    """
+    return hold(run_folder(config.training_run()))
 
 
 @flow(name="train-unet", validate_parameters=True)
@@ -33,23 +59,33 @@ def train_unet(config: TrainConfig) -> TrainSummary:
 
     Steps: the balance step (sampling plan, stored with the dataset) -> one training task per
     ensemble member (checkpoints every epoch; ``resume`` continues them) -> model registration.
+    The run folder's writer lock is held throughout, and the store's while the sampling plan is
+    written: a second writer of either fails (``LockHeld``).
     """
+    with writer_lock(config):
+        return _train(config)
+
+
+def _train(config: TrainConfig) -> TrainSummary:
     balance = balance_classes(config.store, config.sampling())
     run = open_training_run(balance, config.training_run(), flow_run.get_id())
     settings = config.members(config.unet(balance.in_channels, balance.out_channels))
     members = [train_model(balance, k, run, settings) for k in range(config.ensemble)]
-    model_uri = register_model(balance, members, run, settings.unet, config.registered_model)
+    registered = register_model(
+        balance, members, run, settings.unet, config.registered_model, config.alias_unlearned
+    )
     summary = TrainSummary(
         run_id=run.run_id,
-        model_uri=model_uri,
+        model_uri=registered.uri,
         val_dice=sum(m.val_dice for m in members) / len(members),
         members=[m.__dict__ for m in members],
         class_fractions_uniform=balance.fractions_before,
         class_fractions_balanced=balance.fractions_after,
+        trivial=members[0].trivial,
+        trivial_dice=members[0].trivial_dice,
+        learned=registered.learned,
+        warning=registered.warning,
+        alias=registered.alias,
     )
-    create_markdown_artifact(
-        f"# Trained `{model_uri}`\n\nMLflow run `{run.run_id}`; val Dice {summary.val_dice:.4f} "
-        f"over {len(members)} member(s).",
-        key="train-summary",
-    )
+    create_markdown_artifact(train_markdown(summary), key="train-summary")
     return summary

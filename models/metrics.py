@@ -93,6 +93,33 @@ def iou_from_counts(counts: Tensor) -> Tensor:
     return _ratio(tp, tp + fp + fn)
 
 
+def constant_counts(counts: Tensor) -> Tensor:
+    """The counts of each constant predictor on the same pixels: (K, 4) -> int64 (K, K, 4).
+
+    Row ``c`` holds the one-vs-rest counts of predicting class c at every pixel. With
+    ``n_k = TP_k + FN_k`` true pixels of class k and ``n`` pixels in all, class c gets
+    ``TP = n_c, FP = n - n_c, FN = 0`` and every other class k ``TP = FP = 0, FN = n_k``.
+    Their Dice: ``2 n_c / (n_c + n)`` for class c, and 0 for class k (1 where ``n_k == 0``).
+    """
+    truth = counts[..., TP] + counts[..., FN]
+    total = counts[0].sum()
+    own = torch.eye(truth.shape[0], dtype=torch.bool)  # [c, k]: k is the predicted class c
+    tp = torch.where(own, truth, 0)
+    fp = torch.where(own, total - truth, 0)
+    fn = torch.where(own, 0, truth)
+    return torch.stack([tp, fp, fn, total - tp - fp - fn], dim=-1)
+
+
+def trivial_dice_from_counts(counts: Tensor) -> Tensor:
+    """Pooled foreground Dice (mean over classes > 0) of predicting class c at every pixel, for
+    each c, from the counts (K, 4) of any prediction of the same pixels: float64 (K,).
+
+    Binary (K = 2, P foreground of n pixels): all background scores 0, or 1 when P == 0;
+    all foreground ``2P / (P + n)``. See :func:`constant_counts`.
+    """
+    return dice_from_counts(constant_counts(counts))[:, 1:].mean(-1)
+
+
 def precision_from_counts(counts: Tensor) -> Tensor:
     """Precision ``TP / (TP + FP)`` from counts (..., 4): float64 (...); 1.0 if none predicted."""
     return _ratio(counts[..., TP], counts[..., TP] + counts[..., FP])

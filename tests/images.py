@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -54,8 +56,9 @@ def make_store(tmp_path: Path, *, count: int = 8, size: int = 64, seed: int = 0,
     from segflow.tasks.ingest.index import build_index
     from segflow.tasks.ingest.masks import MaskRules
     from segflow.tasks.ingest.pairs import PairLayout, find_pairs
-    from segflow.tasks.ingest.samples import ingest_pair
+    from segflow.tasks.ingest.samples import SampleChecks, ingest_pair
     from segflow.tasks.storage.dataset_writer import init_store
+    from segflow.tasks.storage.image_io import SizeLimits
 
     spec = SynthSpec(**synth)
     num_classes = spec.num_classes
@@ -66,7 +69,7 @@ def make_store(tmp_path: Path, *, count: int = 8, size: int = 64, seed: int = 0,
     pairs, rejected = find_pairs(tmp_path / "src", PairLayout("images", "masks", ""))
     rules = MaskRules(num_classes=num_classes, foreground_value=None, invert=False)
     for pair in pairs:
-        ingest_pair(pair, store, rules=rules, max_pixels=10**9)
+        ingest_pair(pair, store, rules=rules, checks=SampleChecks(SizeLimits(10**9, 10**9), None))
     build_index(
         store, rejected=rejected, fractions={"train": 0.5, "val": 0.25, "test": 0.25}, seed=seed
     )
@@ -85,7 +88,8 @@ def make_predictions(
     model: dict | None = None,
 ) -> Path:
     """A prediction store holding the given ``(K, H, W)`` probabilities per sample, written as
-    `segflow infer` writes them (block by block), without a model."""
+    `segflow infer` writes them (block by block, each image predicted from `store`'s image of
+    its name), without a model."""
     import zarr
 
     from segflow.tasks.storage.dataset import open_dataset
@@ -110,7 +114,7 @@ def make_predictions(
             classes=p.shape[0],
             block=block,
             probability_dtype=dtype,
-            attrs={},
+            attrs={"lineage": {"kind": "store", "sha256": dataset.image(name).attrs["sha256"]}},
         )
         for y0, y1, x0, x1 in blocks(p.shape[1:], block):
             write_block(
@@ -134,3 +138,54 @@ def noisy_probabilities(
         return 1 / (1 + np.exp(-(logits[1] - logits[0])))[None]
     e = np.exp(logits - logits.max(0))
     return e / e.sum(0)
+
+
+# --- headers declaring huge images in files of a few hundred bytes (decompression bombs) ----
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    crc = zlib.crc32(kind + data)
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+
+def crafted_png(path: Path, height: int, width: int, channels: int = 1) -> Path:
+    """A valid PNG header declaring `height` x `width` 8-bit pixels, with a few bytes of data."""
+    colour_type = {1: 0, 3: 2, 4: 6}[channels]
+    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + _png_chunk(b"IEND", b"")
+    )
+    return path
+
+
+def crafted_jpeg(path: Path, height: int, width: int) -> Path:
+    """A 16x16 grey JPEG whose frame header (SOF0) says `height` x `width` (at most 65535)."""
+    save(path, np.zeros((16, 16), np.uint8))
+    data = bytearray(path.read_bytes())
+    sof = data.index(b"\xff\xc0")  # marker, length (2), precision (1), height (2), width (2)
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def crafted_tiff(path: Path, height: int, width: int, *, tiled: bool) -> Path:
+    """A 16x16 grey TIFF (tiled or one strip) whose ImageLength/ImageWidth tags are rewritten to
+    `height` x `width`."""
+    options = {"tile": (16, 16)} if tiled else {}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(path, np.zeros((16, 16), np.uint8), metadata=None, **options)
+    with tifffile.TiffFile(path) as tif:
+        tags = tif.pages[0].tags
+        fields = [
+            (tags[name].valueoffset, tags[name].dtype) for name in ("ImageWidth", "ImageLength")
+        ]
+        order = tif.byteorder
+    with open(path, "r+b") as f:
+        for (offset, dtype), value in zip(fields, (width, height), strict=True):
+            f.seek(offset)
+            f.write(struct.pack(order + {3: "H", 4: "I", 16: "Q"}[int(dtype)], value))
+    return path

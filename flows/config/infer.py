@@ -6,10 +6,11 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
-from segflow.flows.config.base import Frozen
+from segflow.flows.config.base import Frozen, max_pixels_field, max_tiled_pixels_field
 
 if TYPE_CHECKING:
     from segflow.tasks.infer.blocks import BlockSettings, Parallelism
+    from segflow.tasks.storage.image_io import SizeLimits
 
 # Not a flow setting: inference always runs channels_last, measured faster than NCHW here
 # (the folded network 1.7x in fp32, benchmarks/README.md "CPU probes"; 2x in bf16 for 1-channel
@@ -33,6 +34,8 @@ class InferConfig(Frozen):
     split: Literal["train", "val", "test"] | None = Field(
         None, description="Dataset store input: predict only this split."
     )
+    max_pixels: int = max_pixels_field()
+    max_tiled_pixels: int = max_tiled_pixels_field()
     tile: int = Field(
         1024,
         ge=16,
@@ -98,6 +101,12 @@ class InferConfig(Frozen):
         if self.block % 256:
             raise ValueError(f"block must be a multiple of 256 (the chunk), got {self.block}")
         return self
+
+    def size_limits(self) -> SizeLimits:
+        """The largest input image files accepted, checked on their headers before decoding."""
+        from segflow.tasks.storage.image_io import SizeLimits
+
+        return SizeLimits(max_pixels=self.max_pixels, max_tiled_pixels=self.max_tiled_pixels)
 
     def parallelism(self) -> Parallelism:
         """Workers, tiles per forward and torch threads: as given, else this machine's defaults

@@ -6,11 +6,12 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field, model_validator
 
-from segflow.flows.config.base import Fraction, Frozen
+from segflow.flows.config.base import Fraction, Frozen, max_pixels_field, max_tiled_pixels_field
 
 if TYPE_CHECKING:
     from segflow.tasks.ingest.masks import MaskRules
     from segflow.tasks.ingest.pairs import PairLayout
+    from segflow.tasks.storage.image_io import SizeLimits
 
 
 class IngestConfig(Frozen):
@@ -45,11 +46,8 @@ class IngestConfig(Frozen):
     dask_address: str | None = Field(
         None, description="Scheduler address of an existing Dask cluster (default: start one)."
     )
-    max_pixels: int = Field(
-        2**34,
-        ge=1,
-        description="Reject images with more pixels than this (decompression-bomb guard).",
-    )
+    max_pixels: int = max_pixels_field()
+    max_tiled_pixels: int = max_tiled_pixels_field()
 
     @model_validator(mode="after")
     def _check(self) -> IngestConfig:
@@ -96,6 +94,12 @@ class IngestConfig(Frozen):
             foreground_value=self.foreground_value,
             invert=self.invert,
         )
+
+    def size_limits(self) -> SizeLimits:
+        """The largest images accepted, checked on their headers before decoding."""
+        from segflow.tasks.storage.image_io import SizeLimits
+
+        return SizeLimits(max_pixels=self.max_pixels, max_tiled_pixels=self.max_tiled_pixels)
 
     def split_fractions(self) -> dict[str, float]:
         """Target share of samples per split: ``train`` gets what val and test leave."""

@@ -29,6 +29,11 @@ class TrainConfig(Frozen):
     registered_model: str | None = Field(
         "segflow-unet", description="Register the model under this name (None: do not)."
     )
+    alias_unlearned: bool = Field(
+        False,
+        description="Give the `newest` alias even to a model that did not beat the trivial "
+        "baselines (all background, all foreground) on validation.",
+    )
     # model
     base_channels: int = Field(32, ge=1, le=256, description="Channels of the first level.")
     depth: int = Field(4, ge=1, le=6, description="Number of 2x2 poolings (paper: 4).")

@@ -8,10 +8,10 @@ from typing import Any
 import zarr
 
 from segflow.tasks.evaluate.scoring import Layout
-from segflow.tasks.storage.dataset import open_dataset
+from segflow.tasks.storage.dataset import Dataset, open_dataset
 from segflow.tasks.storage.grid import blocks
 from segflow.tasks.storage.paths import local_path
-from segflow.tasks.storage.predictions import block_done
+from segflow.tasks.storage.predictions import LineageError, block_done, recorded_lineage
 
 
 @dataclass(frozen=True)
@@ -33,14 +33,16 @@ class Plan:
 
 
 def plan_evaluation(predictions: str, store: str, split: str | None) -> Plan:
-    """Check that `predictions` cover every sample of `split` of `store` completely and with
-    matching classes and geometry; return the blocks to evaluate.
+    """Check that `predictions` cover every sample of `split` of `store` completely, were
+    predicted from the same pixels as the truth's images, and have matching classes and
+    geometry; return the blocks to evaluate.
 
     Raises
     ------
     ValueError
-        Not a prediction store, other classes, a missing or differently sized image, or blocks
-        not yet written (with the command that finishes them).
+        Not a prediction store, other classes, a missing image, one predicted from another
+        image or with no lineage recorded (:func:`check_same_pixels`), a differently sized
+        image, or blocks not yet written (with the command that finishes them).
     """
     path = local_path(predictions)
     try:
@@ -62,6 +64,8 @@ def plan_evaluation(predictions: str, store: str, split: str | None) -> Plan:
             + (f" --split {split}`" if split else "`")
         )
     layout = _layout(meta, dataset.class_names, predictions, store)
+    for name in names:
+        check_same_pixels(root, dataset, name, predictions, split)
     regions = {}
     for name in names:
         probs = root[f"{name}/0"]
@@ -81,6 +85,34 @@ def plan_evaluation(predictions: str, store: str, split: str | None) -> Plan:
                 "written yet; re-run the same `segflow infer` command to finish them"
             )
     return Plan(predictions, store, split, names, regions, layout, meta)
+
+
+def check_same_pixels(
+    root: zarr.Group, dataset: Dataset, name: str, predictions: str, split: str | None
+) -> None:
+    """Refuse predictions of image `name` made from other pixels than the truth's image: the
+    sha256 recorded by ``segflow infer`` must equal the one `dataset` records for `name`.
+
+    Raises
+    ------
+    LineageError
+        The checksums differ, or the image records no lineage (a store written before segflow
+        recorded it); both name the command that predicts the truth's images.
+    """
+    rerun = f"`segflow infer {dataset.path} NEW_OUTPUT" + (f" --split {split}`" if split else "`")
+    lineage = recorded_lineage(root, name)
+    if lineage is None:
+        raise LineageError(
+            f"{predictions}/{name}: records no lineage (written before segflow checked which "
+            f"image predictions were made from), so it cannot be scored; run {rerun}"
+        )
+    truth = dataset.image(name).attrs["sha256"]
+    if lineage["sha256"] != truth:
+        raise LineageError(
+            f"{predictions}/{name}: predicted from an image with sha256 {lineage['sha256']}, but "
+            f"{name} in {dataset.path} has sha256 {truth}: these are predictions of other "
+            f"pixels; run {rerun}"
+        )
 
 
 def _layout(meta: dict, store_classes: list[str], predictions: str, store: str) -> Layout:

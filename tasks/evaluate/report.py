@@ -104,9 +104,10 @@ def overlay_panels(evaluation: Evaluation, count: int) -> dict[str, np.ndarray]:
 
 
 def evaluation_run(evaluation: Evaluation, flow_run_id: str | None) -> EvaluationRun:
-    """The MLflow run of `evaluation`: named ``evaluate-<split>``, metrics ``<split>.<metric>``
-    and ``<split>.<metric>.<class>``, the sweep as steps 1..99 (threshold x 100) of
-    ``<split>.sweep_dice.<class>``. Reads the dataset store's fingerprint."""
+    """The MLflow run of `evaluation`: named ``evaluate-<split>``, metrics ``<split>.<metric>``,
+    ``<split>.<metric>.<class>`` and the baselines ``<split>.trivial_dice.<predictor>``, the
+    sweep as steps 1..99 (threshold x 100) of ``<split>.sweep_dice.<class>``. Reads the dataset
+    store's fingerprint."""
     plan = evaluation.plan
     model = ModelRef(**plan.meta["model"]) if plan.meta.get("model") else ModelRef("?", None)
     fingerprint = dataset_fingerprint(open_dataset(plan.store))
@@ -125,6 +126,7 @@ def evaluation_run(evaluation: Evaluation, flow_run_id: str | None) -> Evaluatio
     metrics = {f"{prefix}.{m}": getattr(pooled, m) for m in _METRICS}
     for name, values in pooled.per_class.items():
         metrics |= {f"{prefix}.{m}.{_key(name)}": v for m, v in values.items()}
+    metrics |= {f"{prefix}.trivial_dice.{_key(k)}": v for k, v in pooled.trivial_dice.items()}
     sweep = {
         f"{prefix}.sweep_dice.{_key(name)}": {
             round(t * 100): d for t, d in zip(THRESHOLDS, dice, strict=True)

@@ -25,6 +25,7 @@ from segflow.models.metrics import (
     iou_from_counts,
     precision_from_counts,
     recall_from_counts,
+    trivial_dice_from_counts,
 )
 
 # Probabilities are clipped to [EPS, 1 - EPS] before the log, as segflow.models.metrics does.
@@ -122,7 +123,13 @@ def tally_block(probs: np.ndarray, mask: np.ndarray, truth: np.ndarray, layout: 
 @dataclass(frozen=True)
 class Scores:
     """Pixel-pooled scores over some pixels. Dice, IoU, precision and recall are the foreground's
-    (binary) or the mean over classes > 0 (multi-class); ``per_class`` has every class."""
+    (binary) or the mean over classes > 0 (multi-class); ``per_class`` has every class.
+
+    ``trivial_dice`` is the same Dice of the constant predictors on the same pixels, the
+    baselines a model must beat: ``all_background`` and ``all_foreground`` (binary: 0, or 1
+    without foreground; ``2P / (P + n)`` for P foreground of n pixels), or ``all_<class>`` per
+    class (see :func:`segflow.models.metrics.constant_counts`).
+    """
 
     pixels: int
     bce: float  # binary cross-entropy (binary) or cross-entropy (multi-class), mean per pixel
@@ -131,6 +138,7 @@ class Scores:
     precision: float
     recall: float
     per_class: dict[str, dict[str, float]]  # class name -> metric name -> score
+    trivial_dice: dict[str, float]  # constant predictor -> Dice
 
 
 def cross_entropy_sum(histogram: np.ndarray, values: np.ndarray, binary: bool) -> float:
@@ -171,11 +179,14 @@ def scores(tally: Tally, layout: Layout) -> Scores:
     values = level_values(layout.dtype)
     binary = layout.positive is not None
     loss = cross_entropy_sum(tally.histogram, values, binary) / max(tally.pixels, 1)
+    constants = ("background", "foreground") if binary else layout.class_names
+    trivial = trivial_dice_from_counts(counts)
     return Scores(
         pixels=tally.pixels,
         bce=loss,
         **{metric: float(v[1:].mean()) for metric, v in per_metric.items()},
         per_class=per_class,
+        trivial_dice={f"all_{c}": float(d) for c, d in zip(constants, trivial, strict=True)},
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
 from pathlib import Path
@@ -11,14 +12,55 @@ import zarr
 
 from segflow.tasks.infer.sources import Source
 from segflow.tasks.storage.bundle import bundle_digest, load_bundle
+from segflow.tasks.storage.dataset import Dataset, dataset_fingerprint, open_dataset
+from segflow.tasks.storage.image_io import sha256_file
 from segflow.tasks.storage.paths import local_path
 from segflow.tasks.storage.predictions import (
     PREDICTIONS_SCHEMA_VERSION,
+    check_lineage,
     create_image_arrays,
     write_instances,
 )
 from segflow.tasks.tracking.model import fetch_bundle
 from segflow.tasks.tracking.registry import resolve_model
+
+
+def zarr_sha256(path: str) -> str:
+    """The checksum of a Zarr array input: its ``sha256`` attribute where it has one (the
+    arrays of a dataset store carry their source file's), else a SHA-256 over every file of the
+    array (metadata and encoded chunks, by relative path), streamed without decoding."""
+    root = Path(path)
+    recorded = zarr.open_array(root, mode="r").attrs.get("sha256")
+    if isinstance(recorded, str):
+        return recorded
+    digest = hashlib.sha256()
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(f"{file.relative_to(root).as_posix()}:{sha256_file(file)};".encode())
+    return digest.hexdigest()
+
+
+def input_lineage(sources: list[Source]) -> dict[str, dict[str, Any]]:
+    """What each source's pixels are, by name: ``kind``, ``sha256`` and ``dataset_sha256``.
+
+    A dataset store image has the sha256 its store records (that of the file it was ingested
+    from) and the store's content hash (:func:`~segflow.tasks.storage.dataset.dataset_fingerprint`);
+    an image file the sha256 of its bytes, streamed; a Zarr array :func:`zarr_sha256`.
+    """
+    datasets: dict[str, tuple[Dataset, str]] = {}
+    lineage = {}
+    for source in sources:
+        if source.kind == "store":
+            if source.path not in datasets:
+                dataset = open_dataset(source.path)
+                datasets[source.path] = dataset, dataset_fingerprint(dataset)
+            dataset, fingerprint = datasets[source.path]
+            sha, kind = dataset.image(source.key).attrs["sha256"], "store"
+        else:
+            fingerprint = None
+            kind = "zarr" if source.kind == "zarr" else "file"
+            sha = zarr_sha256(source.path) if kind == "zarr" else sha256_file(source.path)
+        lineage[source.name] = {"kind": kind, "sha256": sha, "dataset_sha256": fingerprint}
+    return lineage
 
 
 def _copy_bundle(root: zarr.Group, out: str, model_uri: str) -> tuple[Path, str]:
@@ -59,11 +101,17 @@ def prepare_predictions(
     bundle, class_names
         The local bundle folder (workers load the model from it) and the model's class names.
 
+    Each image records its :func:`input_lineage`, which evaluation checks against the truth.
+
     Raises
     ------
     ValueError
-        `out` was written by another model, or a source's channels differ from the model's.
+        `out` was written by another model or holds an image predicted from other pixels than
+        its source now has (:func:`~segflow.tasks.storage.predictions.check_lineage`), or a
+        source's channels differ from the model's.
     """
+    lineage = input_lineage(sources)
+    check_lineage(out, lineage)  # before anything is written
     root = zarr.open_group(local_path(out), mode="a")
     bundle, digest = _copy_bundle(root, out, model_uri)
     model = load_bundle(bundle)
@@ -96,7 +144,12 @@ def prepare_predictions(
             classes=classes,
             block=settings["block"],
             probability_dtype=settings["probability_dtype"],
-            attrs={"source": source.path, "key": source.key, "model_uri": model_uri},
+            attrs={
+                "source": source.path,
+                "key": source.key,
+                "model_uri": model_uri,
+                "lineage": lineage[source.name],
+            },
         )
     return str(bundle), list(model.class_names)
 

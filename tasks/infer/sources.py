@@ -8,6 +8,7 @@ those formats cannot be read by region, and are decoded once per worker).
 from __future__ import annotations
 
 import glob
+from collections import defaultdict
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -21,9 +22,13 @@ from zarr.storage import MemoryStore
 
 from segflow.tasks.storage.dataset import open_dataset
 from segflow.tasks.storage.image_io import (
-    IMAGE_SUFFIXES,
     TIFF_SUFFIXES,
+    ImageInfo,
     InputError,
+    SizeLimits,
+    check_size,
+    looks_like_image,
+    name_problem,
     probe_image,
     read_image,
 )
@@ -86,7 +91,7 @@ def _open(kind: Kind, path: str, key: str, version: int):  # version: part of th
             max_size=TIFF_CACHE_BYTES,
         )
         return zarr.open_array(tiles, mode="r")
-    return read_image(probe_image(path, max_pixels=2**34))
+    return read_image(probe_image(path))  # its size was checked when it was found
 
 
 class _Lift:
@@ -99,37 +104,84 @@ class _Lift:
         return self.array[index[1:]][None]
 
 
-def _tiff_source(path: Path) -> Source:
+def _tiff_source(path: Path, limits: SizeLimits | None) -> Source:
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]
-        axes, shape = series.axes, series.shape
+        axes, shape, dtype = series.axes, series.shape, np.dtype(series.dtype)
+        tiled = bool(series.keyframe.is_tiled)
     if axes == "YX":
         chw = (1, *shape)
     elif axes == "YXS":
         chw = (shape[2], shape[0], shape[1])
     else:
         raise InputError(path, f"unsupported TIFF layout axes={axes!r} for inference")
-    return Source(path.stem, "tiff", str(path), shape=chw, dtype=str(series.dtype))
+    if limits is not None:
+        # A strip TIFF's regions decode whole strips (a single-strip one: the whole image).
+        check_size(ImageInfo(path, chw[1], chw[2], chw[0], dtype, tiled), limits)
+    return Source(path.stem, "tiff", str(path), shape=chw, dtype=str(dtype))
 
 
-def _file_source(path: Path) -> Source:
+def _file_source(path: Path, limits: SizeLimits | None) -> Source:
     if path.suffix.lower() in TIFF_SUFFIXES:
-        return _tiff_source(path)
-    info = probe_image(path, max_pixels=2**34)
+        return _tiff_source(path, limits)
+    info = probe_image(path)
+    if limits is not None:
+        check_size(info, limits)  # PNG/JPEG are decoded whole, once per worker
     shape = (info.channels, info.height, info.width)
     return Source(path.stem, "image", str(path), shape=shape, dtype=str(info.dtype))
 
 
+def _file_sources(
+    files: list[Path], limits: SizeLimits | None
+) -> tuple[list[Source], list[tuple[str, str]]]:
+    """Sources of image files; a file is rejected for its name (hidden, reserved, or the same
+    stem as another input: both named), or when it cannot be opened or is too large."""
+    by_name: dict[str, list[Path]] = defaultdict(list)
+    for file in files:
+        by_name[file.stem].append(file)
+    sources, rejected = [], []
+    for name, paths in sorted(by_name.items()):
+        for file in paths:
+            others = ", ".join(str(p) for p in paths if p != file)
+            problem = name_problem(name) or (
+                others and f"duplicate name {name!r}: also the name of {others}; rename one"
+            )
+            if problem:
+                rejected.append((str(file), problem))
+                continue
+            try:
+                sources.append(_file_source(file, limits))
+            except InputError as exc:
+                rejected.append((exc.path, exc.problem))
+    return sources, rejected
+
+
+def _store_sources(path: Path, split: str | None) -> tuple[list[Source], list[tuple[str, str]]]:
+    dataset = open_dataset(path)
+    sources, rejected = [], []
+    for sample in dataset.samples(split):
+        if problem := name_problem(sample):
+            rejected.append((f"{path}/images/{sample}", problem))
+            continue
+        image = dataset.image(sample)
+        sources.append(Source(sample, "store", str(path), sample, image.shape, str(image.dtype)))
+    return sources, rejected
+
+
 def find_sources(
-    spec: str, *, split: str | None = None
+    spec: str, *, split: str | None = None, limits: SizeLimits | None = None
 ) -> tuple[list[Source], list[tuple[str, str]]]:
     """Inputs named by `spec`: a segflow dataset store (optionally one `split`), a Zarr array,
     a (Big)TIFF, a PNG/JPEG, a folder or a glob of images.
 
+    An image's name (its file stem, sample id or array name) names its prediction, so names
+    that are hidden, reserved in a prediction store (``model``) or shared by two files are
+    refused. Image files larger than `limits` are refused from their headers (None: no limit).
+
     Returns
     -------
     sources, rejected
-        The images found, and (path, reason) for every file that could not be opened.
+        The images found, and (path, reason) for every input refused.
 
     Raises
     ------
@@ -140,40 +192,23 @@ def find_sources(
     if (path / "zarr.json").exists():
         root = zarr.open(path, mode="r")
         if isinstance(root, zarr.Group) and "segflow" in root.attrs:
-            dataset = open_dataset(path)
-            return [
-                Source(
-                    s,
-                    "store",
-                    str(path),
-                    s,
-                    tuple(dataset.image(s).shape),
-                    str(dataset.image(s).dtype),
-                )
-                for s in dataset.samples(split)
-            ], []
+            return _store_sources(path, split)
         if isinstance(root, zarr.Array) and root.ndim in (2, 3):
+            name = path.name.removesuffix(".zarr")
+            if problem := name_problem(name):
+                return [], [(str(path), problem)]
             shape = tuple(root.shape) if root.ndim == 3 else (1, *root.shape)
-            return [
-                Source(
-                    path.name.removesuffix(".zarr"), "zarr", str(path), "", shape, str(root.dtype)
-                )
-            ], []
+            return [Source(name, "zarr", str(path), "", shape, str(root.dtype))], []
         raise ValueError(f"{spec}: a Zarr group that is not a segflow dataset store")
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        # Hidden images are listed, and rejected for their name; other hidden files are skipped.
+        files = sorted(p for p in path.iterdir() if looks_like_image(p.name) and p.is_file())
     elif path.is_file():
         files = [path]
     else:
-        files = sorted(Path(p) for p in glob.glob(spec) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(Path(p) for p in glob.glob(spec) if looks_like_image(Path(p).name))
     if not files:
         raise FileNotFoundError(
             f"{spec}: no images found (store, Zarr array, TIFF, PNG/JPEG, folder or glob)"
         )
-    sources, rejected = [], []
-    for file in files:
-        try:
-            sources.append(_file_source(file))
-        except InputError as exc:
-            rejected.append((exc.path, exc.problem))
-    return sources, rejected
+    return _file_sources(files, limits)

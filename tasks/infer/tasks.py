@@ -12,16 +12,17 @@ from segflow.tasks.infer import blocks, output
 from segflow.tasks.infer import sources as inputs
 from segflow.tasks.infer.blocks import BlockSettings
 from segflow.tasks.infer.sources import Source
+from segflow.tasks.storage.image_io import SizeLimits
 
 
 @task(name="find-inputs", cache_policy=NO_CACHE)
 def find_sources(
-    spec: str, *, split: str | None = None
+    spec: str, *, split: str | None, limits: SizeLimits
 ) -> tuple[list[Source], list[tuple[str, str]]]:
-    """Find the images to predict; log the unreadable ones."""
-    found, rejected = inputs.find_sources(spec, split=split)
+    """Find the images to predict; log the rejected ones."""
+    found, rejected = inputs.find_sources(spec, split=split, limits=limits)
     logger = get_run_logger()
-    logger.info("%d images to predict, %d unreadable", len(found), len(rejected))
+    logger.info("%d images to predict, %d rejected", len(found), len(rejected))
     for path, reason in rejected:
         logger.warning("rejected %s: %s", path, reason)
     return found, rejected

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from segflow.tasks.ingest.pairs import Rejection
+from segflow.tasks.ingest.samples import store_format
 from segflow.tasks.ingest.split import assign_splits
 from segflow.tasks.storage.dataset_writer import (
     committed_samples,
@@ -34,7 +35,9 @@ def build_index(
 ) -> dict:
     """Compute the split and summary of the committed samples and write them to the store.
 
-    Earlier split assignments are kept when the seed and fractions are unchanged.
+    Earlier split assignments are kept when the seed and fractions are unchanged. The store's
+    image format (:func:`~segflow.tasks.ingest.samples.store_format`) is recorded once it
+    holds a sample.
     """
     samples = committed_samples(store)
     meta = read_index(store)
@@ -56,5 +59,7 @@ def build_index(
         "split_fractions": dict(fractions),
         "rejected": [asdict(r) for r in rejected],
     }
+    if image_format := store_format(store, samples.keys()):
+        index["image_format"] = asdict(image_format)
     write_index(store, index)
     return index

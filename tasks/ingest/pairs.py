@@ -6,7 +6,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from segflow.tasks.storage.image_io import IMAGE_SUFFIXES
+from segflow.tasks.storage.image_io import IMAGE_SUFFIXES, looks_like_image, name_problem
 
 
 @dataclass(frozen=True)
@@ -39,11 +39,19 @@ class Rejection:
 
 
 def _by_stem(folder: Path, strip: str, rejected: list[Rejection]) -> dict[str, Path]:
-    """Map stems to image files, rejecting non-images and ambiguous stems."""
+    """Map stems to image files, rejecting non-images, hidden images, ambiguous stems and
+    names a store cannot hold (:func:`~segflow.tasks.storage.image_io.name_problem`)."""
     found: dict[str, list[Path]] = defaultdict(list)
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or path.is_dir():
-            continue  # hidden files (.DS_Store) and sub-folders are not inputs
+        if path.is_dir():
+            continue  # sub-folders are not inputs
+        if path.name.startswith("."):
+            # A hidden image (.x.png, ..png, macOS's ._x.png) is listed, so that no image goes
+            # missing unseen; other hidden files (.DS_Store, .gitkeep) are the OS's, not inputs.
+            if looks_like_image(path.name):
+                reason = "hidden file (name starts with '.'); rename it to ingest it"
+                rejected.append(Rejection(str(path), reason))
+            continue
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             allowed = ", ".join(sorted(IMAGE_SUFFIXES))
             reason = f"not an image file (suffix {path.suffix!r}; allowed {allowed})"
@@ -62,8 +70,8 @@ def _by_stem(folder: Path, strip: str, rejected: list[Rejection]) -> dict[str, P
             for path in paths:
                 others = ", ".join(p.name for p in paths if p != path)
                 rejected.append(Rejection(str(path), f"ambiguous: same stem as {others}"))
-        elif stem.startswith("__") or not stem:
-            rejected.append(Rejection(str(paths[0]), f"invalid sample name {stem!r}"))
+        elif problem := name_problem(stem):
+            rejected.append(Rejection(str(paths[0]), f"sample name: {problem}"))
         else:
             unique[stem] = paths[0]
     return unique

@@ -5,6 +5,8 @@ Kept free of Prefect so that Dask workers import it quickly.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -14,19 +16,82 @@ import numpy as np
 
 from segflow.tasks.ingest.masks import MaskRules, class_counts, single_channel
 from segflow.tasks.ingest.pairs import Pair
-from segflow.tasks.storage.dataset import DATASET_SHARD
+from segflow.tasks.storage.dataset import DATASET_SHARD, open_dataset
 from segflow.tasks.storage.dataset_writer import StoredSample, write_sample
 from segflow.tasks.storage.image_io import (
+    ImageFormat,
     ImageInfo,
     InputError,
+    SizeLimits,
+    check_size,
     open_lazy,
     probe_image,
     read_image,
     sha256_file,
 )
 
-# TIFFs above this many pixels are copied region by region instead of decoded whole.
+# Tiled TIFFs above this many pixels are copied region by region instead of decoded whole.
 STREAM_PIXELS = 4096 * 4096
+
+
+def _most_common(formats: Iterable[ImageFormat]) -> ImageFormat | None:
+    """The format most of `formats` have; a tie goes to the one seen first."""
+    ranked = Counter(formats).most_common(1)
+    return ranked[0][0] if ranked else None
+
+
+def store_format(store: str | Path, sample_ids: Collection[str]) -> ImageFormat | None:
+    """The image format of a store holding the committed samples `sample_ids`: the one its
+    root attributes record (``image_format``), else (a store written before it was recorded)
+    the format of most of its samples, in sample-id order on a tie; None for an empty store."""
+    if not sample_ids:
+        return None
+    dataset = open_dataset(store)
+    recorded = dataset.meta.get("image_format")
+    if recorded:
+        return ImageFormat(int(recorded["channels"]), str(recorded["dtype"]))
+    images = (dataset.image(s) for s in sorted(sample_ids))
+    return _most_common(ImageFormat(a.shape[0], str(a.dtype)) for a in images)
+
+
+@dataclass(frozen=True)
+class SampleChecks:
+    """What a pair must pass beyond readable files and valid masks (see :func:`sample_checks`)."""
+
+    limits: SizeLimits  # header sizes, checked before decoding
+    image_format: ImageFormat | None  # the store's channels and dtype; None accepts any
+
+
+def sample_checks(
+    store: str | Path, pairs: Sequence[Pair], sample_ids: Collection[str], limits: SizeLimits
+) -> SampleChecks:
+    """The checks of an ingest into `store`, which holds the committed samples `sample_ids`.
+
+    The image format is the store's own (:func:`store_format`), or for an empty store the
+    format of most of the images in `pairs` whose headers pass `limits` (a tie goes to the
+    first sample id), so one odd image in a batch is the one rejected.
+    """
+    held = store_format(store, sample_ids)
+    if held is not None:
+        return SampleChecks(limits, held)
+    found = []
+    for pair in sorted(pairs, key=lambda p: p.sample_id):
+        try:
+            info = probe_image(pair.image)
+            check_size(info, limits)
+        except InputError:
+            continue  # rejected later, with its reason, by ingest_pair
+        found.append(ImageFormat.of(info))
+    return SampleChecks(limits, _most_common(found))
+
+
+def _check_format(image: ImageInfo, expected: ImageFormat | None, store: str | Path) -> None:
+    if expected is not None and ImageFormat.of(image) != expected:
+        raise InputError(
+            image.path,
+            f"{ImageFormat.of(image)}, but the store {store} holds {expected} images (one "
+            "channel count and dtype per store); convert the image or ingest into another store",
+        )
 
 
 @dataclass(frozen=True)
@@ -87,7 +152,7 @@ def ingest_pair(
     store: str | Path,
     *,
     rules: MaskRules,
-    max_pixels: int,
+    checks: SampleChecks,
     stored: StoredSample | None = None,
     workers: int = 1,
     stream_pixels: int = STREAM_PIXELS,
@@ -95,6 +160,8 @@ def ingest_pair(
     """Validate one pair and write it to the store unless an identical copy is there.
 
     Bad input is returned as a ``rejected`` outcome naming the file; the store is untouched.
+    Sizes are checked against ``checks.limits`` on the headers, before any pixel is decoded;
+    an image whose channels or dtype differ from ``checks.image_format`` is rejected. Tiled
     TIFFs with more than `stream_pixels` pixels are copied region by region (shard by shard)
     with `workers` threads, so memory is bounded by a few shards, not by the image.
     """
@@ -102,10 +169,12 @@ def ingest_pair(
     if stored and (stored.image_sha256, stored.mask_sha256) == (image_sha, mask_sha):
         return PairOutcome(pair.sample_id, "unchanged")
     try:
-        image = probe_image(pair.image, max_pixels=max_pixels)
-        mask = probe_image(pair.mask, max_pixels=max_pixels)
+        image, mask = probe_image(pair.image), probe_image(pair.mask)
+        for info in (image, mask):
+            check_size(info, checks.limits)
+        _check_format(image, checks.image_format, store)
         _check_mask_header(image, mask)
-        lazy = image.pixels > stream_pixels and image.is_tiff and mask.is_tiff
+        lazy = image.pixels > stream_pixels and image.tiled and mask.tiled
         if lazy:
             pixels, ids, counts = _lazy_pair(image, mask, rules, workers)
         else:

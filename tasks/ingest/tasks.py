@@ -7,12 +7,13 @@ from collections import Counter
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from segflow.tasks.ingest import index, writing
+from segflow.tasks.ingest import index, samples, writing
 from segflow.tasks.ingest import pairs as source_pairs
 from segflow.tasks.ingest.masks import MaskRules
 from segflow.tasks.ingest.pairs import Pair, PairLayout, Rejection
-from segflow.tasks.ingest.samples import PairOutcome
+from segflow.tasks.ingest.samples import PairOutcome, SampleChecks
 from segflow.tasks.storage.dataset_writer import StoredSample
+from segflow.tasks.storage.image_io import SizeLimits
 
 
 @task(name="prepare-store", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
@@ -31,12 +32,22 @@ def find_pairs(source: str, layout: PairLayout) -> tuple[list[Pair], list[Reject
     return pairs, rejected
 
 
+@task(name="decide-format", cache_policy=NO_CACHE)
+def sample_checks(
+    store: str, pairs: list[Pair], stored: dict[str, StoredSample], limits: SizeLimits
+) -> SampleChecks:
+    """What every pair must pass (see :func:`samples.sample_checks`); logs the store's format."""
+    checks = samples.sample_checks(store, pairs, stored.keys(), limits)
+    get_run_logger().info("%s takes images of %s", store, checks.image_format or "any format")
+    return checks
+
+
 @task(name="write-samples", cache_policy=NO_CACHE)
 def write_samples(
     pairs: list[Pair],
     store: str,
     rules: MaskRules,
-    max_pixels: int,
+    checks: SampleChecks,
     stored: dict[str, StoredSample],
     workers: int | None,
     dask_address: str | None,
@@ -47,7 +58,7 @@ def write_samples(
         pairs,
         store,
         rules=rules,
-        max_pixels=max_pixels,
+        checks=checks,
         stored=stored,
         workers=workers,
         dask_address=dask_address,

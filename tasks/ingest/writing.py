@@ -1,7 +1,9 @@
 """Write many pairs into the dataset store: prepare the store, then fan the pairs out.
 
 Pairs are ingested in this process when one local worker is asked for (no cluster start-up
-cost), else on a Dask LocalCluster or an existing cluster.
+cost), else on a Dask LocalCluster or an existing cluster. A pair that fails beyond bad input
+(an ``OSError``: disk full, permissions) ends the writing with :class:`SampleWriteError`, which
+names it and carries the outcomes so far, so the caller can index what was committed.
 """
 
 from __future__ import annotations
@@ -14,11 +16,22 @@ from dask.distributed import as_completed
 
 from segflow.tasks.ingest.masks import MaskRules
 from segflow.tasks.ingest.pairs import Pair
-from segflow.tasks.ingest.samples import PairOutcome, ingest_pair, ingest_pair_with
+from segflow.tasks.ingest.samples import PairOutcome, SampleChecks, ingest_pair, ingest_pair_with
 from segflow.tasks.runtime.cluster import dask_client, default_workers
 from segflow.tasks.storage.dataset_writer import StoredSample, committed_samples, init_store
 
 _log = logging.getLogger(__name__)
+
+
+class SampleWriteError(RuntimeError):
+    """Writing a sample failed for a reason outside the input (disk full, permissions).
+
+    `outcomes` are the pairs finished before it; the failed sample left nothing in the store.
+    """
+
+    def __init__(self, store: str | Path, pair: Pair, cause: OSError, outcomes: list) -> None:
+        super().__init__(f"{store}: writing sample {pair.sample_id} ({pair.image}) failed: {cause}")
+        self.sample_id, self.outcomes = pair.sample_id, outcomes
 
 
 def prepare_store(store: str | Path, class_names: Sequence[str]) -> dict[str, StoredSample]:
@@ -43,7 +56,7 @@ def write_samples(
     store: str | Path,
     *,
     rules: MaskRules,
-    max_pixels: int,
+    checks: SampleChecks,
     stored: Mapping[str, StoredSample],
     workers: int | None,
     dask_address: str | None,
@@ -54,6 +67,9 @@ def write_samples(
 
     Parameters
     ----------
+    checks
+        Size limits and the store's image format
+        (:func:`~segflow.tasks.ingest.samples.sample_checks`).
     stored
         What the store already holds (from :func:`prepare_store`): unchanged pairs are skipped.
     workers
@@ -66,18 +82,32 @@ def write_samples(
 
     Raises
     ------
+    SampleWriteError
+        A pair raised an ``OSError`` (after it, no further pair is started).
     Exception
-        Whatever a pair raises beyond bad input (bad input is a ``rejected`` outcome).
+        Whatever else a pair raises beyond bad input (bad input is a ``rejected`` outcome).
     """
     workers = workers or default_workers()
-    options = {"store": store, "rules": rules, "max_pixels": max_pixels, "workers": workers}
+    options = {"store": store, "rules": rules, "checks": checks, "workers": workers}
+    done: list[PairOutcome] = []
     if workers == 1 and not dask_address:
         for pair in pairs:
-            yield ingest_pair(pair, stored=stored.get(pair.sample_id), **options)
+            try:
+                done.append(ingest_pair(pair, stored=stored.get(pair.sample_id), **options))
+            except OSError as exc:
+                raise SampleWriteError(store, pair, exc, done) from exc
+            yield done[-1]
         return
     with dask_client(dask_address, workers=workers) as client:
         log(f"Dask dashboard: {client.dashboard_link}")
         previous = [stored.get(pair.sample_id) for pair in pairs]
         futures = client.map(ingest_pair_with, pairs, previous, options=options, pure=False)
+        pair_of = {future.key: pair for future, pair in zip(futures, pairs, strict=True)}
         for future in as_completed(futures):
-            yield future.result()
+            try:
+                done.append(future.result())
+            except OSError as exc:
+                # Pairs not started yet are dropped; a LocalCluster's running ones end with it.
+                client.cancel(futures)
+                raise SampleWriteError(store, pair_of[future.key], exc, done) from exc
+            yield done[-1]

@@ -13,6 +13,10 @@ from dask.distributed import Client, LocalCluster, as_completed
 
 T = TypeVar("T")
 
+# Where a LocalCluster's scheduler, nannies, workers and dashboard listen: nothing segflow starts
+# by default is reachable from another machine (":0" would bind the dashboard to every interface).
+LOOPBACK = "127.0.0.1"
+
 
 def default_workers() -> int:
     """One worker per CPU core."""
@@ -21,7 +25,8 @@ def default_workers() -> int:
 
 @contextmanager
 def dask_client(address: str | None = None, *, workers: int | None = None) -> Iterator[Client]:
-    """A client of the cluster at `address`, or of a new LocalCluster of `workers` processes.
+    """A client of the cluster at `address`, or of a new LocalCluster of `workers` processes
+    listening on loopback only.
 
     Local workers get one thread each (the libraries inside use their own threads) and keep
     glibc's default malloc tuning: Dask's ``MALLOC_TRIM_THRESHOLD_`` also freezes the mmap
@@ -36,20 +41,21 @@ def dask_client(address: str | None = None, *, workers: int | None = None) -> It
     quiet = logging.getLogger("distributed")
     level = quiet.level
     quiet.setLevel(logging.WARNING)  # the in-process scheduler's INFO lines drown the run log
-    with (
-        dask.config.set(settings),
-        LocalCluster(
-            n_workers=workers or default_workers(),
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=":0",
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        try:
+    try:
+        with (
+            dask.config.set(settings),
+            LocalCluster(
+                n_workers=workers or default_workers(),
+                threads_per_worker=1,
+                processes=True,
+                host=LOOPBACK,
+                dashboard_address=f"{LOOPBACK}:0",
+            ) as cluster,
+            Client(cluster) as client,
+        ):
             yield client
-        finally:
-            quiet.setLevel(level)
+    finally:  # after the cluster's close, whose INFO lines are as noisy
+        quiet.setLevel(level)
 
 
 def map_unordered(

@@ -6,17 +6,32 @@ Layout (a public contract; ``DATASET_SCHEMA_VERSION`` changes when it does)::
     images/<sample_id>      (C, H, W) source dtype, 256² chunks in 1024² shards, blosc-zstd
     masks/<sample_id>       (H, W) uint8 class ids, same chunking
     .staging/               arrays being written (not part of the hierarchy)
+    .segflow.lock           the writer lock (:mod:`segflow.tasks.runtime.locks`), ignored by Zarr
 
-A sample is written into ``.staging`` and renamed into place, so a crash leaves either the old
-sample, no sample, or the new one, never a half-written array under ``images/`` or ``masks/``.
+One writer at a time: ingest holds the store's lock for its whole run, and :func:`write_index`
+takes it (waiting briefly) for the index write, which is also how the train stage's balance step
+stores its sampling plan. A sample is written into its own entry of ``.staging``, which its
+writer removes whether the write succeeds or fails; only a writer that died leaves one, and
+:func:`init_store` sweeps those while holding the lock, when no other writer can exist.
+
+A sample is swapped into place array by array, so ``images/<id>`` and ``masks/<id>`` each hold a
+complete old or a complete new array at every moment, never a half-written or a missing one
+(Linux: ``renameat2(RENAME_EXCHANGE)``; elsewhere, or on a filesystem without it, the old array
+is renamed aside first, leaving a moment with no array but never a half-written one). Between
+the image's and the mask's swap the new image sits beside the old mask: the mask's
+``image_sha256`` then differs from the image's ``sha256``, so :func:`committed_samples` (and a
+crash at that moment) shows the sample as not committed rather than as a wrong pair.
 Every sample array lives in its own shards, so parallel writers never share one.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import logging
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +43,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
+from segflow.tasks.runtime import locks
 from segflow.tasks.storage.dataset import DATASET_CHUNK, DATASET_SCHEMA_VERSION, DATASET_SHARD
 from segflow.tasks.storage.paths import local_path
 
@@ -36,14 +52,39 @@ log = logging.getLogger(__name__)
 
 _STAGING = ".staging"
 
+# How long an index write waits for the store's lock: long enough for another short index
+# write (a concurrent training's sampling plan), far shorter than an ingest run.
+INDEX_LOCK_WAIT = 10.0
+
 
 _COMPRESSORS = BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
+
+
+def _refuse_foreign(path: Path) -> None:
+    foreign = path.exists() and not (path / "zarr.json").exists()
+    if foreign and any(entry.name != locks.LOCK_FILE for entry in path.iterdir()):
+        raise ValueError(f"{path}: exists and is not a Zarr store; refusing to write into it")
+
+
+def lock_store(store: str | Path, *, wait: float = 0.0):
+    """The store's writer lock (:func:`segflow.tasks.runtime.locks.hold`), as a context manager.
+
+    Raises
+    ------
+    ValueError
+        The path is a folder that is not a Zarr store (checked before the lock file is made).
+    LockHeld
+        Another process writes the store.
+    """
+    path = local_path(store)
+    _refuse_foreign(path)
+    return locks.hold(path, wait=wait)
 
 
 def init_store(store: str | Path, *, class_names: tuple[str, ...]) -> zarr.Group:
     """Create the store, or open an existing one after checking that it is compatible.
 
-    Leftovers of an interrupted run in ``.staging`` are removed.
+    Staging entries that a dead writer left are removed (see :func:`remove_staging`).
 
     Raises
     ------
@@ -51,8 +92,7 @@ def init_store(store: str | Path, *, class_names: tuple[str, ...]) -> zarr.Group
         The path holds something else, another schema version or other class names.
     """
     path = local_path(store)
-    if path.exists() and not (path / "zarr.json").exists() and any(path.iterdir()):
-        raise ValueError(f"{path}: exists and is not a Zarr store; refusing to write into it")
+    _refuse_foreign(path)
     root = zarr.open_group(path, mode="a", zarr_format=3)
     meta = dict(root.attrs).get("segflow")
     if meta is not None:
@@ -79,8 +119,17 @@ def init_store(store: str | Path, *, class_names: tuple[str, ...]) -> zarr.Group
 
 
 def remove_staging(store: str | Path) -> None:
-    """Delete the staging folder and anything an interrupted run left in it."""
-    shutil.rmtree(local_path(store) / _STAGING, ignore_errors=True)
+    """Delete what dead writers left in the staging folder.
+
+    Runs under the store's lock, so no live writer can own an entry; when another process holds
+    the lock, its entries are its own and nothing is removed.
+    """
+    path = local_path(store)
+    try:
+        with locks.hold(path):
+            shutil.rmtree(path / _STAGING, ignore_errors=True)
+    except locks.LockHeld:
+        log.warning("%s: another writer holds the store; its staging entries are left alone", path)
 
 
 @dataclass(frozen=True)
@@ -160,20 +209,83 @@ def write_sample(
     path = local_path(store)
     staging = path / _STAGING / f"{sample_id}-{uuid.uuid4().hex[:8]}"
     staged = {"images": staging / "image", "masks": staging / "mask"}
-    for group, data, attrs in (("images", image, image_attrs), ("masks", mask, mask_attrs)):
-        _write(_create(staged[group], data.shape, data.dtype, attrs), data, workers)
-    for group in ("images", "masks"):
-        final = path / group / sample_id
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staged[group], final)
-    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        for group, data, attrs in (("images", image, image_attrs), ("masks", mask, mask_attrs)):
+            _write(_create(staged[group], data.shape, data.dtype, attrs), data, workers)
+        for group in ("images", "masks"):
+            _swap_in(staged[group], path / group / sample_id)
+    finally:
+        # The entry is this writer's: the old arrays after a swap, or a failed write's remains.
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _load_renameat2():
+    """libc's ``renameat2`` (glibc >= 2.28), or None where there is none."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    ]
+    function.restype = ctypes.c_int
+    return function
+
+
+_RENAMEAT2 = _load_renameat2()
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+
+
+def exchange(first: Path, second: Path) -> bool:
+    """Swap two existing paths in one atomic step; False where the OS or filesystem cannot.
+
+    Raises
+    ------
+    OSError
+        The exchange failed for another reason (a path missing, permissions).
+    """
+    if _RENAMEAT2 is None:
+        return False
+    a, b = os.fsencode(first), os.fsencode(second)
+    if _RENAMEAT2(_AT_FDCWD, a, _AT_FDCWD, b, _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False  # e.g. a filesystem without RENAME_EXCHANGE
+    raise OSError(code, os.strerror(code), str(first), None, str(second))
+
+
+def _swap_in(staged: Path, final: Path) -> None:
+    """Put `staged` at `final`; an earlier `final` ends up in `staged`'s folder."""
+    if not final.exists():
+        os.replace(staged, final)
+    elif not exchange(staged, final):
+        # No atomic exchange: move the old array aside first (a moment without it, never a
+        # half-written one), then the new one in.
+        os.replace(final, staged.with_name(staged.name + "-old"))
+        os.replace(staged, final)
 
 
 def write_index(store: str | Path, index: Mapping[str, Any]) -> None:
-    """Merge `index` (split, rejected, summary counts) into the root ``segflow`` attributes."""
-    root = zarr.open_group(local_path(store), mode="r+")
-    remove_staging(store)
-    meta = dict(root.attrs["segflow"])
-    meta.update(index)
-    root.attrs["segflow"] = meta
+    """Merge `index` (split, rejected, summary counts) into the root ``segflow`` attributes.
+
+    Holds the store's lock for the read-modify-write (re-entered when this process holds it
+    already, as ingest does), waiting up to :data:`INDEX_LOCK_WAIT` seconds for another writer.
+
+    Raises
+    ------
+    LockHeld
+        Another process (an ingest) still writes the store after that wait.
+    """
+    path = local_path(store)
+    with locks.hold(path, wait=INDEX_LOCK_WAIT):
+        root = zarr.open_group(path, mode="r+")
+        meta = dict(root.attrs["segflow"])
+        meta.update(index)
+        root.attrs["segflow"] = meta

@@ -1,4 +1,4 @@
-"""Find image/mask pairs in a source folder."""
+"""Image files: what their headers say, size limits checked before decoding, and decoding."""
 
 from __future__ import annotations
 
@@ -15,6 +15,18 @@ from PIL import Image
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff"})
 
 
+# Pillow's own decompression-bomb check (an error above ~179 Mpx, a warning above ~89 Mpx)
+# would refuse images that `SizeLimits.max_pixels` was raised to accept, with a less clear
+# message: segflow checks every header against its own limits before decoding.
+Image.MAX_IMAGE_PIXELS = None
+
+
+# Names segflow's stores keep for themselves: Zarr's metadata file and the prediction store's
+# model bundle (tasks/infer/output.py). One rule for sample ids and inference images, so every
+# sample of a dataset store can also be predicted into a prediction store.
+RESERVED_NAMES = frozenset({"zarr.json", "model"})
+
+
 TIFF_SUFFIXES = frozenset({".tif", ".tiff"})
 
 
@@ -23,6 +35,28 @@ _TIFF_AXES = {"YX": None, "YXS": (2, 0, 1), "SYX": (0, 1, 2), "CYX": (0, 1, 2)}
 
 
 _SUPPORTED_DTYPES = frozenset({np.dtype("uint8"), np.dtype("uint16"), np.dtype("bool")})
+
+
+def looks_like_image(name: str) -> bool:
+    """Whether a file name ends in an image suffix (``..png`` and ``.png`` included)."""
+    return name.lower().endswith(tuple(IMAGE_SUFFIXES))
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot name a sample or an image in a segflow store, or None when it can.
+
+    Hidden names (``.x``) would sit beside the stores' own hidden entries (``.staging``), Zarr
+    reserves the ``__`` prefix, and :data:`RESERVED_NAMES` are taken; compared case-blind, so
+    a store on a case-insensitive filesystem cannot clash either.
+    """
+    if not name or name.startswith("__"):
+        return f"invalid name {name!r} (empty or starting with '__', which Zarr reserves)"
+    if name.startswith("."):
+        return f"hidden name {name!r} (starts with '.'); rename the file to use it"
+    if name.lower() in RESERVED_NAMES:
+        taken = ", ".join(sorted(RESERVED_NAMES))
+        return f"name {name!r} is reserved in segflow's stores ({taken}); rename the file"
+    return None
 
 
 class InputError(ValueError):
@@ -43,6 +77,7 @@ class ImageInfo:
     width: int
     channels: int
     dtype: np.dtype
+    tiled: bool  # a tiled TIFF: readable region by region (a strip TIFF is decoded whole)
 
     @property
     def pixels(self) -> int:
@@ -51,6 +86,59 @@ class ImageInfo:
     @property
     def is_tiff(self) -> bool:
         return self.path.suffix.lower() in TIFF_SUFFIXES
+
+    @property
+    def decoded_bytes(self) -> int:
+        """Bytes of the decoded image: H * W * channels * bytes per sample."""
+        return self.pixels * self.channels * self.dtype.itemsize
+
+
+@dataclass(frozen=True)
+class SizeLimits:
+    """Largest images accepted, in pixels (H * W), checked on the header before decoding
+    (built by ``IngestConfig.size_limits`` and ``InferConfig.size_limits``)."""
+
+    max_pixels: int  # images decoded whole: PNG, JPEG, untiled (strip) TIFF
+    max_tiled_pixels: int  # tiled TIFFs, read region by region
+
+
+def check_size(info: ImageInfo, limits: SizeLimits) -> None:
+    """Refuse an image whose header declares more pixels than `limits` allow for its kind.
+
+    Raises
+    ------
+    InputError
+        Naming the file, its declared size, the limit and the option that raises it.
+    """
+    if info.tiled:
+        limit, option, kind = limits.max_tiled_pixels, "max_tiled_pixels", "tiled TIFFs"
+    else:
+        limit, option = limits.max_pixels, "max_pixels"
+        kind = "images decoded whole (PNG, JPEG, untiled TIFF)"
+    if info.pixels > limit:
+        raise InputError(
+            info.path,
+            f"declares {info.height}x{info.width} x{info.channels} {info.dtype} "
+            f"({info.pixels} pixels, {info.decoded_bytes / 2**20:.0f} MiB decoded), which "
+            f"exceeds {option}={limit} for {kind}; raise --{option.replace('_', '-')} "
+            "to accept it",
+        )
+
+
+@dataclass(frozen=True)
+class ImageFormat:
+    """Channels and dtype of an image as stored (bool is stored as uint8)."""
+
+    channels: int
+    dtype: str
+
+    @classmethod
+    def of(cls, info: ImageInfo) -> ImageFormat:
+        dtype = "uint8" if info.dtype == np.dtype("bool") else str(info.dtype)
+        return cls(info.channels, dtype)
+
+    def __str__(self) -> str:
+        return f"{self.channels} channel{'s' if self.channels > 1 else ''} {self.dtype}"
 
 
 def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
@@ -81,20 +169,23 @@ def _pil_mode_info(mode: str) -> tuple[int, np.dtype]:
     return channels[mode], dtype
 
 
-def probe_image(path: str | Path, *, max_pixels: int) -> ImageInfo:
-    """Read the header: size, channels and dtype, and refuse absurd dimensions.
+def probe_image(path: str | Path) -> ImageInfo:
+    """Read the header: size, channels, dtype and whether it is tiled; no pixel is decoded
+    (check the size with :func:`check_size` before decoding).
 
     Raises
     ------
     InputError
-        Unreadable file, unsupported layout or dtype, zero or more than `max_pixels` pixels.
+        Unreadable file, unsupported layout or dtype, or zero pixels.
     """
     path = Path(path)
+    tiled = False
     try:
         if path.suffix.lower() in TIFF_SUFFIXES:
             with tifffile.TiffFile(path) as tif:
                 series = tif.series[0]
                 axes, shape, dtype = series.axes, series.shape, np.dtype(series.dtype)
+                tiled = bool(series.keyframe.is_tiled)
             if axes not in _TIFF_AXES:
                 raise InputError(path, f"unsupported TIFF layout axes={axes!r} shape={shape}")
             if axes == "YX":
@@ -115,13 +206,9 @@ def probe_image(path: str | Path, *, max_pixels: int) -> ImageInfo:
         raise InputError(path, f"unsupported dtype {dtype} (supported: uint8, uint16)")
     if height * width == 0:
         raise InputError(path, f"empty image ({height}x{width})")
-    if height * width > max_pixels:
-        raise InputError(
-            path, f"{height}x{width} = {height * width} pixels exceeds max_pixels={max_pixels}"
-        )
     if channels not in (1, 2, 3, 4):
         raise InputError(path, f"unsupported channel count {channels}")
-    return ImageInfo(path, int(height), int(width), int(channels), dtype)
+    return ImageInfo(path, int(height), int(width), int(channels), dtype, tiled)
 
 
 def _to_chw(array: np.ndarray, axes: str | None = None) -> np.ndarray:

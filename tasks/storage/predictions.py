@@ -3,13 +3,15 @@
 Layout (Zarr v3)::
 
     OUT/zarr.json                     attributes["segflow"]: model URI, settings, classes, images
-    OUT/<image>/                      NGFF image: multiscales, axes c, y, x
+    OUT/<image>/                      NGFF image: multiscales, axes c, y, x; attributes["segflow"]
+                                      ["lineage"]: the sha256 of the pixels it was predicted from
     OUT/<image>/0                     (K, H, W) probabilities, uint8 (p * 255, rounded) or float16
     OUT/<image>/labels/mask/0         (1, H, W) uint8 class ids (NGFF label image)
 
 Arrays are written block by block; a block is one or more whole shards of every array (a
 remainder shorter than half a block joins the last block of its axis), so parallel writers never
-share a shard, and a block is done exactly when its shards exist (resume).
+share a shard, and a block is done exactly when its shards exist (resume). Every shard is written,
+an all-background one included, so that being done does not depend on what was predicted.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from zarr.codecs import BloscCodec
 
 from segflow.tasks.storage.paths import local_path
 
-PREDICTIONS_SCHEMA_VERSION = 1
+# 2: each image records its lineage, and all-background shards are written.
+PREDICTIONS_SCHEMA_VERSION = 2
 
 
 PREDICTION_CHUNK = 512  # inner chunk side; 256 where the block is not a multiple of 512
@@ -41,7 +44,14 @@ _COMPRESSORS = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
 
 
 # An all-background block must still write its shard: the shard's existence marks it done.
+# Zarr 3 keeps this setting on the array object only (not in the metadata; zarr.open_array
+# ignores a `config` argument), so every writer applies it with `_writable`.
 _ALWAYS_WRITE = {"write_empty_chunks": True}
+
+
+def _writable(array: zarr.Array) -> zarr.Array:
+    """`array` set to write every chunk, including those equal to the fill value."""
+    return array.with_config(_ALWAYS_WRITE)
 
 
 def _multiscales(name: str, axes: list[dict[str, str]]) -> dict[str, Any]:
@@ -117,7 +127,6 @@ def create_image_arrays(
         compressors=_COMPRESSORS,
         dimension_names=("c", "y", "x"),
         fill_value=0,
-        config=_ALWAYS_WRITE,
     )
     labels = image.create_group(
         "labels", attributes={"ome": {"version": NGFF_VERSION, "labels": ["mask"]}}
@@ -134,7 +143,7 @@ def _label_array(
     }
     group = labels.require_group(name)
     group.attrs["ome"] = meta
-    return group.create_array(
+    array = group.create_array(
         "0",
         shape=(1, *shape),
         dtype=dtype,
@@ -143,14 +152,14 @@ def _label_array(
         compressors=_COMPRESSORS,
         dimension_names=("c", "y", "x"),
         fill_value=0,
-        config=_ALWAYS_WRITE,
         overwrite=True,
     )
+    return _writable(array)
 
 
 def block_done(out: str | Path, name: str, region: tuple[int, int, int, int], block: int) -> bool:
     """Whether every shard of `region`, in both arrays, is on disk (shard files are written
-    atomically)."""
+    atomically, and written whatever they hold)."""
     y0, y1, x0, x1 = region
     root = local_path(out) / name
     return all(
@@ -159,6 +168,50 @@ def block_done(out: str | Path, name: str, region: tuple[int, int, int, int], bl
         for iy in range(y0 // block, -(-y1 // block))
         for ix in range(x0 // block, -(-x1 // block))
     )
+
+
+class LineageError(ValueError):
+    """Predictions and the pixels they are to be scored against, or resumed from, differ;
+    the message (one line) names the image and both checksums."""
+
+
+def recorded_lineage(root: zarr.Group, name: str) -> dict[str, Any] | None:
+    """What image `name` of the prediction store `root` was predicted from: ``kind`` (store,
+    file or zarr), ``sha256`` of the input image and, for a dataset store input, that store's
+    ``dataset_sha256``; None for an image written before segflow recorded lineage."""
+    return root[name].attrs.get("segflow", {}).get("lineage")
+
+
+def check_lineage(out: str | Path, lineage: Mapping[str, Mapping[str, Any]]) -> None:
+    """Refuse to resume images of `out` from other pixels than they were predicted from.
+
+    `lineage` maps each image about to be predicted to the lineage of its input (see
+    :func:`recorded_lineage`); images not yet in `out` pass.
+
+    Raises
+    ------
+    LineageError
+        An image of `out` predicted from an image with another sha256, or with no lineage
+        recorded: resuming it would mix data.
+    """
+    path = local_path(out)
+    if not (path / "zarr.json").exists():
+        return
+    root = zarr.open_group(path, mode="r")
+    for name, new in lineage.items():
+        if name not in root:
+            continue
+        old = recorded_lineage(root, name)
+        if old is None:
+            raise LineageError(
+                f"{out}/{name}: written before segflow recorded which image it was predicted "
+                "from, so resuming could mix data; write to a new output"
+            )
+        if old["sha256"] != new["sha256"]:
+            raise LineageError(
+                f"{out}/{name}: predicted from an image with sha256 {old['sha256']}, this input "
+                f"has sha256 {new['sha256']}; resuming would mix data: write to a new output"
+            )
 
 
 def to_stored(probs: np.ndarray, dtype: ProbabilityDtype) -> np.ndarray:
@@ -188,8 +241,8 @@ def write_block(
     """Write one block's probabilities, then its mask (the mask shard marks it done)."""
     y0, y1, x0, x1 = region
     image = zarr.open_group(local_path(out) / name, mode="r+")
-    image["0"][:, y0:y1, x0:x1] = to_stored(probs, probability_dtype)
-    image["labels/mask/0"][0, y0:y1, x0:x1] = class_ids(probs, threshold)
+    _writable(image["0"])[:, y0:y1, x0:x1] = to_stored(probs, probability_dtype)
+    _writable(image["labels/mask/0"])[0, y0:y1, x0:x1] = class_ids(probs, threshold)
 
 
 # Connected components need the whole mask in memory (skimage labels one array at a time).

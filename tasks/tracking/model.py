@@ -29,10 +29,10 @@ def log_bundle_model(
     in_channels: int,
     out_channels: int,
     registered_name: str | None,
-    alias: str = "newest",
+    alias: str | None = "newest",
 ) -> ModelInfo:
     """Log the bundle as a pyfunc model (from code) in the active run; register it under
-    `registered_name` and point `alias` at the new version."""
+    `registered_name` and point `alias` at the new version (None: give it no alias)."""
     signature = ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, in_channels, -1, -1))]),
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, out_channels, -1, -1))]),
@@ -54,7 +54,7 @@ def log_bundle_model(
                 pip_requirements=_REQUIREMENTS,
                 registered_model_name=registered_name,
             )
-    if registered_name:
+    if registered_name and alias:
         MlflowClient().set_registered_model_alias(
             registered_name, alias, info.registered_model_version
         )

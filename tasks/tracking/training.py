@@ -9,15 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import numpy as np
+from mlflow import MlflowClient
 
 from segflow.tasks.tracking.model import log_bundle_model
 from segflow.tasks.tracking.overlays import overlay
 from segflow.tasks.tracking.runs import flat_params, log_class_distribution
+
+# Tag of a member run, a training run and a model version: did it beat the trivial predictors?
+LEARNED_TAG = "segflow.learned"
 
 
 def start_training_run(
@@ -90,10 +95,20 @@ def log_overlays(tiles: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]])
         mlflow.log_image(overlay(image, truth, pred), artifact_file=f"overlays/{name}.png")
 
 
-def log_member_outcome(metrics: Mapping[str, float], kept: str) -> None:
-    """A member's final metrics and which weights it keeps (tag ``segflow.kept_weights``)."""
+def log_member_outcome(metrics: Mapping[str, float], kept: str, learned: bool) -> None:
+    """A member's final metrics, which weights it keeps (tag ``segflow.kept_weights``) and
+    whether they beat the trivial predictors (tag ``segflow.learned``: true/false)."""
     mlflow.log_metrics(dict(metrics))
-    mlflow.set_tag("segflow.kept_weights", kept)
+    mlflow.set_tags({"segflow.kept_weights": kept, LEARNED_TAG: str(learned).lower()})
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a trained model beat the trivial predictors on validation, and what follows."""
+
+    learned: bool  # tag ``segflow.learned`` of the training run and the model version
+    description: str  # of the registered model version: why
+    alias: str | None  # given to the registered version; None: no alias
 
 
 def log_trained_model(
@@ -103,24 +118,33 @@ def log_trained_model(
     in_channels: int,
     out_channels: int,
     registered_name: str | None,
-    val_dice: float,
+    metrics: Mapping[str, float],
+    verdict: Verdict,
 ) -> str:
-    """Log the model `bundle` to run `run_id` with its mean member val Dice
-    (``model_val_dice``) and register it under `registered_name` (None: do not).
+    """Log the model `bundle` to run `run_id` with `metrics` (e.g. ``model_val_dice``) and the
+    `verdict`'s tag, and register it under `registered_name` (None: do not): the version gets
+    the tag, the description and the alias of `verdict`.
 
     Returns
     -------
     str
         ``models:/<name>/<version>`` when registered, else the logged model's URI.
     """
+    learned = str(verdict.learned).lower()
     with mlflow.start_run(run_id=run_id):
         info = log_bundle_model(
             bundle,
             in_channels=in_channels,
             out_channels=out_channels,
             registered_name=registered_name,
+            alias=verdict.alias,
         )
-        mlflow.log_metric("model_val_dice", val_dice)
-    if registered_name:
-        return f"models:/{registered_name}/{info.registered_model_version}"
-    return info.model_uri
+        mlflow.log_metrics(dict(metrics))
+        mlflow.set_tag(LEARNED_TAG, learned)
+    if not registered_name:
+        return info.model_uri
+    version = str(info.registered_model_version)
+    client = MlflowClient()
+    client.set_model_version_tag(registered_name, version, LEARNED_TAG, learned)
+    client.update_model_version(registered_name, version, description=verdict.description)
+    return f"models:/{registered_name}/{version}"

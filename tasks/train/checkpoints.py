@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +19,27 @@ from segflow.tasks.train.steps import Stepper
 log = logging.getLogger(__name__)
 
 
+# Checkpoint temporaries end so; a resume removes those a killed run left.
+PARTIAL_SUFFIX = ".partial"
+
+
 def save_checkpoint(path: Path, payload: Mapping[str, Any]) -> None:
-    """Write atomically: a crash leaves the previous checkpoint intact."""
+    """Write atomically: a crash leaves the previous checkpoint intact.
+
+    The payload goes to a temporary file of its own (a unique name in the same folder, so two
+    writers never share one) and is renamed over `path`.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    torch.save(dict(payload), partial)
-    os.replace(partial, path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX, dir=path.parent)
+    partial = Path(name)
+    try:
+        os.fchmod(fd, 0o644)  # as a plain open() would under the usual umask, not 0600
+        with os.fdopen(fd, "wb") as file:
+            torch.save(dict(payload), file)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -1,4 +1,9 @@
-"""Training the ensemble members: each one's plan, seed, loss and loop, in its MLflow run."""
+"""Training the ensemble members: each one's plan, seed, loss and loop, in its MLflow run.
+
+A member never contributes weights that do no better than a trivial predictor (every pixel one
+class) on validation when its other checkpoint does better (:func:`keep_learned`); a member
+whose checkpoints both fail has not learned, and says so.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ from segflow.tasks.train.loop import EpochReport, FitResult, LoopSettings, fit
 from segflow.tasks.train.patches import PatchDataset
 from segflow.tasks.train.sampling import Balance, SamplingPlan, restrict
 from segflow.tasks.train.training_run import RUN_ID_FILE, TrainingRun
-from segflow.tasks.train.validation import overlay_tiles
+from segflow.tasks.train.validation import overlay_tiles, trivial_baseline
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,63 @@ class MemberResult:
     stopped: str
     kept: str  # "best" or "last": which weights `checkpoint` holds
     val_dice: float  # of the kept weights
+    learned: bool  # val_dice beats trivial_dice strictly
+    trivial: str  # the best trivial predictor on val: all_background, all_foreground, all_<class>
+    trivial_dice: float  # its val Dice on the same tiles
+
+
+@dataclass(frozen=True)
+class Kept:
+    """The weights a member contributes and how they compare with the trivial predictors."""
+
+    weights: str  # best | last
+    val_dice: float
+    learned: bool
+    trivial_dice: dict[str, float]  # trivial predictor -> its val Dice, on the same tiles
+
+    @property
+    def trivial(self) -> str:
+        """The best trivial predictor."""
+        return max(self.trivial_dice, key=self.trivial_dice.__getitem__)
+
+
+def shortfall(member: MemberResult) -> str:
+    """Why `member` has not learned, e.g. ``val Dice 0.0070 <= 0.0260 of predicting all
+    foreground``."""
+    predictor = member.trivial.replace("_", " ", 1)
+    return f"val Dice {member.val_dice:.4f} <= {member.trivial_dice:.4f} of predicting {predictor}"
+
+
+def keep_learned(
+    preferred: str, val_dice: Mapping[str, float], baseline: float
+) -> tuple[str, bool]:
+    """The checkpoint a member contributes, and whether it has learned.
+
+    `preferred` (what ``weights`` picks, see ``kept_weights``) if its val Dice beats `baseline`
+    (the best trivial predictor's) strictly; else the other of ``best``/``last`` if that one
+    does; else `preferred`, not learned. `val_dice` maps ``best`` and ``last`` to their val Dice.
+    """
+    other = "last" if preferred == "best" else "best"
+    for weights in (preferred, other):
+        if val_dice[weights] > baseline:
+            return weights, True
+    return preferred, False
+
+
+def member_baseline(balance: Balance, settings: MemberSettings) -> dict[str, float]:
+    """Val Dice of each trivial predictor on the tiles validation scores: ``all_background``
+    and ``all_foreground`` for a binary model, else ``all_<class name>`` per class."""
+    dice = trivial_baseline(
+        open_dataset(balance.store),
+        balance.val_ids,
+        tile=balance.plan.patch_size,
+        max_tiles=settings.loop.val_max_tiles,
+        num_classes=max(2, balance.out_channels),
+        binary_class=balance.binary_class,
+    )
+    binary = balance.binary_class is not None
+    names = ("background", "foreground") if binary else balance.class_names
+    return {f"all_{name}": d for name, d in zip(names, dice, strict=True)}
 
 
 def member_plan(balance: Balance, member: int, settings: MemberSettings) -> SamplingPlan:
@@ -89,14 +151,14 @@ def fit_member(
     folder: Path,
     settings: MemberSettings,
     on_epoch: Callable[[EpochReport], None] | None = None,
-) -> tuple[UNet, FitResult, str]:
+) -> tuple[UNet, FitResult, Kept]:
     """Train member `member` with checkpoints in `folder` (no tracking).
 
     Returns
     -------
     tuple
-        The model on the CPU in fp32 with the weights ``kept_weights`` picks, the fit result,
-        and which weights those are (``best`` or ``last``).
+        The model on the CPU in fp32 with the weights :func:`keep_learned` picks, the fit
+        result, and those weights' outcome.
     """
     plan = member_plan(balance, member, settings)
     torch.manual_seed(settings.seed + member)
@@ -121,9 +183,12 @@ def fit_member(
         config=settings.config,
         on_epoch=on_epoch,
     )
-    kept = kept_weights(settings.weights, result.stopped)
+    val_dice = {"best": result.best_dice, "last": result.last_dice}
+    trivial = member_baseline(balance, settings)
+    preferred = kept_weights(settings.weights, result.stopped)
+    kept, learned = keep_learned(preferred, val_dice, max(trivial.values()))
     model.load_state_dict(load_checkpoint(folder / f"{kept}.pt")["model"])
-    return model.cpu().float(), result, kept
+    return model.cpu().float(), result, Kept(kept, val_dice[kept], learned, trivial)
 
 
 def epoch_metrics(report: EpochReport, class_names: list[str]) -> dict[str, float]:
@@ -181,17 +246,21 @@ def train_model(
                 binary_class=balance.binary_class,
             )
         )
-        val_dice = result.best_dice if kept == "best" else result.last_dice
         scores = {"best_val_dice": result.best_dice, "best_epoch": result.best_epoch}
-        log_member_outcome({**scores, "kept_val_dice": val_dice}, kept)
+        trivial = {f"val_trivial_dice.{name}": d for name, d in kept.trivial_dice.items()}
+        scores |= {"kept_val_dice": kept.val_dice, "val_trivial_dice": max(trivial.values())}
+        log_member_outcome(scores | trivial, kept.weights, kept.learned)
     return MemberResult(
         member,
-        str(folder / f"{kept}.pt"),
+        str(folder / f"{kept.weights}.pt"),
         run_id,
         result.epochs_done,
         result.best_epoch,
         result.best_dice,
         result.stopped,
-        kept,
-        val_dice,
+        kept.weights,
+        kept.val_dice,
+        kept.learned,
+        kept.trivial,
+        kept.trivial_dice[kept.trivial],
     )

@@ -1,19 +1,68 @@
-"""The trained model's registration: one bundle of the members' weights, logged to MLflow."""
+"""The trained model's registration: one bundle of the members' weights, logged to MLflow.
+
+A model some member of which has not learned (see :mod:`segflow.tasks.train.ensemble`) is still
+logged and registered, so it can be inspected, but without the :data:`NEWEST` alias unless the
+user asks for it; its tag and description say why.
+"""
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from segflow.models.unet import UNetConfig
 from segflow.tasks.storage.bundle import save_bundle
-from segflow.tasks.tracking.training import log_trained_model
+from segflow.tasks.tracking.training import Verdict, log_trained_model
 from segflow.tasks.train.checkpoints import load_checkpoint
-from segflow.tasks.train.ensemble import MemberResult
+from segflow.tasks.train.ensemble import MemberResult, shortfall
 from segflow.tasks.train.sampling import Balance
 from segflow.tasks.train.training_run import TrainingRun
+
+# The alias a new model version gets: what `segflow infer` predicts with by default.
+NEWEST = "newest"
+
+
+@dataclass(frozen=True)
+class Registered:
+    """The logged model: its URI, whether it learned, and the alias it was given."""
+
+    uri: str
+    learned: bool
+    warning: str | None  # why it did not learn, for the terminal and the flow run
+    alias: str | None
+
+
+def unlearned_reason(members: Sequence[MemberResult]) -> str | None:
+    """Why the model has not learned (which members did no better than a trivial predictor on
+    validation, and by how much), or None when every member learned."""
+    failed = [m for m in members if not m.learned]
+    if not failed:
+        return None
+    many = len(members) > 1
+    return "; ".join((f"member {m.member}: " if many else "") + shortfall(m) for m in failed)
+
+
+def model_verdict(members: Sequence[MemberResult], alias_unlearned: bool) -> Verdict:
+    """Learned when every member beat the trivial predictors on validation; then, or when
+    `alias_unlearned`, the new version gets :data:`NEWEST`. The description says why."""
+    reason = unlearned_reason(members)
+    if reason is None:
+        dice = ", ".join(f"{m.val_dice:.4f}" for m in members)
+        best = members[0].trivial.replace("_", " ", 1)
+        trivial = members[0].trivial_dice
+        return Verdict(
+            True, f"learned: val Dice {dice} > {trivial:.4f} of predicting {best}", NEWEST
+        )
+    if alias_unlearned:
+        note = f"given the alias '{NEWEST}' as asked (alias_unlearned)"
+    else:
+        note = f"not given the alias '{NEWEST}' (alias_unlearned gives it)"
+    alias = NEWEST if alias_unlearned else None
+    return Verdict(False, f"did not learn: {reason} on the validation tiles; {note}", alias)
 
 
 def register_model(
@@ -22,11 +71,18 @@ def register_model(
     run: TrainingRun,
     unet: UNetConfig,
     registered_name: str | None,
-) -> str:
+    alias_unlearned: bool,
+) -> Registered:
     """Bundle the members' kept weights, log the bundle to `run` and register it under
-    `registered_name` (None: log only); returns the model URI."""
+    `registered_name` (None: log only) with the alias :func:`model_verdict` gives."""
     states = [load_checkpoint(Path(m.checkpoint))["model"] for m in members]
     val_dice = [m.val_dice for m in members]
+    verdict = model_verdict(members, alias_unlearned)
+    metrics = {
+        "model_val_dice": float(np.mean(val_dice)),
+        "model_val_trivial_dice": members[0].trivial_dice,  # one val set for every member
+        "model_learned": float(verdict.learned),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         bundle = save_bundle(
             Path(tmp) / "bundle",
@@ -41,11 +97,15 @@ def register_model(
                 "member_val_dice": val_dice,
             },
         )
-        return log_trained_model(
+        uri = log_trained_model(
             run.run_id,
             bundle,
             in_channels=unet.in_channels,
             out_channels=balance.out_channels,
             registered_name=registered_name,
-            val_dice=float(np.mean(val_dice)),
+            metrics=metrics,
+            verdict=verdict,
         )
+    reason = unlearned_reason(members)
+    warning = None if reason is None else f"the model did not learn: {reason}"
+    return Registered(uri, verdict.learned, warning, verdict.alias if registered_name else None)

@@ -8,7 +8,8 @@ from prefect.cache_policies import NO_CACHE
 
 from segflow.models.unet import UNetConfig
 from segflow.tasks.train import ensemble, registration, sampling, training_run
-from segflow.tasks.train.ensemble import MemberResult, MemberSettings
+from segflow.tasks.train.ensemble import MemberResult, MemberSettings, shortfall
+from segflow.tasks.train.registration import Registered
 from segflow.tasks.train.sampling import Balance, SamplingSettings
 from segflow.tasks.train.training_run import RunSettings, TrainingRun
 
@@ -52,6 +53,8 @@ def train_model(
         result.kept,
         result.val_dice,
     )
+    if not result.learned:
+        get_run_logger().warning("member %d has not learned: %s", member, shortfall(result))
     return result
 
 
@@ -62,8 +65,16 @@ def register_model(
     run: TrainingRun,
     unet: UNetConfig,
     registered_name: str | None,
-) -> str:
-    """Log and register the model (:func:`registration.register_model`)."""
-    uri = registration.register_model(balance, members, run, unet, registered_name)
-    get_run_logger().info("model: %s", uri)
-    return uri
+    alias_unlearned: bool,
+) -> Registered:
+    """Log and register the model (:func:`registration.register_model`); a WARNING when it did
+    not learn."""
+    result = registration.register_model(
+        balance, members, run, unet, registered_name, alias_unlearned
+    )
+    logger = get_run_logger()
+    given = f"with the alias {result.alias}" if result.alias else "without an alias"
+    logger.info("model: %s, %s", result.uri, given)
+    if result.warning:
+        logger.warning("%s; registered as %s %s", result.warning, result.uri, given)
+    return result

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from segflow.tasks.runtime.locks import LOCK_FILE
 from segflow.tasks.storage.dataset import dataset_fingerprint, open_dataset
 from segflow.tasks.tracking.runs import configure_tracking
 from segflow.tasks.tracking.training import start_training_run
+from segflow.tasks.train.checkpoints import PARTIAL_SUFFIX
 from segflow.tasks.train.sampling import Balance
 
 # The file in a checkpoint folder that names the folder's MLflow run, so resumes reopen it.
@@ -36,22 +38,37 @@ class TrainingRun:
     folder: Path
 
 
+def run_folder(settings: RunSettings) -> Path:
+    """The run's checkpoint folder, ``workdir/training/<run_name>``: one writer at a time
+    (the train flow holds its lock, :mod:`segflow.tasks.runtime.locks`)."""
+    return settings.workdir / "training" / settings.run_name
+
+
 def open_training_run(
     balance: Balance, settings: RunSettings, flow_run_id: str | None
 ) -> TrainingRun:
     """Start (or, with ``settings.resume``, reopen) the MLflow run of the training.
 
     A new run with the name of an old one starts from scratch: the old checkpoints are removed
-    (its MLflow record stays). `flow_run_id` is the Prefect flow run, recorded as a tag.
+    (its MLflow record stays; the folder's writer lock file stays, so a holder keeps holding
+    it). `flow_run_id` is the Prefect flow run, recorded as a tag.
     """
     configure_tracking(settings.workdir, settings.experiment)
-    folder = settings.workdir / "training" / settings.run_name
+    folder = run_folder(settings)
     marker = folder / RUN_ID_FILE
     if settings.resume and marker.exists():
+        # Under the folder's lock, a checkpoint temporary can only be a dead writer's.
+        for leftover in folder.rglob(f"*{PARTIAL_SUFFIX}"):
+            leftover.unlink()
         return TrainingRun(marker.read_text().strip(), folder)
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    for entry in folder.iterdir():
+        if entry.name == LOCK_FILE:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
     run_id = start_training_run(
         settings.run_name,
         settings.params,

@@ -5,6 +5,11 @@ predicted without a halo, so pixels next to a tile edge see less context (a smal
 When an epoch's validation would exceed `max_tiles`, a fixed, seeded subset of the tiles is used
 in every epoch, so epochs stay comparable. After training, :func:`overlay_tiles` predicts a few
 val tiles for the overlay images.
+
+The trivial baselines are the pooled Dice of the constant predictors (every pixel class c) on
+the same tiles (:func:`segflow.models.metrics.constant_counts`): binary, with P foreground of
+n pixels, all background scores 0 (1 when the tiles hold no foreground) and all foreground
+``2P / (P + n)``. A model that does not beat the best of them has learned nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from segflow.models.metrics import (
     confusion_counts,
     dice_from_counts,
     iou_from_counts,
+    trivial_dice_from_counts,
 )
 from segflow.tasks.runtime.device import autocast
 from segflow.tasks.storage.dataset import Dataset as Store
@@ -40,12 +46,28 @@ _OVERLAYS, _OVERLAY_IMAGES, _OVERLAY_TILES = 3, 8, 16
 
 @dataclass(frozen=True)
 class ValidationScores:
-    """Pixel-pooled validation scores; Dice and IoU of the foreground (mean over classes > 0)."""
+    """Pixel-pooled validation scores; Dice and IoU of the foreground (mean over classes > 0).
+
+    ``trivial_dice[c]`` is the same Dice of predicting class c at every pixel of the same tiles
+    (binary: all background, all foreground).
+    """
 
     dice: float
     iou: float
     bce: float
     per_class_dice: tuple[float, ...]
+    trivial_dice: tuple[float, ...]
+
+
+def _tiles(
+    store: Store, sample_ids: Sequence[str], tile: int, max_tiles: int
+) -> list[tuple[str, int, int]]:
+    """The (sample, y, x) tiles validation scores: all, or the fixed subset of `max_tiles`."""
+    jobs = [(s, y, x) for s in sample_ids for y, x in tile_grid(store.mask(s).shape, tile)]
+    if len(jobs) > max_tiles:
+        keep = np.random.default_rng(_SEED).choice(len(jobs), size=max_tiles, replace=False)
+        jobs = [jobs[i] for i in sorted(keep)]
+    return jobs
 
 
 def _read_tile(store: Store, sample_id: str, y: int, x: int, tile: int):
@@ -93,10 +115,7 @@ def validate(
         No tiles to score (`sample_ids` is empty).
     """
     device = next(model.parameters()).device
-    jobs = [(s, y, x) for s in sample_ids for y, x in tile_grid(store.mask(s).shape, tile)]
-    if len(jobs) > max_tiles:
-        keep = np.random.default_rng(_SEED).choice(len(jobs), size=max_tiles, replace=False)
-        jobs = [jobs[i] for i in sorted(keep)]
+    jobs = _tiles(store, sample_ids, tile, max_tiles)
     model.eval()
     counts = None
     loss_sum, pixels = 0.0, 0
@@ -118,7 +137,37 @@ def validate(
         iou=float(iou[1:].mean()),
         bce=loss_sum / max(pixels, 1),
         per_class_dice=tuple(float(d) for d in dice),
+        trivial_dice=tuple(float(d) for d in trivial_dice_from_counts(counts)),
     )
+
+
+def trivial_baseline(
+    store: Store,
+    sample_ids: Sequence[str],
+    *,
+    tile: int,
+    max_tiles: int,
+    num_classes: int,
+    binary_class: int | None = None,
+) -> tuple[float, ...]:
+    """:attr:`ValidationScores.trivial_dice` of the tiles :func:`validate` scores, from the
+    masks alone (no model); `num_classes` is the model's (2 for a binary model).
+
+    Raises
+    ------
+    ValueError
+        No tiles (`sample_ids` is empty).
+    """
+    counts = None
+    for sample_id, y, x in _tiles(store, sample_ids, tile, max_tiles):
+        target = torch.from_numpy(np.asarray(store.mask(sample_id)[y : y + tile, x : x + tile]))
+        if binary_class is not None:
+            target = target == binary_class
+        tile_counts = confusion_counts(target, target, num_classes)  # a perfect prediction
+        counts = tile_counts if counts is None else counts + tile_counts
+    if counts is None:
+        raise ValueError("no validation tiles: the validation split is empty")
+    return tuple(float(d) for d in trivial_dice_from_counts(counts))
 
 
 @torch.no_grad()

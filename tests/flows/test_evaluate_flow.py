@@ -3,12 +3,15 @@ import json
 import mlflow
 import numpy as np
 import pytest
+import torch
 from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
 
 from segflow.flows.cli import main
 from segflow.flows.config import EvaluateConfig
 from segflow.flows.evaluate import evaluate_predictions
+from segflow.models.unet import build_unet
+from segflow.tasks.storage.bundle import save_bundle
 from segflow.tasks.storage.dataset import open_dataset
 from segflow.tasks.tracking.registry import ModelRef
 from segflow.tasks.tracking.runs import configure_tracking
@@ -100,3 +103,60 @@ def test_cli_json_prints_the_metrics(tmp_path, workdir, capsys):
     assert printed["report"]["pooled"]["dice"] == 1.0
     assert printed["report"]["images"] == len(probs)
     assert printed["promotion"] is None
+
+
+def test_predictions_of_other_pixels_are_refused_in_one_line(tmp_path, workdir, capsys):
+    """The issue's case: store B's predictions scored against store A (same sample names)."""
+    a = make_store(tmp_path / "a", count=8, size=64, seed=0)
+    b = make_store(tmp_path / "b", count=8, size=64, seed=1)
+    names = open_dataset(a).samples("test")
+    truths = {n: np.asarray(open_dataset(b).mask(n)) for n in names}
+    probs = {n: (t > 0).astype(np.float64)[None] for n, t in truths.items()}
+    ref = _version("unet")
+    out = make_predictions(tmp_path / "of_b.zarr", b, probs, model=ref.to_dict())
+    capsys.readouterr()
+    command = ["evaluate", str(out), str(a), "--workdir", str(workdir), "--workers", "1"]
+    assert main([*command, "--promote"]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    first = names[0]
+    assert len(errors) == 1 and f"of_b.zarr/{first}:" in errors[0]
+    for store in (a, b):
+        assert open_dataset(store).image(first).attrs["sha256"] in errors[0]
+    assert not mlflow.search_runs(
+        search_all_experiments=True, filter_string="tags.`segflow.stage` = 'evaluate'"
+    ).shape[0]  # nothing logged
+    assert not MlflowClient().get_registered_model("unet").aliases  # nothing promoted
+
+
+def _silent_bundle(path):
+    """A model that predicts no foreground anywhere (its head's bias is very negative)."""
+    torch.manual_seed(0)
+    model = build_unet(in_channels=1, num_classes=1, depth=2, base_channels=4).eval()
+    with torch.no_grad():
+        model.head.bias.fill_(-100.0)
+    return save_bundle(
+        path,
+        config=model.config,
+        state_dicts=[model.state_dict()],
+        mean=(100.0,),
+        std=(50.0,),
+        class_names=("background", "class_1"),
+    )
+
+
+def test_a_model_that_predicts_nothing_is_scored_and_its_blocks_are_done(tmp_path, workdir, capsys):
+    store = make_store(tmp_path, count=8, size=64)
+    dataset = open_dataset(store)
+    assert all(np.asarray(dataset.mask(n)).any() for n in dataset.samples("test"))
+    out = tmp_path / "pred.zarr"
+    infer = ["infer", str(store), str(out), "--model", str(_silent_bundle(tmp_path / "silent"))]
+    infer += ["--split", "test", "--tile", "64", "--margin", "8", "--block", "256"]
+    infer += ["--workers", "1"]
+    assert main(infer) == 0
+    assert "2 predicted, 0 already done" in capsys.readouterr().out
+    evaluate = ["evaluate", str(out), str(store), "--workdir", str(workdir), "--workers", "1"]
+    assert main([*evaluate, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)["report"]
+    assert report["images"] == 2 and report["pooled"]["dice"] == 0.0
+    assert main(infer) == 0
+    assert "0 predicted, 2 already done" in capsys.readouterr().out

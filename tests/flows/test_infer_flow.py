@@ -136,3 +136,36 @@ def test_block_settings_are_built_from_the_config_alone():
         torch_threads=5,
     )
     assert pickle.loads(pickle.dumps(settings)) == settings  # shipped to every Dask worker
+
+
+def test_cli_infer_refuses_names_that_clash_in_the_store(tmp_path, bundle, capsys):
+    """`model.png` used to crash on the store's model bundle (KeyError: 'model/0'); a.png with
+    a.tif wrote one prediction twice. Now each is listed as rejected and the rest predicted."""
+    grey = np.zeros((40, 50), np.uint8)
+    for name in ("model.png", "a.png", "a.tif", "b.png"):
+        save(tmp_path / "in" / name, grey)
+    out = tmp_path / "o.zarr"
+    options = ["--model", str(bundle), "--tile", "32", "--margin", "4", "--block", "256"]
+    assert main(["infer", str(tmp_path / "in"), str(out), *options, "--workers", "1"]) == 0
+    text = capsys.readouterr().out
+    assert f"rejected {tmp_path / 'in' / 'model.png'}: name 'model' is reserved" in text
+    assert f"rejected {tmp_path / 'in' / 'a.png'}: duplicate name 'a'" in text
+    root = zarr.open_group(out, mode="r")
+    assert sorted(root.group_keys()) == ["b", "model"]
+
+
+def test_resuming_from_other_pixels_is_refused_in_one_line(tmp_path, bundle, capsys):
+    rng = np.random.default_rng(0)
+    image = save(tmp_path / "in" / "x.png", rng.integers(0, 255, (40, 50), dtype=np.uint8))
+    out = tmp_path / "o.zarr"
+    command = ["infer", str(tmp_path / "in"), str(out), "--model", str(bundle), "--tile", "32"]
+    command += ["--margin", "4", "--block", "256", "--workers", "1"]
+    assert main(command) == 0
+    before = zarr.open_group(out, mode="r")["x/0"][...]
+    save(image, rng.integers(0, 255, (40, 50), dtype=np.uint8))  # same name, other pixels
+    capsys.readouterr()
+    assert main(command) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "o.zarr/x: predicted from" in errors[0]
+    assert "would mix" in errors[0]
+    np.testing.assert_array_equal(zarr.open_group(out, mode="r")["x/0"][...], before)

@@ -73,3 +73,28 @@ def test_config_builds_the_stage_settings():
     assert config.pair_layout() == PairLayout(images_dir="images", masks_dir="gt", mask_suffix="_m")
     assert config.mask_rules() == MaskRules(num_classes=2, foreground_value=0, invert=True)
     assert config.split_fractions() == pytest.approx({"train": 0.65, "val": 0.1, "test": 0.25})
+
+
+def test_flow_keeps_one_format_per_store_and_lists_hidden_images(tmp_path):
+    """An RGBA PNG and a 16-bit TIFF among grey PNGs, and a hidden `..png`: the grey pairs are
+    stored, the others rejected with the reason, and the store records its format."""
+    from tests.images import random_image, save
+
+    source = make_source(tmp_path / "src", n=4)
+    rng = np.random.default_rng(0)
+    for name, image in (
+        ("rgba.png", random_image(rng, (40, 56, 4))),
+        ("deep.tif", random_image(rng, (40, 56), "uint16")),
+    ):
+        save(source / "images" / name, image)
+        save(source / "masks" / f"{name.split('.')[0]}.png", np.zeros((40, 56), np.uint8))
+    (source / "images" / "..png").write_bytes((source / "images" / "s00.png").read_bytes())
+    summary = ingest_dataset(IngestConfig(source=str(source), store=str(tmp_path / "ds.zarr")))
+    assert summary.samples == 4
+    why = {r["path"].split("/")[-1]: r["reason"] for r in summary.rejected}
+    assert sorted(why) == ["..png", "deep.tif", "rgba.png"]
+    assert why["rgba.png"].startswith("4 channels uint8, but the store")
+    assert why["deep.tif"].startswith("1 channel uint16, but the store")
+    assert why["..png"].startswith("hidden file")
+    meta = open_dataset(tmp_path / "ds.zarr").meta
+    assert meta["image_format"] == {"channels": 1, "dtype": "uint8"}

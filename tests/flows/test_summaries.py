@@ -33,6 +33,7 @@ POOLED = {
         "background": {"dice": 0.99, "iou": 0.98},
         "fg": {"dice": 0.65, "iou": 0.5},
     },
+    "trivial_dice": {"all_background": 0.0, "all_foreground": 0.123},
 }
 REPORT = {
     "split": "test",
@@ -119,7 +120,7 @@ def test_train_and_infer_text(tmp_path):
         "predictions o.zarr  (3 images, model models:/m/1)",
         "blocks      4 predicted, 1 already done",
         "  failed x: boom",
-        "  unreadable y.png: unreadable",
+        "  rejected y.png: unreadable",
         "view        napari --plugin napari-ome-zarr o.zarr/<image>",
     ]
 
@@ -130,6 +131,7 @@ def test_evaluate_text_and_markdown():
     assert text.splitlines() == [
         "evaluated  2 images of split test",
         "pooled     dice 0.6543, iou 0.5000, bce 0.1235, precision 0.7000, recall 0.6000",
+        "trivial    all background dice 0.0000, all foreground dice 0.1230",
         "  background       Dice 0.9900  IoU 0.9800",
         "  fg               Dice 0.6500  IoU 0.5000",
         "best threshold for fg: 0.07 (Dice 0.6000)",
@@ -148,6 +150,7 @@ def test_evaluate_text_and_markdown():
     markdown = evaluate_markdown(evaluation, "r1", Promotion(True, "better", "2"))
     assert "2 images of split `test`, 4,096 pixels; MLflow run `r1`." in markdown
     assert "| dice | 0.6543 |" in markdown and "| recall | 0.6000 |" in markdown
+    assert "| dice of predicting all foreground (trivial) | 0.1230 |" in markdown
     assert "Best threshold for fg: 0.07 (Dice 0.6000)." in markdown
     assert markdown.endswith("Champion: promoted: better.")
 

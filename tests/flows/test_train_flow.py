@@ -1,15 +1,29 @@
+import logging
+
 import mlflow
 import numpy as np
 import pytest
 import torch
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    LogFilter,
+    LogFilterFlowRunId,
+    LogFilterLevel,
+)
+from prefect.logging.handlers import APILogWorker
 
-from segflow.flows.config import TrainConfig
+from segflow.flows.config import IngestConfig, TrainConfig
+from segflow.flows.ingest import ingest_dataset
+from segflow.flows.summaries import train_text
 from segflow.flows.train import train_unet
 from segflow.tasks.storage.dataset import open_dataset
 from segflow.tasks.tracking.model import load_model
 from segflow.tasks.train.checkpoints import load_checkpoint
-from tests.images import make_store
+from tests.images import make_source, make_store
 
 TINY = {
     "epochs": 2,
@@ -46,6 +60,7 @@ def test_train_flow_logs_registers_and_reloads(tmp_path, workdir):
     assert [m.step for m in history] == [0, 1]
     # The schedule ran its course (no early stop), so the last epoch's weights are registered.
     assert run.data.tags["segflow.kept_weights"] == "last"
+    assert run.data.tags["segflow.learned"] == "true" and summary.learned
     assert run.data.metrics["kept_val_dice"] == history[-1].value == summary.val_dice
     artifacts = [a.path for a in client.list_artifacts(summary.run_id, "overlays")]
     assert artifacts and all(p.endswith(".png") for p in artifacts)
@@ -87,6 +102,79 @@ def test_dedicated_model_and_fold_ensemble(tmp_path, workdir):
     assert len(bundle.ensemble.members) == 2
     assert bundle.metadata["binary_class"] == 2
     assert bundle.predict(np.zeros((1, 1, 40, 40), np.float32)).shape == (1, 1, 40, 40)
+
+
+def noise_store(tmp_path):
+    """Random images with random masks (20 % foreground): there is nothing to learn."""
+    make_source(tmp_path / "src", n=8, size=(64, 64))
+    store = tmp_path / "noise.zarr"
+    config = IngestConfig(
+        source=str(tmp_path / "src"),
+        store=str(store),
+        workers=1,
+        val_fraction=0.25,
+        test_fraction=0.25,
+    )
+    ingest_dataset(config)
+    return store
+
+
+def flow_run_record(flow_run_id):
+    """The WARNING logs and the markdown artifact of a flow run, read back from Prefect."""
+    APILogWorker.drain_all(timeout=5)
+    with get_client(sync_client=True) as prefect:
+        logs = prefect.read_logs(
+            LogFilter(
+                flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]),
+                level=LogFilterLevel(ge_=logging.WARNING),
+            )
+        )
+        artifacts = prefect.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    markdown = [a.data for a in artifacts if a.key == "train-summary"]
+    return [log.message for log in logs], markdown
+
+
+def test_model_that_did_not_learn_says_so_and_gets_no_alias(tmp_path, workdir):
+    """The degenerate case: no weights beat predicting all foreground on validation."""
+    store = noise_store(tmp_path)
+    config = TrainConfig(
+        store=str(store), workdir=str(workdir), registered_model="noise", lr=1e-6, **TINY
+    )
+    state = train_unet(config, return_state=True)
+    summary = state.result()
+    assert not summary.learned and summary.alias is None
+    assert summary.trivial == "all_foreground" and summary.val_dice <= summary.trivial_dice
+    reason = (
+        f"val Dice {summary.val_dice:.4f} <= {summary.trivial_dice:.4f} of predicting all "
+        "foreground"
+    )
+    assert summary.warning == f"the model did not learn: {reason}"
+    lines = train_text(summary, workdir).splitlines()
+    assert lines[0] == "model      models:/noise/1  (no alias `newest`: --alias-unlearned gives it)"
+    assert lines[-1] == f"warning: {summary.warning}"
+    warnings, markdown = flow_run_record(state.state_details.flow_run_id)
+    assert any(m.startswith(summary.warning) for m in warnings), warnings
+    assert markdown and f"**Warning: {summary.warning}.**" in markdown[0]
+
+    client = MlflowClient()
+    with pytest.raises(MlflowException):
+        client.get_model_version_by_alias("noise", "newest")
+    version = client.get_model_version("noise", "1")  # registered, to be inspected
+    assert summary.model_uri == "models:/noise/1"
+    assert version.tags["segflow.learned"] == "false"
+    assert version.description.startswith(f"did not learn: {reason} on the validation tiles")
+    run = client.get_run(summary.run_id)
+    assert run.data.tags["segflow.learned"] == "false"
+    assert run.data.metrics["val_trivial_dice"] == pytest.approx(summary.trivial_dice)
+    assert run.data.metrics["val_trivial_dice.all_background"] == 0.0
+    assert run.data.metrics["model_learned"] == 0.0
+
+    asked = train_unet(config.model_copy(update={"alias_unlearned": True, "run_name": "asked"}))
+    assert not asked.learned and asked.alias == "newest"
+    assert str(client.get_model_version_by_alias("noise", "newest").version) == "2"
+    assert "given the alias 'newest' as asked" in client.get_model_version("noise", "2").description
 
 
 def test_bad_train_config_fails_before_work():

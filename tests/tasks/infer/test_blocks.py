@@ -225,6 +225,30 @@ def test_inner_chunks_divide_the_block():
     assert [chunk_side(b) for b in (256, 512, 768, 2048)] == [256, 512, 256, 512]
 
 
+def test_an_all_background_block_is_done(tmp_path, images):
+    """A model that predicts nothing writes all-fill-value shards: they count as done."""
+    model = build_unet(in_channels=1, num_classes=1, depth=2, base_channels=4).eval()
+    with torch.no_grad():
+        model.head.bias.fill_(-100.0)  # p = sigmoid(-100 + ...) ~ 0 everywhere
+    silent = save_bundle(
+        tmp_path / "silent",
+        config=model.config,
+        state_dicts=[model.state_dict()],
+        mean=(100.0,),
+        std=(50.0,),
+        class_names=("background", "fg"),
+    )
+    out = tmp_path / "out.zarr"
+    sources, (predicted, skipped, failed) = run(images, out, silent)
+    assert (predicted, skipped, failed) == (6, 0, {})
+    written = zarr.open_group(out, mode="r")
+    assert not any(written[f"{s.name}/labels/mask/0"][...].any() for s in sources)
+    for source in sources:
+        regions = blocks(source.shape[1:], 256)
+        assert all(block_done(out, source.name, r, 256) for r in regions)
+    assert run(images, out, silent)[1] == (0, 6, {})  # nothing predicted again
+
+
 def test_predict_block_writes_its_region_and_nothing_else(tmp_path, images, bundle):
     sources, _ = find_sources(str(images))
     out = tmp_path / "out.zarr"
@@ -246,7 +270,8 @@ def test_predict_block_writes_its_region_and_nothing_else(tmp_path, images, bund
 
 
 def test_output_is_complete_when_a_worker_dies(tmp_path, images, bundle):
-    """A worker killed mid-run is replaced by its nanny and its blocks are recomputed."""
+    """A worker killed while it predicts a block is replaced by its nanny and the block is
+    predicted again."""
     import os
     import signal
     import threading
@@ -257,25 +282,28 @@ def test_output_is_complete_when_a_worker_dies(tmp_path, images, bundle):
     run(images, tmp_path / "ref.zarr", bundle, tta=True)
     sources, _ = find_sources(str(images))
     config = settings(bundle, tta=True)  # slower blocks: the kill lands mid-run
-    done_at_kill = []
+    in_flight = []  # the blocks the killed worker was predicting
+
+    def executing(dask_worker):
+        return [str(task.key) for task in dask_worker.state.executing]
+
     with (
-        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster,
+        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address="127.0.0.1:0") as cluster,
         Client(cluster) as client,
     ):
-        pids = list(client.run(os.getpid).values())
+        (victim, pid), (_, survivor) = client.run(os.getpid).items()
 
-        def kill_one_worker_when_work_starts():
+        def kill_the_worker_while_it_predicts():
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                if list((tmp_path / "out.zarr").glob("*/0/c/0/*/*")):
-                    os.kill(pids[0], signal.SIGKILL)
-                    done_at_kill.append(
-                        len(list((tmp_path / "out.zarr").glob("*/labels/mask/0/c/0/*/*")))
-                    )
+                busy = client.run(executing, workers=[victim])[victim]
+                if any(key.startswith("predict_block") for key in busy):
+                    os.kill(pid, signal.SIGKILL)
+                    in_flight.extend(busy)
                     return
                 time.sleep(0.01)
 
-        killer = threading.Thread(target=kill_one_worker_when_work_starts)
+        killer = threading.Thread(target=kill_the_worker_while_it_predicts)
         killer.start()
         predicted, skipped, failed = predict_blocks(
             sources,
@@ -286,8 +314,10 @@ def test_output_is_complete_when_a_worker_dies(tmp_path, images, bundle):
             log=print,
         )
         killer.join()
-        assert pids[0] not in client.run(os.getpid).values()  # the worker was replaced
-    assert done_at_kill and done_at_kill[0] < 6
+        client.wait_for_workers(2, timeout=60)
+        replacement = set(client.run(os.getpid).values()) - {pid, survivor}
+    assert in_flight, "the worker was not killed while predicting a block"
+    assert len(replacement) == 1  # a new worker joined in place of the killed one
     assert failed == {} and predicted == 6
     ref, out = zarr.open_group(tmp_path / "ref.zarr"), zarr.open_group(tmp_path / "out.zarr")
     for source in sources:

@@ -4,8 +4,11 @@ import numpy as np
 import pytest
 import zarr
 
+from segflow.flows.config import InferConfig
 from segflow.tasks.infer.sources import find_sources, forget_opened
-from tests.images import make_store, save
+from tests.images import crafted_jpeg, crafted_png, crafted_tiff, make_store, save
+
+LIMITS = InferConfig(input="in", output="out.zarr").size_limits()  # the defaults
 
 
 def test_store_split_sources_read_regions(tmp_path):
@@ -75,3 +78,61 @@ def test_a_rewritten_tiff_is_read_afresh(tmp_path):
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # coarse clocks
     assert (source.region(0, 64, 0, 64) == 200).all()
+
+
+def test_names_that_would_clash_in_the_prediction_store_are_rejected(tmp_path):
+    """`model.png` would land on the store's model bundle, a.png and a.tif on one prediction,
+    a hidden image on a hidden member: each is refused, duplicates naming both files."""
+    grey = np.zeros((8, 8), np.uint8)
+    for name in ("model.png", "a.png", "a.tif", "b.png"):
+        save(tmp_path / "in" / name, grey)
+    for name in (".x.png", "..png"):
+        (tmp_path / "in" / name).write_bytes((tmp_path / "in" / "b.png").read_bytes())
+    (tmp_path / "in" / ".DS_Store").write_bytes(b"junk")
+    sources, rejected = find_sources(str(tmp_path / "in"), limits=LIMITS)
+    assert [s.name for s in sources] == ["b"]
+    why = {path.split("/")[-1]: reason for path, reason in rejected}
+    assert sorted(why) == ["..png", ".x.png", "a.png", "a.tif", "model.png"]
+    assert "'model' is reserved" in why["model.png"]
+    assert why["a.png"].startswith("duplicate name 'a'") and why["a.png"].endswith(
+        f"{tmp_path / 'in' / 'a.tif'}; rename one"
+    )
+    assert str(tmp_path / "in" / "a.png") in why["a.tif"]
+    assert "hidden name" in why[".x.png"] and "hidden name" in why["..png"]
+    _, (only,) = find_sources(str(tmp_path / "in" / "model.png"), limits=LIMITS)
+    assert "'model' is reserved" in only[1]
+
+
+def test_store_samples_with_reserved_names_are_rejected(tmp_path):
+    store = make_store(tmp_path, count=4, size=32)
+    root = zarr.open_group(store, mode="r+")
+    meta = dict(root.attrs["segflow"])
+    (first, *_) = meta["split"]["train"]
+    # A sample named `model`, as a store written before names were checked could hold.
+    for group in ("images", "masks"):
+        os.rename(store / group / first, store / group / "model")
+    meta["split"]["train"] = ["model" if s == first else s for s in meta["split"]["train"]]
+    root.attrs["segflow"] = meta
+    sources, rejected = find_sources(str(store), split="train", limits=LIMITS)
+    assert "model" not in [s.name for s in sources] and len(sources) == 1
+    assert rejected == [(f"{store}/images/model", rejected[0][1])]
+    assert "'model' is reserved" in rejected[0][1]
+
+
+@pytest.mark.parametrize(
+    ("make", "option"),
+    [
+        (lambda d: crafted_png(d / "bomb.png", 13000, 13000, channels=3), "--max-pixels"),
+        (lambda d: crafted_jpeg(d / "bomb.jpg", 65000, 65000), "--max-pixels"),
+        (lambda d: crafted_tiff(d / "bomb.tif", 20000, 20000, tiled=False), "--max-pixels"),
+        (lambda d: crafted_tiff(d / "bomb.tif", 60000, 60000, tiled=True), "--max-tiled-pixels"),
+    ],
+    ids=["png", "jpeg", "strip-tiff", "tiled-tiff"],
+)
+def test_input_discovery_refuses_huge_headers(tmp_path, make, option):
+    path = make(tmp_path / "in")
+    save(tmp_path / "in" / "ok.png", np.zeros((8, 8), np.uint8))
+    sources, rejected = find_sources(str(tmp_path / "in"), limits=LIMITS)
+    assert [s.name for s in sources] == ["ok"]
+    ((where, reason),) = rejected
+    assert where == str(path) and reason.startswith("declares") and f"raise {option}" in reason

@@ -11,13 +11,15 @@ import numpy as np
 from segflow.tasks.ingest.index import build_index
 from segflow.tasks.ingest.masks import MaskRules
 from segflow.tasks.ingest.pairs import PairLayout, find_pairs
-from segflow.tasks.ingest.samples import ingest_pair
+from segflow.tasks.ingest.samples import SampleChecks, ingest_pair
 from segflow.tasks.storage.dataset import open_dataset
 from segflow.tasks.storage.dataset_writer import committed_samples, init_store
+from segflow.tasks.storage.image_io import SizeLimits
 from tests.images import save
 
 FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
 BINARY = MaskRules(num_classes=2, foreground_value=None, invert=False)
+UNLIMITED = SampleChecks(SizeLimits(10**9, 10**9), image_format=None)
 LAYOUT = PairLayout(images_dir="images", masks_dir="masks", mask_suffix="")
 
 INGEST_ALL = textwrap.dedent(
@@ -26,8 +28,9 @@ INGEST_ALL = textwrap.dedent(
     from segflow.tasks.ingest.index import build_index
     from segflow.tasks.ingest.pairs import PairLayout, find_pairs
     from segflow.tasks.ingest.masks import MaskRules
-    from segflow.tasks.ingest.samples import ingest_pair
+    from segflow.tasks.ingest.samples import SampleChecks, ingest_pair
     from segflow.tasks.storage.dataset_writer import committed_samples, init_store
+    from segflow.tasks.storage.image_io import SizeLimits
 
     source, store = sys.argv[1:]
     init_store(store, class_names=("background", "foreground"))
@@ -35,7 +38,7 @@ INGEST_ALL = textwrap.dedent(
     pairs, rejected = find_pairs(source, PairLayout("images", "masks", ""))
     rules = MaskRules(num_classes=2, foreground_value=None, invert=False)
     for pair in pairs:
-        ingest_pair(pair, store, rules=rules, max_pixels=10**9,
+        ingest_pair(pair, store, rules=rules, checks=SampleChecks(SizeLimits(10**9, 10**9), None),
                     stored=stored.get(pair.sample_id))
     build_index(store, rejected=rejected, fractions={fractions}, seed=0)
     """
@@ -73,7 +76,7 @@ def test_kill_during_ingest_then_rerun_gives_complete_store(tmp_path):
     stored = committed_samples(store)
     pairs, rejected = find_pairs(tmp_path / "src", LAYOUT)
     statuses = [
-        ingest_pair(p, store, rules=BINARY, max_pixels=10**9, stored=stored.get(p.sample_id)).status
+        ingest_pair(p, store, rules=BINARY, checks=UNLIMITED, stored=stored.get(p.sample_id)).status
         for p in pairs
     ]
     build_index(store, rejected=rejected, fractions=FRACTIONS, seed=0)

@@ -63,3 +63,33 @@ def test_missing_folder_names_the_path(tmp_path):
     (tmp_path / "images").mkdir()
     with pytest.raises(FileNotFoundError, match="masks: no such folder"):
         find_pairs(tmp_path, LAYOUT)
+
+
+def test_hidden_images_are_rejected_and_os_files_skipped(tmp_path):
+    """An image hidden by its name is listed, not lost unseen; .DS_Store and the like are not
+    images and stay out of the list."""
+    for name in ("a.png", ".x.png", "..png", "._a.png", ".hidden.TIF"):
+        touch(tmp_path / "images" / name)
+    for name in ("a.png", ".x.png", ".DS_Store", ".gitkeep"):
+        touch(tmp_path / "masks" / name)
+    pairs, rejected = find_pairs(tmp_path, LAYOUT)
+    assert [p.sample_id for p in pairs] == ["a"]
+    why = reasons(rejected)
+    hidden = ["images/..png", "images/._a.png", "images/.hidden.TIF", "images/.x.png"]
+    assert sorted(why) == sorted(hidden + ["masks/.x.png"])
+    assert all(reason.startswith("hidden file") for reason in why.values())
+
+
+def test_names_segflow_stores_keep_for_themselves_are_rejected(tmp_path):
+    """`model` (a prediction store's bundle) and `zarr.json` (Zarr's metadata) cannot name a
+    sample: the image and its mask are both rejected, saying why."""
+    for stem in ("model", "zarr.json", "__x", "ok"):
+        touch(tmp_path / "images" / f"{stem}.png")
+        touch(tmp_path / "masks" / f"{stem}.png")
+    pairs, rejected = find_pairs(tmp_path, LAYOUT)
+    assert [p.sample_id for p in pairs] == ["ok"]
+    why = reasons(rejected)
+    for folder in ("images", "masks"):
+        assert "'model' is reserved" in why[f"{folder}/model.png"]
+        assert "'zarr.json' is reserved" in why[f"{folder}/zarr.json.png"]
+        assert "Zarr reserves" in why[f"{folder}/__x.png"]

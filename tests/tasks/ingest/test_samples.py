@@ -9,13 +9,15 @@ from PIL import Image
 from segflow.tasks.ingest.index import build_index
 from segflow.tasks.ingest.masks import MaskRules
 from segflow.tasks.ingest.pairs import Pair, PairLayout, find_pairs
-from segflow.tasks.ingest.samples import ingest_pair
+from segflow.tasks.ingest.samples import SampleChecks, ingest_pair
 from segflow.tasks.storage.dataset import open_dataset
 from segflow.tasks.storage.dataset_writer import committed_samples, init_store
+from segflow.tasks.storage.image_io import SizeLimits
 from tests.images import make_source, random_image, random_mask, save
 
 BINARY = MaskRules(num_classes=2, foreground_value=None, invert=False)
 CLASSES = ("background", "foreground")
+UNLIMITED = SampleChecks(SizeLimits(10**9, 10**9), image_format=None)
 
 
 @pytest.fixture
@@ -27,7 +29,7 @@ def store(tmp_path):
 
 def ingest(pair, store, rules=BINARY, **kwargs):
     stored = committed_samples(store).get(pair.sample_id)
-    return ingest_pair(pair, store, rules=rules, max_pixels=10**9, stored=stored, **kwargs)
+    return ingest_pair(pair, store, rules=rules, checks=UNLIMITED, stored=stored, **kwargs)
 
 
 def pair_of(tmp_path, image, mask, image_name="a.png", mask_name="a.png", **tiff):
@@ -138,7 +140,8 @@ def test_bad_pair_is_rejected_naming_the_file(tmp_path, store, damage, message):
         save(pair.mask, mask)
         bad_file = pair.mask
     max_pixels = 599 if damage == "too-many-pixels" else 10**9
-    outcome = ingest_pair(pair, store, rules=BINARY, max_pixels=max_pixels)
+    checks = SampleChecks(SizeLimits(max_pixels, max_pixels), image_format=None)
+    outcome = ingest_pair(pair, store, rules=BINARY, checks=checks)
     assert outcome.status == "rejected"
     assert outcome.path == str(bad_file)
     assert message in outcome.reason
@@ -191,7 +194,7 @@ def test_large_tiff_is_streamed_region_by_region(tmp_path, store):
     mask_path = save(tmp_path / "src/masks/big.tif", mask, tile=(256, 256))
     pair = Pair("big", image_path, mask_path)
     outcome = ingest_pair(
-        pair, store, rules=BINARY, max_pixels=10**9, stream_pixels=10_000, workers=2
+        pair, store, rules=BINARY, checks=UNLIMITED, stream_pixels=10_000, workers=2
     )
     assert outcome.status == "written"
     stored = open_dataset(store)
@@ -213,7 +216,7 @@ def test_large_tiff_with_bad_mask_values_is_rejected(tmp_path, store):
         Pair("big", image_path, mask_path),
         store,
         rules=BINARY,
-        max_pixels=10**9,
+        checks=UNLIMITED,
         stream_pixels=1000,
     )
     assert outcome.status == "rejected" and "[9]" in outcome.reason

@@ -6,9 +6,10 @@ import pytest
 
 from segflow.tasks.ingest.masks import MaskRules
 from segflow.tasks.ingest.pairs import PairLayout, find_pairs
+from segflow.tasks.ingest.samples import SampleChecks
 from segflow.tasks.ingest.writing import prepare_store, write_samples
 from segflow.tasks.storage.dataset_writer import committed_samples
-from segflow.tasks.storage.image_io import sha256_file
+from segflow.tasks.storage.image_io import SizeLimits, sha256_file
 from tests.images import make_source
 
 BINARY = MaskRules(num_classes=2, foreground_value=None, invert=False)
@@ -22,7 +23,7 @@ def _write(pairs, store, stored, workers=1, log=None):
         pairs,
         store,
         rules=BINARY,
-        max_pixels=10**9,
+        checks=SampleChecks(SizeLimits(10**9, 10**9), image_format=None),
         stored=stored,
         workers=workers,
         dask_address=None,

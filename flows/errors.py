@@ -1,0 +1,39 @@
+"""Errors a user can act on: reported by the CLI in one line, without Prefect's traceback."""
+
+from __future__ import annotations
+
+import logging
+
+
+def reported_errors() -> tuple[type[Exception], ...]:
+    """Errors a user can act on: the CLI reports them in one line with exit status 1.
+
+    Imported only once a command has failed, so ``segflow --help`` stays quick.
+    """
+    from segflow.tasks.ingest.writing import SampleWriteError
+    from segflow.tasks.runtime.locks import LockHeld
+    from segflow.tasks.storage.predictions import LineageError
+
+    return (LockHeld, SampleWriteError, LineageError)
+
+
+class _NoTracebackForReported(logging.Filter):
+    """Prefect logs a failed task or flow run with its traceback; for the errors the CLI
+    reports in one line (a user's mistake, not a bug) the traceback is noise: keep the line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], reported_errors()):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+_FILTER = _NoTracebackForReported()
+
+
+def quiet_reported_tracebacks() -> None:
+    """Drop the traceback from Prefect's log records of failed task and flow runs when the
+    error is one of :func:`reported_errors` (idempotent)."""
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)

@@ -1,0 +1,73 @@
+"""``segflow infer`` on Dask workers, killed with SIGKILL at seeded moments, then re-run: the
+prediction store equals that of an undisturbed run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from segflow.models.unet import build_unet
+from segflow.tasks.storage.bundle import save_bundle
+from tests.crash.commands import kill_when, left_running, run, start
+from tests.images import save
+
+# The real command, run several times (~20 s each here): `.ci/run` runs these tests.
+pytestmark = pytest.mark.slow
+
+
+def _bundle(folder):
+    torch.manual_seed(0)
+    model = build_unet(in_channels=1, num_classes=1, depth=2, base_channels=4).eval()
+    with torch.no_grad():  # confident outputs, as a trained model gives
+        model.head.weight.mul_(20.0)
+    return save_bundle(
+        folder,
+        config=model.config,
+        state_dicts=[model.state_dict()],
+        mean=(100.0,),
+        std=(50.0,),
+        class_names=("background", "fg"),
+    )
+
+
+def _all_arrays(store) -> dict[str, np.ndarray]:
+    found, groups = {}, [("", zarr.open_group(store, mode="r"))]
+    while groups:
+        prefix, group = groups.pop()
+        for name, array in group.arrays():
+            found[prefix + name] = array[...]
+        groups += [(f"{prefix}{name}/", sub) for name, sub in group.groups()]
+    return found
+
+
+def kill_and_rerun(tmp_path, home, seed: int, kills: int) -> None:
+    rng = np.random.default_rng(seed)
+    images = tmp_path / "in"
+    for i in range(3):
+        save(images / f"im{i}.png", rng.integers(0, 255, (700, 600), dtype=np.uint8))
+    bundle = _bundle(tmp_path / "bundle")
+    common = ["--model", bundle, "--tile", "64", "--block", "256", "--workers", "2"]
+    reference, out = tmp_path / "reference.zarr", tmp_path / "out.zarr"
+    run(["infer", images, reference, *common], home, tmp_path / "reference.log")
+    for attempt in range(kills):
+        # a moment: some time after the store is created (blocks are under way then)
+        delay = float(rng.uniform(0, 3))
+        proc = start(["infer", images, out, *common], home, tmp_path / f"kill{attempt}.log")
+        started = kill_when(proc, lambda: (out / "zarr.json").exists(), delay=delay)
+        assert not left_running(started)
+    run(["infer", images, out, *common], home, tmp_path / "rerun.log")
+    want, got = _all_arrays(reference), _all_arrays(out)
+    assert sorted(got) == sorted(want) and len(want) >= 6
+    for path, array in want.items():
+        np.testing.assert_array_equal(got[path], array, err_msg=path)
+
+
+def test_killed_inference_reruns_to_the_undisturbed_output(tmp_path, home):
+    kill_and_rerun(tmp_path, home, seed=1, kills=1)
+
+
+@pytest.mark.parametrize("seed", [2, 3])
+def test_inference_killed_again_and_again_reruns_to_the_undisturbed_output(tmp_path, home, seed):
+    kill_and_rerun(tmp_path, home, seed=seed, kills=3)
