@@ -11,7 +11,7 @@ from typing import Any
 import zarr
 
 from segflow.tasks.infer.sources import Source
-from segflow.tasks.storage.bundle import bundle_digest, load_bundle
+from segflow.tasks.storage.bundle import ModelBundle, bundle_digest, load_bundle
 from segflow.tasks.storage.dataset import Dataset, dataset_fingerprint, open_dataset
 from segflow.tasks.storage.image_io import sha256_file
 from segflow.tasks.storage.paths import local_path
@@ -87,6 +87,22 @@ def _copy_bundle(root: zarr.Group, out: str, model_uri: str) -> tuple[Path, str]
     return bundle, digest
 
 
+def _store_meta(
+    model: ModelBundle, model_uri: str, digest: str, settings: dict[str, Any]
+) -> dict[str, Any]:
+    """The prediction store's root ``segflow`` attributes for `model`."""
+    return {
+        "schema_version": PREDICTIONS_SCHEMA_VERSION,
+        "kind": "predictions",
+        "model_uri": model_uri,
+        "model": resolve_model(model_uri).to_dict(),
+        "model_sha256": digest,
+        "settings": settings,
+        "class_names": list(model.class_names),
+        "binary_class": model.metadata.get("binary_class"),
+    }
+
+
 def prepare_predictions(
     sources: list[Source], out: str, *, model_uri: str, settings: dict[str, Any]
 ) -> tuple[str, list[str]]:
@@ -122,20 +138,9 @@ def prepare_predictions(
             f"the model takes {model.config.in_channels} channels; these inputs have others: "
             f"{bad[:5]}"
         )
-    meta = dict(root.attrs.get("segflow", {}))
-    meta.update(
-        {
-            "schema_version": PREDICTIONS_SCHEMA_VERSION,
-            "kind": "predictions",
-            "model_uri": model_uri,
-            "model": resolve_model(model_uri).to_dict(),
-            "model_sha256": digest,
-            "settings": settings,
-            "class_names": list(model.class_names),
-            "binary_class": model.metadata.get("binary_class"),
-        }
+    root.attrs["segflow"] = dict(root.attrs.get("segflow", {})) | _store_meta(
+        model, model_uri, digest, settings
     )
-    root.attrs["segflow"] = meta
     for source in sources:
         create_image_arrays(
             out,

@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import dask.array as da
 import numpy as np
@@ -147,6 +147,27 @@ def _lazy_pair(image: ImageInfo, mask: ImageInfo, rules: MaskRules, workers: int
     return pixels, ids, counts.astype(np.int64)[: rules.num_classes]
 
 
+def _sample_attrs(
+    pair: Pair, shas: tuple[str, str], pixels: Any, ids: Any, counts: np.ndarray
+) -> tuple[dict, dict]:
+    """The image's and the mask's array attributes; `shas` are the files' (image, mask) SHA-256."""
+    image_sha, mask_sha = shas
+    image_attrs = {
+        "source": str(pair.image),
+        "sha256": image_sha,
+        "shape": list(pixels.shape),
+        "dtype": str(pixels.dtype),
+    }
+    mask_attrs = {
+        "source": str(pair.mask),
+        "sha256": mask_sha,
+        "image_sha256": image_sha,
+        "shape": list(ids.shape),
+        "class_counts": [int(c) for c in counts],
+    }
+    return image_attrs, mask_attrs
+
+
 def ingest_pair(
     pair: Pair,
     store: str | Path,
@@ -165,8 +186,8 @@ def ingest_pair(
     TIFFs with more than `stream_pixels` pixels are copied region by region (shard by shard)
     with `workers` threads, so memory is bounded by a few shards, not by the image.
     """
-    image_sha, mask_sha = sha256_file(pair.image), sha256_file(pair.mask)
-    if stored and (stored.image_sha256, stored.mask_sha256) == (image_sha, mask_sha):
+    shas = sha256_file(pair.image), sha256_file(pair.mask)
+    if stored and (stored.image_sha256, stored.mask_sha256) == shas:
         return PairOutcome(pair.sample_id, "unchanged")
     try:
         image, mask = probe_image(pair.image), probe_image(pair.mask)
@@ -179,19 +200,7 @@ def ingest_pair(
             pixels, ids, counts = _lazy_pair(image, mask, rules, workers)
         else:
             pixels, ids, counts = _eager_pair(image, mask, rules)
-        image_attrs = {
-            "source": str(pair.image),
-            "sha256": image_sha,
-            "shape": list(pixels.shape),
-            "dtype": str(pixels.dtype),
-        }
-        mask_attrs = {
-            "source": str(pair.mask),
-            "sha256": mask_sha,
-            "image_sha256": image_sha,
-            "shape": list(ids.shape),
-            "class_counts": [int(c) for c in counts],
-        }
+        image_attrs, mask_attrs = _sample_attrs(pair, shas, pixels, ids, counts)
         try:
             write_sample(
                 store,
