@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
 
-.PHONY: demo test test-slow lint clean
+.PHONY: demo test test-slow lint clean mlflow-ui prefect-ui
 
 $(BIN)/segflow: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,16 @@ test: $(BIN)/segflow
 # The tests `make test` leaves out: crash tests of the real commands and other long ones.
 test-slow: $(BIN)/segflow
 	$(BIN)/python -m pytest -q -m slow
+
+# The UIs over what the demo wrote (WORKDIR=work), bound to 127.0.0.1; MLflow without its job
+# runner (several worker processes otherwise).
+WORKDIR ?= work
+mlflow-ui: $(BIN)/segflow
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --workers 1 \
+		--backend-store-uri sqlite:///$(abspath $(WORKDIR))/mlflow.db --host 127.0.0.1 --port 5000
+
+prefect-ui: $(BIN)/segflow
+	PREFECT_HOME=$(abspath .segflow/prefect) $(BIN)/prefect server start --host 127.0.0.1 --port 4200
 
 lint: $(BIN)/segflow
 	$(BIN)/ruff check .

@@ -15,17 +15,19 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 import typing
 from collections.abc import Callable, Sequence
-from importlib.metadata import entry_points
+from importlib.metadata import entry_points, version
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
 from segflow.flows.config import EvaluateConfig, InferConfig, IngestConfig, TrainConfig
 from segflow.flows.env import use_local_defaults
-from segflow.flows.errors import quiet_reported_tracebacks, reported_errors
-from segflow.flows.options import add_config_options, config_from_options
+from segflow.flows.errors import UsageError, quiet_reported_tracebacks, user_error
+from segflow.flows.options import OneLineParser, add_config_options, config_from_options
+from segflow.flows.preflight import check_config
 from segflow.flows.summaries import (
     evaluate_text,
     infer_text,
@@ -71,6 +73,7 @@ def _synth(ns: argparse.Namespace) -> int:
 
 def _ingest(ns: argparse.Namespace) -> int:
     config = config_from_options(IngestConfig, ns)
+    check_config(config)
     from segflow.flows.ingest import NothingIngested, ingest_dataset, writer_lock
 
     try:
@@ -86,6 +89,7 @@ def _ingest(ns: argparse.Namespace) -> int:
 
 def _train(ns: argparse.Namespace) -> int:
     config = config_from_options(TrainConfig, ns)
+    check_config(config)
     from segflow.flows.train import train_unet, writer_lock
 
     with writer_lock(config):
@@ -96,6 +100,7 @@ def _train(ns: argparse.Namespace) -> int:
 
 def _infer(ns: argparse.Namespace) -> int:
     config = config_from_options(InferConfig, ns)
+    check_config(config)
     from segflow.flows.infer import infer_images, writer_lock
 
     with writer_lock(config):
@@ -106,6 +111,7 @@ def _infer(ns: argparse.Namespace) -> int:
 
 def _evaluate(ns: argparse.Namespace) -> int:
     config = config_from_options(EvaluateConfig, ns)
+    check_config(config)
     from segflow.flows.evaluate import evaluate_predictions
 
     _show(evaluate_predictions(config), ns.json, evaluate_text)
@@ -125,22 +131,22 @@ def _pipeline(ns: argparse.Namespace) -> int:
     except ValidationError:
         raise  # main() reports it
     except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc)) from None
+    check_config(config.ingest_config())
     _print_pipeline(run_pipeline(config), ns.json)
     return 0
 
 
 # The demo's settings: a short training so the whole pipeline takes minutes on 2 CPU cores
 # (`segflow train` defaults are sized for real data); every image predicted, so the large one
-# can be viewed; the model promoted to `champion` when it beats the holder.
+# can be viewed; the model promoted to `champion` when it beats the holder. It registers under
+# the default name, so `segflow infer` and its default --model find the demo's model.
 DEMO_SETTINGS = [
     "train.epochs=8",
     "train.patches_per_epoch=128",
     "train.patch_size=128",
     "train.base_channels=16",
     "train.val_max_tiles=32",
-    "train.registered_model=segflow-demo",
     "infer.split=null",
     "evaluate.promote=true",
 ]
@@ -252,8 +258,12 @@ def _add_entry_point_commands(commands: Subcommands) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand, those of :data:`COMMANDS_GROUP` included."""
-    parser = argparse.ArgumentParser(prog="segflow", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = OneLineParser(prog="segflow", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"segflow {version('segflow')}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks (or SEGFLOW_DEBUG=1)")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser
+    )
     _add_synth_command(commands)
     _add_stage_commands(commands)
     _add_pipeline_commands(commands)
@@ -264,19 +274,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``segflow`` console script."""
     ns = build_parser().parse_args(argv)
+    debug = ns.debug or os.environ.get("SEGFLOW_DEBUG") == "1"
     use_local_defaults()
     start_watchdog()  # before anything starts a process: after kill -9 none of them is left
-    quiet_reported_tracebacks()
+    if not debug:
+        quiet_reported_tracebacks()
     try:
         return ns.run(ns)
-    except ValidationError as exc:
-        print(f"error: invalid {ns.command} options:\n{exc}", file=sys.stderr)
-        return 2
     except Exception as exc:
-        if not isinstance(exc, reported_errors()):
+        reported = user_error(exc, ns.command)
+        if reported is None:
             raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        if debug:
+            traceback.print_exc()
+        status, line = reported
+        print(f"error: {line}", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

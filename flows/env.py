@@ -17,6 +17,8 @@ def use_local_defaults(home: str | Path | None = None) -> Path:
     Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     # No network here: Prefect's telemetry would log connection errors on every run.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The client's own telemetry, and its first-run notice on a terminal, follow DO_NOT_TRACK.
+    os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     # One progress line per artifact file floods the flow logs when a model is fetched.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -5,6 +5,28 @@ from __future__ import annotations
 import logging
 
 
+class UsageError(Exception):
+    """A command that cannot run as typed (a path, store, model or option): the CLI reports it
+    in one line with exit status 2, before anything starts or is created."""
+
+
+def user_error(exc: BaseException, command: str) -> tuple[int, str] | None:
+    """The exit status and the one line (without ``error:``) the CLI reports for `exc`: 2 for
+    a usage mistake (bad option values included), 1 for the failures of
+    :func:`reported_errors`; None for anything else, a bug, which keeps its traceback."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        problems = "; ".join(
+            f"{'.'.join(map(str, error['loc'])) or 'options'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        return 2, f"invalid {command} options: {problems} (see segflow {command} --help)"
+    if isinstance(exc, UsageError):
+        return 2, str(exc)
+    return (1, str(exc)) if isinstance(exc, reported_errors()) else None
+
+
 def reported_errors() -> tuple[type[Exception], ...]:
     """Errors a user can act on: the CLI reports them in one line with exit status 1.
 

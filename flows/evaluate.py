@@ -11,6 +11,7 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel
 
 from segflow.flows.config import EvaluateConfig
+from segflow.flows.runs import evaluate_labels, named_by
 from segflow.flows.summaries import evaluate_markdown
 from segflow.tasks.evaluate.blocks import default_evaluation_workers
 from segflow.tasks.evaluate.report import per_image_table, report
@@ -27,12 +28,16 @@ class EvaluateSummary(BaseModel):
     promotion: dict | None
 
 
-@flow(name="evaluate-predictions", validate_parameters=True)
+@flow(
+    name="evaluate-predictions",
+    validate_parameters=True,
+    flow_run_name=named_by(evaluate_labels, EvaluateConfig),
+)
 def evaluate_predictions(config: EvaluateConfig) -> EvaluateSummary:
     """Score ``config.predictions`` against the masks of ``config.store`` chunk by chunk, log
     the result to MLflow (next to the model's training run) and to the Prefect UI, and
     optionally promote the model to the champion alias."""
-    configure_tracking(Path(config.workdir), config.experiment)
+    tracking_uri = configure_tracking(Path(config.workdir), config.experiment)
     plan = plan_evaluation(config.predictions, config.store, config.split)
     evaluation = score_blocks(
         plan,
@@ -53,7 +58,7 @@ def evaluate_predictions(config: EvaluateConfig) -> EvaluateSummary:
         description=f"Per-image scores of {config.predictions} ({config.split or 'all'})",
     )
     create_markdown_artifact(
-        evaluate_markdown(evaluation, run_id, promotion), key="evaluation-summary"
+        evaluate_markdown(evaluation, run_id, promotion, tracking_uri), key="evaluation-summary"
     )
     return EvaluateSummary(
         run_id=run_id,

@@ -10,6 +10,7 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
 from segflow.flows.config import InferConfig
+from segflow.flows.runs import infer_labels, named_by
 from segflow.tasks.infer.tasks import (
     find_sources,
     label_instances,
@@ -43,7 +44,11 @@ def writer_lock(config: InferConfig) -> AbstractContextManager[Path]:
     return hold(local_path(config.output))
 
 
-@flow(name="infer-images", validate_parameters=True)
+@flow(
+    name="infer-images",
+    validate_parameters=True,
+    flow_run_name=named_by(infer_labels, InferConfig),
+)
 def infer_images(config: InferConfig) -> InferSummary:
     """Predict every input image block by block on a Dask cluster.
 

@@ -10,6 +10,7 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
 from segflow.flows.config import IngestConfig
+from segflow.flows.runs import ingest_labels, named_by
 from segflow.flows.summaries import ingest_markdown
 from segflow.tasks.ingest.pairs import Rejection
 from segflow.tasks.ingest.samples import PairOutcome
@@ -57,7 +58,11 @@ def writer_lock(config: IngestConfig) -> AbstractContextManager[Path]:
     return lock_store(config.store)
 
 
-@flow(name="ingest-dataset", validate_parameters=True)
+@flow(
+    name="ingest-dataset",
+    validate_parameters=True,
+    flow_run_name=named_by(ingest_labels, IngestConfig),
+)
 def ingest_dataset(config: IngestConfig) -> IngestSummary:
     """Ingest image/mask pairs from ``config.source`` into the Zarr store ``config.store``.
 

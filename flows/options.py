@@ -10,6 +10,17 @@ from collections.abc import Sequence
 from pydantic import BaseModel
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser that takes no abbreviation (`--epoch 1` is not `--epochs 1`) and
+    reports a mistake in one line, ``error: <what> (see <command> --help)``, exit status 2."""
+
+    def __init__(self, *args: typing.Any, **kwargs: typing.Any) -> None:
+        super().__init__(*args, **{**kwargs, "allow_abbrev": False})
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def add_config_options(
     parser: argparse.ArgumentParser, model: type[BaseModel], positional: Sequence[str] = ()
 ) -> None:
@@ -22,17 +33,21 @@ def add_config_options(
         if name in positional:
             parser.add_argument(name, metavar=name.upper(), help=help_text)
             continue
-        if not field.is_required():
+        # A None default whose description already says what None does would read "(default:
+        # one per core). (default: None)": state the default once.
+        if not field.is_required() and not (
+            field.default is None and "default" in help_text.lower()
+        ):
             help_text += f" (default: {field.default})"
         annotation = field.annotation
         # the field itself or, when Optional, its non-None type
-        origins = {typing.get_origin(a) for a in (annotation, *typing.get_args(annotation))}
+        kinds = {typing.get_origin(a): a for a in (annotation, *typing.get_args(annotation))}
         if annotation is bool:
             kind: dict[str, typing.Any] = {"action": argparse.BooleanOptionalAction}
-        elif origins & {tuple, list}:
+        elif kinds.keys() & {tuple, list}:
             kind = {"nargs": "+"}
-        elif typing.get_origin(annotation) is typing.Literal:
-            kind = {"choices": typing.get_args(annotation)}
+        elif typing.Literal in kinds:
+            kind = {"choices": typing.get_args(kinds[typing.Literal])}
         else:
             kind = {}
         flag = "--" + name.replace("_", "-")

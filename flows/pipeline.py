@@ -23,6 +23,7 @@ from segflow.flows.config import InferConfig, PipelineConfig
 from segflow.flows.evaluate import evaluate_predictions
 from segflow.flows.infer import infer_images
 from segflow.flows.ingest import ingest_dataset
+from segflow.flows.runs import named_by, pipeline_labels
 from segflow.flows.summaries import pipeline_markdown
 from segflow.flows.train import train_unet
 from segflow.tasks.pipeline.ledger import Ledger, source_fingerprint, stage_key
@@ -108,7 +109,11 @@ def _stage(
     return StageReport(status="ran", seconds=seconds, result=result)
 
 
-@flow(name="segflow-pipeline", validate_parameters=True)
+@flow(
+    name="segflow-pipeline",
+    validate_parameters=True,
+    flow_run_name=named_by(pipeline_labels, PipelineConfig),
+)
 def run_pipeline(config: PipelineConfig) -> PipelineSummary:
     """Ingest ``config.source``, train a U-Net, predict and evaluate, all in ``config.workdir``.
 
@@ -129,7 +134,7 @@ def run_pipeline(config: PipelineConfig) -> PipelineSummary:
 
     data = dataset_fingerprint(open_dataset(config.store))
     key = stage_key(config.train_config().model_dump(), data)
-    configure_tracking(Path(config.workdir), config.train.experiment)
+    tracking_uri = configure_tracking(Path(config.workdir), config.train.experiment)
     stages["train"] = _stage(
         ledger,
         "train",
@@ -159,7 +164,7 @@ def run_pipeline(config: PipelineConfig) -> PipelineSummary:
         predictions=infer.output,
         stages=stages,
     )
-    create_markdown_artifact(pipeline_markdown(summary), key="pipeline-summary")
+    create_markdown_artifact(pipeline_markdown(summary, tracking_uri), key="pipeline-summary")
     return summary
 
 

@@ -7,8 +7,13 @@ checking only, because the flows that define them import their markdown from her
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+# Where the UIs the summaries point to listen (`make mlflow-ui`, `make prefect-ui`).
+MLFLOW_PORT = 5000
+PREFECT_PORT = 4200
 
 if TYPE_CHECKING:
     from segflow.flows.evaluate import EvaluateSummary
@@ -23,6 +28,21 @@ if TYPE_CHECKING:
 def _mlflow_ui(workdir: str | Path) -> str:
     """The command that opens the MLflow UI on the work directory's tracking database."""
     return f"mlflow ui --backend-store-uri sqlite:///{Path(workdir).resolve() / 'mlflow.db'}"
+
+
+def mlflow_link(tracking_uri: str, run_id: str) -> str:
+    """Markdown for the MLflow run `run_id`: a link to its page on an MLflow server, or for a
+    local store (no web page) the command that serves it and the page it then has."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"[MLflow run `{run_id}`]({tracking_uri.rstrip('/')}/#/runs/{run_id})"
+    serve = (
+        f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri {tracking_uri} "
+        f"--host 127.0.0.1 --port {MLFLOW_PORT} --workers 1"
+    )
+    return (
+        f"MLflow run `{run_id}` (tracking store `{tracking_uri}`, no web page of its own): "
+        f"start `{serve}`, then open http://127.0.0.1:{MLFLOW_PORT}/#/runs/{run_id}"
+    )
 
 
 def ingest_text(summary: IngestSummary) -> str:
@@ -45,7 +65,13 @@ def ingest_markdown(summary: IngestSummary) -> str:
         f"# Ingest into `{summary.store}`",
         "",
         f"{summary.samples} samples stored ({summary.written} written, {summary.unchanged} "
-        f"unchanged); split {summary.split}; {len(summary.rejected)} inputs rejected.",
+        f"unchanged); {len(summary.rejected)} inputs rejected.",
+        "",
+        "| split | samples |",
+        "|---|---|",
+    ]
+    lines += [f"| {name} | {count} |" for name, count in summary.split.items()]
+    lines += [
         "",
         "| class | pixel fraction |",
         "|---|---|",
@@ -138,14 +164,19 @@ def evaluate_text(summary: EvaluateSummary) -> str:
     return "\n".join(lines)
 
 
-def evaluate_markdown(evaluation: Evaluation, run_id: str, promotion: Promotion | None) -> str:
-    """The evaluation for the Prefect UI: pooled scores, best thresholds, promotion outcome."""
+def evaluate_markdown(
+    evaluation: Evaluation, run_id: str, promotion: Promotion | None, tracking_uri: str
+) -> str:
+    """The evaluation for the Prefect UI: pooled scores, best thresholds, promotion outcome
+    and the MLflow run (`tracking_uri` holds it)."""
     pooled = evaluation.pooled
     lines = [
         f"# Evaluation of `{evaluation.plan.predictions}`",
         "",
         f"{len(evaluation.images)} images of split `{evaluation.plan.split}`, "
-        f"{pooled.pixels:,} pixels; MLflow run `{run_id}`.",
+        f"{pooled.pixels:,} pixels.",
+        "",
+        mlflow_link(tracking_uri, run_id),
         "",
         "| metric | pooled |",
         "|---|---|",
@@ -169,9 +200,47 @@ def evaluate_markdown(evaluation: Evaluation, run_id: str, promotion: Promotion 
     return "\n".join(lines)
 
 
-def pipeline_text(summary: PipelineSummary, prefect_home: str | Path) -> str:
-    """The pipeline run for the terminal: each stage's status and time, the test scores, and
-    where to look at the products (`prefect_home` is the home of the local Prefect server)."""
+def _serving_model(summary: PipelineSummary) -> str:
+    """``models:/<name>@<champion alias>`` once evaluation gave the alias a version, else the
+    trained model's URI."""
+    from segflow.flows.config import EvaluateConfig
+
+    promotion = summary.stages["evaluate"].result.get("promotion") or {}
+    name = summary.model_uri.removeprefix("models:/").split("/")[0].split("@")[0]
+    if not (summary.model_uri.startswith("models:/") and promotion.get("champion_version")):
+        return summary.model_uri
+    return f"models:/{name}@{EvaluateConfig.model_fields['champion_alias'].default}"
+
+
+def next_commands(summary: PipelineSummary, prefect_home: str | Path, bin_dir: Path) -> list[str]:
+    """What to run after a pipeline, copy-pasteable with absolute paths and the project's
+    executables in `bin_dir`: a new image predicted by the champion, the MLflow and Prefect UIs
+    bound to 127.0.0.1, napari on the new predictions."""
+    work = Path(summary.workdir).resolve()
+    new, predicted = work / "new", work / "new-predictions.zarr"
+    database = f"sqlite:///{work / 'mlflow.db'}"
+    return [
+        "# predict a new image with the champion model",
+        f"{bin_dir / 'segflow'} synth {new} --count 1 --seed 1",
+        f"{bin_dir / 'segflow'} infer {new / 'images'} {predicted} "
+        f"--model {_serving_model(summary)} --workdir {work}",
+        f"# MLflow UI, then open http://127.0.0.1:{MLFLOW_PORT}",
+        f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false {bin_dir / 'mlflow'} ui --backend-store-uri "
+        f"{database} --host 127.0.0.1 --port {MLFLOW_PORT} --workers 1",
+        f"# Prefect UI, then open http://127.0.0.1:{PREFECT_PORT}",
+        f"PREFECT_HOME={prefect_home} PREFECT_SERVER_ANALYTICS_ENABLED=false "
+        f"{bin_dir / 'prefect'} server start --host 127.0.0.1 --port {PREFECT_PORT}",
+        "# napari, after installing the viewer extra: pip install 'segflow[viewer]'",
+        f"{bin_dir / 'napari'} --plugin napari-ome-zarr {predicted / 'sample_000'}",
+    ]
+
+
+def pipeline_text(
+    summary: PipelineSummary, prefect_home: str | Path, bin_dir: Path | None = None
+) -> str:
+    """The pipeline run for the terminal: each stage's status and time, the test scores, where
+    the products are, and the next commands (`prefect_home` is the home of the local Prefect
+    server; `bin_dir` holds the executables, by default those of the running Python)."""
     pooled = summary.stages["evaluate"].result["report"]["pooled"]
     lines = ["stage      status   seconds"]
     lines += [
@@ -185,17 +254,19 @@ def pipeline_text(summary: PipelineSummary, prefect_home: str | Path) -> str:
         "evaluation  " + ", ".join(f"{m} {pooled[m]:.4f}" for m in ("dice", "iou", "bce")),
         "",
         f"dataset store: {summary.store}  (python: segflow.tasks.storage.dataset)",
-        f"MLflow UI:     {_mlflow_ui(summary.workdir)}",
         f"MLflow runs:   training {summary.stages['train'].result['run_id']}, evaluation "
         f"{summary.stages['evaluate'].result['run_id']} (nested under it)",
-        f"Prefect UI:    PREFECT_HOME={prefect_home} prefect server start",
-        f"napari:        napari --plugin napari-ome-zarr {summary.predictions}/<image>",
+        "",
+        "next:",
     ]
+    bin_dir = Path(sys.executable).parent if bin_dir is None else bin_dir
+    lines += [f"  {line}" for line in next_commands(summary, prefect_home, bin_dir)]
     return "\n".join(lines)
 
 
-def pipeline_markdown(summary: PipelineSummary) -> str:
-    """The pipeline run for the Prefect UI: a stage table and the test scores."""
+def pipeline_markdown(summary: PipelineSummary, tracking_uri: str) -> str:
+    """The pipeline run for the Prefect UI: a stage table, the test scores and the MLflow runs
+    (`tracking_uri` holds them)."""
     lines = [
         f"# Pipeline in `{summary.workdir}`",
         "",
@@ -209,5 +280,12 @@ def pipeline_markdown(summary: PipelineSummary) -> str:
     lines += [
         "",
         f"Test Dice {pooled['dice']:.4f}, IoU {pooled['iou']:.4f}, BCE {pooled['bce']:.4f}.",
+        "",
+        "| MLflow run | where |",
+        "|---|---|",
+    ]
+    lines += [
+        f"| {stage} | {mlflow_link(tracking_uri, summary.stages[stage].result['run_id'])} |"
+        for stage in ("train", "evaluate")
     ]
     return "\n".join(lines)

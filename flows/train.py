@@ -11,6 +11,7 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel
 
 from segflow.flows.config import TrainConfig
+from segflow.flows.runs import named_by, train_labels
 from segflow.flows.summaries import train_markdown
 from segflow.tasks.runtime.locks import hold
 from segflow.tasks.train.tasks import (
@@ -53,7 +54,11 @@ def writer_lock(config: TrainConfig) -> AbstractContextManager[Path]:
     return hold(run_folder(config.training_run()))
 
 
-@flow(name="train-unet", validate_parameters=True)
+@flow(
+    name="train-unet",
+    validate_parameters=True,
+    flow_run_name=named_by(train_labels, TrainConfig),
+)
 def train_unet(config: TrainConfig) -> TrainSummary:
     """Train a U-Net on ``config.store`` and register it in MLflow.
 

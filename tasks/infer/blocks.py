@@ -246,11 +246,14 @@ def predict_blocks(
     workers: int,
     dask_address: str | None,
     log: Callable[[str], None],
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[int, int, dict[str, str]]:
     """Predict every block not yet written, on `workers` local Dask workers or the cluster at
     `dask_address` (one local worker runs in this process, without a cluster).
 
-    A failing block marks its image failed (reason kept) and the other images go on.
+    A failing block marks its image failed (reason kept) and the other images go on. Every
+    5 % of the blocks, `log` gets a line and ``progress(blocks done, blocks in all)`` is called
+    (the blocks already done count as done).
 
     Returns
     -------
@@ -280,4 +283,6 @@ def predict_blocks(
             failures.setdefault(source.name, f"{type(error).__name__}: {error}")
         if done % every == 0 or done == len(jobs):
             log(f"[{done}/{len(jobs)}] blocks predicted")
+            if progress is not None:
+                progress(skipped + done, skipped + len(jobs))
     return succeeded, skipped, failures

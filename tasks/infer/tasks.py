@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
 from segflow.tasks.infer import blocks, output
@@ -45,11 +46,27 @@ def predict_blocks(
     workers: int,
     dask_address: str | None,
 ) -> tuple[int, int, dict[str, str]]:
-    """Fan the blocks out to Dask; log progress and each failed image."""
+    """Fan the blocks out to Dask; log progress and each failed image, and show the share of
+    blocks done in a progress artifact (updated every 5 %, as each update is an API call)."""
     logger = get_run_logger()
+    artifact = create_progress_artifact(0.0, key="infer-blocks", description=f"Blocks of {out}")
+    shown: list[float] = []
+
+    def advance(done: int, total: int) -> None:
+        shown.append(100 * done / total)
+        update_progress_artifact(artifact, shown[-1])
+
     result = blocks.predict_blocks(
-        sources, out, settings, workers=workers, dask_address=dask_address, log=logger.info
+        sources,
+        out,
+        settings,
+        workers=workers,
+        dask_address=dask_address,
+        log=logger.info,
+        progress=advance,
     )
+    if not shown:  # every block was already done: predict_blocks reported nothing
+        update_progress_artifact(artifact, 100.0)
     for name, reason in result[2].items():
         logger.error("image %s failed: %s", name, reason)
     return result

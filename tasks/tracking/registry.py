@@ -45,6 +45,29 @@ def resolve_model(uri: str) -> ModelRef:
     return ModelRef(uri, None)
 
 
+def model_uri_problem(uri: str, tracking_uri: str) -> str | None:
+    """Why the ``models:/`` `uri` names no model version at `tracking_uri` (listing the
+    registered models when its name is not one of them), or None when it names one."""
+    match = _MODELS_URI.match(uri)
+    if match is None:
+        return "not of the form models:/NAME@ALIAS or models:/NAME/VERSION"
+    client = MlflowClient(tracking_uri=tracking_uri)
+    names = sorted(model.name for model in client.search_registered_models())
+    if match["name"] not in names:
+        return f"no registered model {match['name']} at {tracking_uri}; registered: " + (
+            ", ".join(names) or "none"
+        )
+    try:
+        if match["alias"]:
+            client.get_model_version_by_alias(match["name"], match["alias"])
+        else:
+            client.get_model_version(match["name"], match["version"])
+    except MlflowException:
+        which = f"alias {match['alias']}" if match["alias"] else f"version {match['version']}"
+        return f"{match['name']} has no {which} at {tracking_uri}"
+    return None
+
+
 @dataclass(frozen=True)
 class Promotion:
     """Outcome of a promotion attempt."""

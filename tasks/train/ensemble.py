@@ -222,20 +222,25 @@ def _member_run_id(run: TrainingRun, member: int, members: int, folder: Path) ->
 
 
 def train_model(
-    balance: Balance, member: int, run: TrainingRun, settings: MemberSettings
+    balance: Balance,
+    member: int,
+    run: TrainingRun,
+    settings: MemberSettings,
+    on_epoch: Callable[[EpochReport], None] | None = None,
 ) -> MemberResult:
     """:func:`fit_member` in the member's MLflow run, with per-epoch metrics, overlays of val
-    tiles and the final scores; checkpoints go to ``run.folder/member_<member>``."""
+    tiles and the final scores; checkpoints go to ``run.folder/member_<member>``.
+    ``on_epoch`` (progress) follows each epoch's metrics."""
     folder = run.folder / f"member_{member}"
     run_id = _member_run_id(run, member, settings.members, folder)
+
+    def epoch_done(report: EpochReport) -> None:
+        log_epoch_metrics(epoch_metrics(report, balance.class_names), report.epoch)
+        if on_epoch is not None:
+            on_epoch(report)
+
     with member_run(run_id, member):
-        model, result, kept = fit_member(
-            balance,
-            member,
-            folder,
-            settings,
-            on_epoch=lambda r: log_epoch_metrics(epoch_metrics(r, balance.class_names), r.epoch),
-        )
+        model, result, kept = fit_member(balance, member, folder, settings, on_epoch=epoch_done)
         log_overlays(
             overlay_tiles(
                 model,

@@ -3,12 +3,16 @@ add logging (and retries where MLflow is reached)."""
 
 from __future__ import annotations
 
+from logging import Logger, LoggerAdapter
+
 from prefect import get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
 from segflow.models.unet import UNetConfig
 from segflow.tasks.train import ensemble, registration, sampling, training_run
 from segflow.tasks.train.ensemble import MemberResult, MemberSettings, shortfall
+from segflow.tasks.train.loop import EpochReport, epoch_line
 from segflow.tasks.train.registration import Registered
 from segflow.tasks.train.sampling import Balance, SamplingSettings
 from segflow.tasks.train.training_run import RunSettings, TrainingRun
@@ -36,12 +40,40 @@ def open_training_run(
     return run
 
 
+class EpochProgress:
+    """Follows a member's epochs: one log line each, and a progress artifact (the share of the
+    epochs, or of the time budget) advanced in steps of at least 5 %, as each update is an API
+    call."""
+
+    STEP = 5.0  # percent
+
+    def __init__(self, member: int, logger: Logger | LoggerAdapter) -> None:
+        self.member, self.logger, self.percent = member, logger, 0.0
+        self.artifact = create_progress_artifact(
+            0.0, key=f"train-member-{member}", description=f"Training member {member}"
+        )
+
+    def __call__(self, report: EpochReport) -> None:
+        self.logger.info("%s", epoch_line(report, self.member))
+        percent = round(100 * report.done, 1)
+        if percent >= min(100.0, self.percent + self.STEP):
+            self.advance(percent)
+
+    def advance(self, percent: float) -> None:
+        """Show `percent`; the end (100) is shown even when early stopping came first."""
+        if percent != self.percent:
+            update_progress_artifact(self.artifact, percent)
+            self.percent = percent
+
+
 @task(name="train-model", cache_policy=NO_CACHE, task_run_name="train-member-{member}")
 def train_model(
     balance: Balance, member: int, run: TrainingRun, settings: MemberSettings
 ) -> MemberResult:
-    """Train one ensemble member (:func:`ensemble.train_model`)."""
-    result = ensemble.train_model(balance, member, run, settings)
+    """Train one ensemble member (:func:`ensemble.train_model`), logging each epoch."""
+    progress = EpochProgress(member, get_run_logger())
+    result = ensemble.train_model(balance, member, run, settings, on_epoch=progress)
+    progress.advance(100.0)
     get_run_logger().info(
         "member %d: best val Dice %.4f at epoch %d (%d epochs, stopped by %s); kept the %s "
         "weights (val Dice %.4f)",

@@ -50,3 +50,23 @@ def test_bad_values_fail_in_the_parser_or_in_pydantic():
         parse("src", "--mode", "medium")  # a literal: argparse checks the choices
     with pytest.raises(ValidationError, match="epochs"):
         parse("src", "--epochs", "0")
+
+
+def test_every_stage_option_states_its_default_once():
+    from segflow.flows.config import EvaluateConfig, InferConfig, IngestConfig
+
+    for model in (IngestConfig, TrainConfig, InferConfig, EvaluateConfig):
+        parser = argparse.ArgumentParser()
+        add_config_options(parser, model)
+        for action in parser._actions:
+            assert (action.help or "").lower().count("default:") <= 1, action.help
+
+
+def test_optional_literals_get_their_choices():
+    from segflow.flows.config import InferConfig
+
+    parser = argparse.ArgumentParser()
+    add_config_options(parser, InferConfig, positional=("input", "output"))
+    assert parser.parse_args(["in", "out", "--split", "val"]).split == "val"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["in", "out", "--split", "all"])  # `split: Literal[...] | None`

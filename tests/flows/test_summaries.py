@@ -1,5 +1,6 @@
 """The text the CLI prints and the markdown the flows publish, for known summaries."""
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -88,6 +89,8 @@ def test_ingest_text_and_markdown(ingested):
     markdown = ingest_markdown(ingested)
     assert markdown.startswith("# Ingest into `s.zarr`\n\n5 samples stored (3 written, 2 unch")
     assert "| fg | 0.0877 |" in markdown and "| `a.png` | bad |" in markdown
+    assert "| split | samples |\n|---|---|\n| train | 3 |\n| val | 1 |\n| test | 1 |" in markdown
+    assert "{" not in markdown  # no Python reprs
     assert "rejected input" not in ingest_markdown(ingested.model_copy(update={"rejected": []}))
 
 
@@ -147,8 +150,9 @@ def test_evaluate_text_and_markdown():
         pooled=SimpleNamespace(**POOLED),
         sweep=SWEEP,
     )
-    markdown = evaluate_markdown(evaluation, "r1", Promotion(True, "better", "2"))
-    assert "2 images of split `test`, 4,096 pixels; MLflow run `r1`." in markdown
+    markdown = evaluate_markdown(evaluation, "r1", Promotion(True, "better", "2"), "http://h:5000/")
+    assert "2 images of split `test`, 4,096 pixels." in markdown
+    assert "[MLflow run `r1`](http://h:5000/#/runs/r1)" in markdown
     assert "| dice | 0.6543 |" in markdown and "| recall | 0.6000 |" in markdown
     assert "| dice of predicting all foreground (trivial) | 0.1230 |" in markdown
     assert "Best threshold for fg: 0.07 (Dice 0.6000)." in markdown
@@ -157,7 +161,8 @@ def test_evaluate_text_and_markdown():
 
 def test_pipeline_text_and_markdown(pipeline):
     workdir = pipeline.workdir
-    assert pipeline_text(pipeline, "/home/p").splitlines() == [
+    text = pipeline_text(pipeline, "/home/p", Path("/venv/bin")).splitlines()
+    assert text[:13] == [
         "stage      status   seconds",
         "ingest     ran          1.2",
         "train      skipped      0.0",
@@ -169,12 +174,14 @@ def test_pipeline_text_and_markdown(pipeline):
         "evaluation  dice 0.6543, iou 0.5000, bce 0.1235",
         "",
         f"dataset store: {workdir}/dataset.zarr  (python: segflow.tasks.storage.dataset)",
-        f"MLflow UI:     mlflow ui --backend-store-uri sqlite:///{workdir}/mlflow.db",
         "MLflow runs:   training t1, evaluation e1 (nested under it)",
-        "Prefect UI:    PREFECT_HOME=/home/p prefect server start",
-        f"napari:        napari --plugin napari-ome-zarr {workdir}/p.zarr/<image>",
+        "",
     ]
-    markdown = pipeline_markdown(pipeline)
+    assert text[13] == "next:"
+    assert f"  /venv/bin/segflow synth {workdir}/new --count 1 --seed 1" in text
+    markdown = pipeline_markdown(pipeline, f"sqlite:///{workdir}/mlflow.db")
     assert markdown.startswith(f"# Pipeline in `{workdir}`\n\nModel `models:/m/1`, predictions")
     assert "| infer | ran | 12.0 |" in markdown
-    assert markdown.endswith("Test Dice 0.6543, IoU 0.5000, BCE 0.1235.")
+    assert "Test Dice 0.6543, IoU 0.5000, BCE 0.1235." in markdown
+    assert "| train | MLflow run `t1` (tracking store `sqlite:///" in markdown
+    assert "http://127.0.0.1:5000/#/runs/e1 |" in markdown

@@ -14,6 +14,7 @@ import pytest
 
 from segflow.tasks.runtime import locks
 from segflow.tasks.runtime.locks import LockHeld, hold, holds
+from tests.images import make_store
 
 SEGFLOW = Path(sys.executable).with_name("segflow")
 
@@ -85,15 +86,18 @@ def test_lock_is_reentrant_within_a_process(tmp_path):
 # Each command with the folder it writes: exits 1 at once, before Prefect starts a server.
 COMMANDS = {
     "ingest": (["ingest", "{tmp}/src", "{tmp}/store.zarr"], "store.zarr"),
-    "infer": (["infer", "{tmp}/src", "{tmp}/predictions.zarr"], "predictions.zarr"),
-    "train": (["train", "{tmp}/store.zarr", "--workdir", "{tmp}/work"], "work/training/unet"),
+    "infer": (
+        ["infer", "{tmp}/src/images", "{tmp}/predictions.zarr", "--model", "{tmp}/src"],
+        "predictions.zarr",
+    ),
+    "train": (["train", "{tmp}/ds.zarr", "--workdir", "{tmp}/work"], "work/training/unet"),
 }
 
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_command_on_a_locked_folder_exits_1_naming_the_holder(tmp_path, command):
     args, locked = COMMANDS[command]
-    (tmp_path / "src").mkdir()
+    make_store(tmp_path, count=4, size=32)  # valid inputs: the CLI checks them before the lock
     env = os.environ | {"SEGFLOW_HOME": str(tmp_path / ".segflow")}
     with hold(tmp_path / locked):
         started = time.monotonic()

@@ -1,0 +1,117 @@
+"""Checks of a command's paths, stores and model before any server, cluster or lock starts.
+
+A mistake found here ends the command in one line (:class:`UsageError`, exit status 2) and
+nothing is created: the checks only read. The flows keep their own checks; these run first so
+that a user does not wait for Prefect to learn that a path is misspelt.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from segflow.flows.config import EvaluateConfig, InferConfig, IngestConfig, TrainConfig
+from segflow.flows.errors import UsageError
+
+_MAKE_STORE = "make one with `segflow ingest SRC STORE`"
+_MAKE_MODEL = "train one with `segflow train STORE`, or run `segflow demo`"
+
+
+def check_dataset_store(path: str, role: str) -> None:
+    """Raise :class:`UsageError` unless `path` is a segflow dataset store; `role` names it."""
+    from segflow.tasks.storage.dataset import open_dataset
+
+    if not Path(path).exists():
+        raise UsageError(f"{role} {path} does not exist ({_MAKE_STORE})")
+    try:
+        open_dataset(path)
+    except ValueError as exc:
+        raise UsageError(f"{role} {exc} ({_MAKE_STORE})") from None
+
+
+def check_source(source: str, images_dir: str, masks_dir: str) -> None:
+    """Raise :class:`UsageError` unless `source` is a folder holding both sub-folders."""
+    path = Path(source)
+    if not path.exists():
+        raise UsageError(f"source {source} does not exist (give the folder holding {images_dir}/)")
+    if not path.is_dir():
+        raise UsageError(f"source {source} is a file, not a folder (give the folder above it)")
+    for sub in (images_dir, masks_dir):
+        if not (path / sub).is_dir():
+            raise UsageError(
+                f"source {source} has no {sub}/ folder "
+                f"(expected {source}/{images_dir}/ and {source}/{masks_dir}/)"
+            )
+
+
+def _check_writable_store(path: str, role: str) -> None:
+    """A store to write: absent or a folder. What an existing folder holds is the writer's
+    to judge (a store that a killed ingest left half-initialised is resumed, not refused)."""
+    if Path(path).exists() and not Path(path).is_dir():
+        raise UsageError(f"{role} {path} is a file (give a new or existing store folder)")
+
+
+def tracking_uri(workdir: str) -> str | None:
+    """The MLflow tracking URI a command would use, or None when its SQLite database (the
+    default, in `workdir`) does not exist yet: then no model is registered there."""
+    if uri := os.environ.get("MLFLOW_TRACKING_URI"):
+        return uri
+    database = Path(workdir) / "mlflow.db"
+    return f"sqlite:///{database.resolve()}" if database.is_file() else None
+
+
+def check_model(model: str, workdir: str) -> None:
+    """Raise :class:`UsageError` unless `model` names a registered model version, an MLflow
+    run's model, or an existing bundle folder."""
+    if model.startswith("runs:/"):
+        return  # resolved by MLflow itself, with its own one-line error
+    if not model.startswith("models:/"):
+        if not Path(model).is_dir():
+            raise UsageError(f"model {model} is neither a models:/ URI nor a bundle folder")
+        return
+    uri = tracking_uri(workdir)
+    if uri is None:
+        database = Path(workdir) / "mlflow.db"
+        raise UsageError(f"model {model}: no MLflow database at {database} ({_MAKE_MODEL})")
+    from segflow.tasks.tracking.registry import model_uri_problem
+
+    if problem := model_uri_problem(model, uri):
+        raise UsageError(f"model {model}: {problem} ({_MAKE_MODEL})")
+
+
+def _check_infer_input(config: InferConfig) -> None:
+    from segflow.tasks.infer.sources import find_sources
+
+    try:
+        find_sources(config.input, split=config.split, limits=config.size_limits())
+    except (OSError, ValueError, KeyError) as exc:
+        raise UsageError(f"input {exc.args[0] if exc.args else exc}") from None
+
+
+def check_config(config: BaseModel) -> None:
+    """Check what a stage command's `config` names before the stage starts.
+
+    Raises
+    ------
+    UsageError
+        A path that does not exist or is of the wrong kind, a store that is not a segflow
+        store, a model that is not registered (with those that are).
+    """
+    if isinstance(config, IngestConfig):
+        check_source(config.source, config.images_dir, config.masks_dir)
+        _check_writable_store(config.store, "store")
+    elif isinstance(config, TrainConfig):
+        check_dataset_store(config.store, "store")
+    elif isinstance(config, InferConfig):
+        _check_infer_input(config)
+        check_model(config.model, config.workdir)
+        _check_writable_store(config.output, "output")
+    elif isinstance(config, EvaluateConfig):
+        if not (Path(config.predictions) / "zarr.json").is_file():
+            raise UsageError(
+                f"predictions {config.predictions}: no prediction store here "
+                "(make one with `segflow infer INPUT OUT`)"
+            )
+        check_dataset_store(config.store, "store")
