@@ -34,9 +34,9 @@ def reported_errors() -> tuple[type[Exception], ...]:
     """
     from segflow.tasks.ingest.writing import SampleWriteError
     from segflow.tasks.runtime.locks import LockHeld
-    from segflow.tasks.storage.predictions import LineageError
+    from segflow.tasks.storage.predictions import LineageError, OldStoreError
 
-    return (LockHeld, SampleWriteError, LineageError)
+    return (LockHeld, SampleWriteError, LineageError, OldStoreError)
 
 
 class _NoTracebackForReported(logging.Filter):

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from segflow.flows.config import InferConfig
 from segflow.flows.runs import infer_labels, named_by
 from segflow.tasks.infer.tasks import (
+    build_pyramids,
     find_sources,
     label_instances,
     predict_blocks,
@@ -74,8 +75,9 @@ def _infer(config: InferConfig) -> InferSummary:
         workers=parallelism.workers,
         dask_address=config.dask_address,
     )
+    done = [s.name for s in sources if s.name not in failed]
+    build_pyramids(config.output, done, block=config.block)
     if config.instances:
-        done = [s.name for s in sources if s.name not in failed]
         objects = label_instances(
             config.output, done, min_size=config.min_object_size, block=config.block
         )

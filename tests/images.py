@@ -111,6 +111,7 @@ def make_predictions(
             out,
             name,
             shape=p.shape[1:],
+            class_names=dataset.class_names,
             classes=p.shape[0],
             block=block,
             probability_dtype=dtype,

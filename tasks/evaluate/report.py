@@ -100,14 +100,16 @@ def overlay_panels(evaluation: Evaluation, count: int) -> dict[str, np.ndarray]:
     ranked = sorted(evaluation.images, key=lambda n: evaluation.images[n].dice)
     picks = {f"worst_{n}": n for n in ranked[:count]}
     picks |= {f"best_{n}": n for n in ranked[::-1][:count]}
-    return {label: overlay(*thumbnail(evaluation.plan, name)) for label, name in picks.items()}
+    return {
+        label: overlay(*thumbnail(evaluation.plan, name), label) for label, name in picks.items()
+    }
 
 
 def evaluation_run(evaluation: Evaluation, flow_run_id: str | None) -> EvaluationRun:
-    """The MLflow run of `evaluation`: named ``evaluate-<split>``, metrics ``<split>.<metric>``,
-    ``<split>.<metric>.<class>`` and the baselines ``<split>.trivial_dice.<predictor>``, the
-    sweep as steps 1..99 (threshold x 100) of ``<split>.sweep_dice.<class>``. Reads the dataset
-    store's fingerprint."""
+    """The MLflow run of `evaluation`: named ``evaluate-<split>-<model name>/<version>``,
+    metrics ``<split>/<metric>`` and ``<split>/<metric>.<class>``, the sweep as steps 1..99
+    (threshold x 100) of ``<split>/sweep_dice.<class>``; the baselines as params
+    ``trivial_dice.<predictor>``. Reads the dataset store's fingerprint."""
     plan = evaluation.plan
     model = ModelRef(**plan.meta["model"]) if plan.meta.get("model") else ModelRef("?", None)
     fingerprint = dataset_fingerprint(open_dataset(plan.store))
@@ -120,28 +122,31 @@ def evaluation_run(evaluation: Evaluation, flow_run_id: str | None) -> Evaluatio
         "segflow.model_uri": model.uri,
         "prefect.flow_run_id": flow_run_id or "",
     }
+    model_label = f"{model.name}/{model.version}" if model.version else Path(model.uri).name
     if model.version:
-        tags["segflow.model_version"] = f"{model.name}/{model.version}"
+        tags["segflow.model_version"] = model_label
     pooled = evaluation.pooled
-    metrics = {f"{prefix}.{m}": getattr(pooled, m) for m in _METRICS}
+    metrics = {f"{prefix}/{m}": getattr(pooled, m) for m in _METRICS}
     for name, values in pooled.per_class.items():
-        metrics |= {f"{prefix}.{m}.{_key(name)}": v for m, v in values.items()}
-    metrics |= {f"{prefix}.trivial_dice.{_key(k)}": v for k, v in pooled.trivial_dice.items()}
+        metrics |= {f"{prefix}/{m}.{_key(name)}": v for m, v in values.items()}
+    trivial = {f"trivial_dice.{_key(k)}": round(v, 6) for k, v in pooled.trivial_dice.items()}
     sweep = {
-        f"{prefix}.sweep_dice.{_key(name)}": {
+        f"{prefix}/sweep_dice.{_key(name)}": {
             round(t * 100): d for t, d in zip(THRESHOLDS, dice, strict=True)
         }
         for name, dice in evaluation.sweep.items()
     }
     return EvaluationRun(
         model=model,
-        name=f"evaluate-{prefix}",
+        name=f"evaluate-{prefix}-{model_label}",
         tags=tags,
-        params={"split": prefix, "images": len(plan.names), "threshold": _threshold(plan)},
+        params={"split": prefix, "images": len(plan.names), "threshold": _threshold(plan)}
+        | trivial,
         metrics=metrics,
         sweep=sweep,
         dice=pooled.dice,
         key=evaluation_key(fingerprint, plan.split),
+        data=(str(Path(plan.store).resolve()), fingerprint, plan.split),
     )
 
 

@@ -33,6 +33,7 @@ from segflow.tasks.storage.bundle import ModelBundle, load_bundle
 from segflow.tasks.storage.grid import blocks
 from segflow.tasks.storage.paths import read_index
 from segflow.tasks.storage.predictions import ProbabilityDtype, block_done, write_block
+from segflow.tasks.storage.stored_bundle import extract_bundle
 
 Region = tuple[int, int, int, int]  # (y0, y1, x0, x1)
 
@@ -44,7 +45,7 @@ class BlockSettings:
     Built by :meth:`segflow.flows.config.InferConfig.block_settings`.
     """
 
-    bundle: str  # local folder of the model bundle
+    bundle: str  # local folder of the model bundle, extracted from the store where missing
     tiling: Tiling
     batch: int  # tiles per forward pass
     tta: bool
@@ -177,7 +178,8 @@ def predict_block(
     torch.set_num_threads(settings.torch_threads)
     device = worker_device(settings.device)
     digest = read_index(out)["model_sha256"]
-    bundle = worker_model(settings.bundle, digest, device, settings.channels_last)
+    folder = str(extract_bundle(out, settings.bundle, digest))  # a no-op where it is
+    bundle = worker_model(folder, digest, device, settings.channels_last)
     predictor = make_predictor(
         bundle,
         device,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,12 @@ from segflow.tasks.storage.paths import local_path
 from segflow.tasks.storage.predictions import (
     PREDICTIONS_SCHEMA_VERSION,
     check_lineage,
+    check_schema,
     create_image_arrays,
     write_instances,
 )
+from segflow.tasks.storage.pyramid import write_pyramid
+from segflow.tasks.storage.stored_bundle import bundle_cache, extract_bundle, store_bundle
 from segflow.tasks.tracking.model import fetch_bundle
 from segflow.tasks.tracking.registry import resolve_model
 
@@ -64,14 +66,14 @@ def input_lineage(sources: list[Source]) -> dict[str, dict[str, Any]]:
 
 
 def _copy_bundle(root: zarr.Group, out: str, model_uri: str) -> tuple[Path, str]:
-    """Fetch the model into ``out/model``; returns that folder and the bundle's SHA-256.
+    """Fetch the model into ``out/model`` (as Zarr arrays) and extract it into this machine's
+    cache; returns that folder and the bundle's SHA-256.
 
     Raises
     ------
     ValueError
         `out` was written by another model.
     """
-    bundle = local_path(out) / "model"
     with tempfile.TemporaryDirectory() as tmp:
         fetched = fetch_bundle(model_uri, Path(tmp) / "bundle")
         digest = bundle_digest(fetched)
@@ -81,10 +83,9 @@ def _copy_bundle(root: zarr.Group, out: str, model_uri: str) -> tuple[Path, str]
                 f"{out}: was written by another model (bundle sha256 {previous[:12]}..., now "
                 f"{digest[:12]}...); resuming would mix models: write to a new output"
             )
-        if "model" not in root:
-            root.create_group("model", attributes={"segflow": "the model bundle used"})
-        shutil.copytree(fetched, bundle, dirs_exist_ok=True)
-    return bundle, digest
+        if previous is None:
+            store_bundle(root, fetched)
+    return extract_bundle(out, bundle_cache(digest), digest), digest
 
 
 def _store_meta(
@@ -115,7 +116,8 @@ def prepare_predictions(
     Returns
     -------
     bundle, class_names
-        The local bundle folder (workers load the model from it) and the model's class names.
+        This machine's copy of the bundle (a worker without it extracts it from the store) and
+        the model's class names.
 
     Each image records its :func:`input_lineage`, which evaluation checks against the truth.
 
@@ -127,7 +129,8 @@ def prepare_predictions(
         source's channels differ from the model's.
     """
     lineage = input_lineage(sources)
-    check_lineage(out, lineage)  # before anything is written
+    check_schema(out)  # before anything is written
+    check_lineage(out, lineage)
     root = zarr.open_group(local_path(out), mode="a")
     bundle, digest = _copy_bundle(root, out, model_uri)
     model = load_bundle(bundle)
@@ -146,6 +149,7 @@ def prepare_predictions(
             out,
             source.name,
             shape=source.shape[1:],
+            class_names=model.class_names,
             classes=classes,
             block=settings["block"],
             probability_dtype=settings["probability_dtype"],
@@ -170,3 +174,16 @@ def label_instances(out: str, names: list[str], *, min_size: int, block: int) ->
         Image name -> number of objects.
     """
     return {name: write_instances(out, name, min_size=min_size, block=block) for name in names}
+
+
+def build_pyramids(out: str, names: list[str], *, block: int) -> dict[str, int]:
+    """Write the pyramid levels of each named image (all its blocks predicted), block by
+    block; levels already written are kept (see
+    :func:`segflow.tasks.storage.pyramid.write_pyramid`).
+
+    Returns
+    -------
+    dict[str, int]
+        Image name -> level blocks written now.
+    """
+    return {name: write_pyramid(out, name, block) for name in names}

@@ -72,6 +72,14 @@ def predict_blocks(
     return result
 
 
+@task(name="build-pyramids", cache_policy=NO_CACHE)
+def build_pyramids(out: str, names: list[str], *, block: int) -> dict[str, int]:
+    """Write each image's pyramid levels; log the level blocks written."""
+    written = output.build_pyramids(out, names, block=block)
+    get_run_logger().info("pyramids: %d level blocks written", sum(written.values()))
+    return written
+
+
 @task(name="label-instances", cache_policy=NO_CACHE)
 def label_instances(out: str, names: list[str], *, min_size: int, block: int) -> dict[str, int]:
     """Label each image's connected components; log the object counts."""

@@ -3,10 +3,15 @@
 Layout (Zarr v3)::
 
     OUT/zarr.json                     attributes["segflow"]: model URI, settings, classes, images
+    OUT/model/<file>                  the model bundle, one 1-D uint8 array per file
+                                      (segflow.tasks.storage.stored_bundle)
     OUT/<image>/                      NGFF image: multiscales, axes c, y, x; attributes["segflow"]
                                       ["lineage"]: the sha256 of the pixels it was predicted from
     OUT/<image>/0                     (K, H, W) probabilities, uint8 (p * 255, rounded) or float16
-    OUT/<image>/labels/mask/0         (1, H, W) uint8 class ids (NGFF label image)
+    OUT/<image>/1, 2, ...             the pyramid: each level half the one above (rounded up),
+                                      down to PYRAMID_MIN_SIDE px (segflow.tasks.storage.pyramid)
+    OUT/<image>/labels/mask/0, 1, ... (1, H, W) uint8 class ids (NGFF label image, same levels),
+                                      with a colour and the class name of every id
 
 Arrays are written block by block; a block is one or more whole shards of every array (a
 remainder shorter than half a block joins the last block of its axis), so parallel writers never
@@ -16,7 +21,7 @@ an all-background one included, so that being done does not depend on what was p
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,16 +30,15 @@ import zarr
 from skimage import measure, morphology
 from zarr.codecs import BloscCodec
 
+from segflow.tasks.storage.ngff import NGFF_VERSION, image_label, level_shapes, multiscales
 from segflow.tasks.storage.paths import local_path
 
 # 2: each image records its lineage, and all-background shards are written.
-PREDICTIONS_SCHEMA_VERSION = 2
+# 3: pyramid levels, label colours and names, the model bundle as Zarr arrays.
+PREDICTIONS_SCHEMA_VERSION = 3
 
 
 PREDICTION_CHUNK = 512  # inner chunk side; 256 where the block is not a multiple of 512
-
-
-NGFF_VERSION = "0.5"
 
 
 ProbabilityDtype = Literal["uint8", "float16"]
@@ -54,33 +58,6 @@ def _writable(array: zarr.Array) -> zarr.Array:
     return array.with_config(_ALWAYS_WRITE)
 
 
-def _multiscales(name: str, axes: list[dict[str, str]]) -> dict[str, Any]:
-    return {
-        "version": NGFF_VERSION,
-        "multiscales": [
-            {
-                "name": name,
-                "axes": axes,
-                "datasets": [
-                    {
-                        "path": "0",
-                        "coordinateTransformations": [
-                            {"type": "scale", "scale": [1.0] * len(axes)}
-                        ],
-                    }
-                ],
-            }
-        ],
-    }
-
-
-_AXES = [
-    {"name": "c", "type": "channel"},
-    {"name": "y", "type": "space"},
-    {"name": "x", "type": "space"},
-]
-
-
 def chunk_side(block: int) -> int:
     """Inner chunk side for `block`² shards: 512 where it divides the block, else 256 (a 2048²
     block of probabilities and mask: 55 ms to encode and write in 256² chunks, 36 ms in 512²;
@@ -93,12 +70,15 @@ def create_image_arrays(
     name: str,
     *,
     shape: tuple[int, int],
+    class_names: Sequence[str],
     classes: int,
     block: int,
     probability_dtype: ProbabilityDtype,
     attrs: Mapping[str, Any],
 ) -> None:
-    """Create (or keep, when compatible) the arrays of one image; data is written later.
+    """Create (or keep, when compatible) the arrays of one image, every pyramid level of the
+    probabilities and of the class-id mask (labelled with `class_names`); data is written
+    later.
 
     Raises
     ------
@@ -115,40 +95,28 @@ def create_image_arrays(
                 f"{(classes, height, width)} in {block}² blocks; write to a new output"
             )
         return
+    levels = level_shapes(shape)
     image = root.create_group(
-        name, attributes={"ome": _multiscales(name, _AXES), "segflow": dict(attrs)}
+        name, attributes={"ome": multiscales(name, len(levels)), "segflow": dict(attrs)}
     )
-    image.create_array(
-        "0",
-        shape=(classes, height, width),
-        dtype=probability_dtype,
-        chunks=(classes, chunk_side(block), chunk_side(block)),
-        shards=(classes, block, block),
-        compressors=_COMPRESSORS,
-        dimension_names=("c", "y", "x"),
-        fill_value=0,
-    )
+    for level, level_shape in enumerate(levels):
+        _level_array(image, str(level), (classes, *level_shape), block, probability_dtype)
     labels = image.create_group(
         "labels", attributes={"ome": {"version": NGFF_VERSION, "labels": ["mask"]}}
     )
-    _label_array(labels, "mask", (height, width), block, "uint8")
+    _label_image(labels, "mask", levels, block, "uint8", image_label(class_names))
 
 
-def _label_array(
-    labels: zarr.Group, name: str, shape: tuple[int, int], block: int, dtype: str
+def _level_array(
+    group: zarr.Group, path: str, shape: tuple[int, int, int], block: int, dtype: str
 ) -> zarr.Array:
-    """An NGFF label image ``labels/<name>/0`` of shape (1, H, W), replacing any earlier one."""
-    meta = _multiscales(name, _AXES) | {
-        "image-label": {"version": NGFF_VERSION, "source": {"image": "../../"}}
-    }
-    group = labels.require_group(name)
-    group.attrs["ome"] = meta
+    """A (C, H, W) array in `block`² shards, replacing any earlier one at `path`."""
     array = group.create_array(
-        "0",
-        shape=(1, *shape),
+        path,
+        shape=shape,
         dtype=dtype,
-        chunks=(1, chunk_side(block), chunk_side(block)),
-        shards=(1, block, block),
+        chunks=(shape[0], chunk_side(block), chunk_side(block)),
+        shards=(shape[0], block, block),
         compressors=_COMPRESSORS,
         dimension_names=("c", "y", "x"),
         fill_value=0,
@@ -157,17 +125,62 @@ def _label_array(
     return _writable(array)
 
 
-def block_done(out: str | Path, name: str, region: tuple[int, int, int, int], block: int) -> bool:
-    """Whether every shard of `region`, in both arrays, is on disk (shard files are written
-    atomically, and written whatever they hold)."""
+def _label_image(
+    labels: zarr.Group,
+    name: str,
+    levels: list[tuple[int, int]],
+    block: int,
+    dtype: str,
+    label_meta: dict[str, Any],
+) -> list[zarr.Array]:
+    """An NGFF label image ``labels/<name>/<level>`` of shape (1, H, W) per level, replacing
+    any earlier one."""
+    group = labels.require_group(name)
+    group.attrs["ome"] = multiscales(name, len(levels)) | {"image-label": label_meta}
+    return [
+        _level_array(group, str(level), (1, *shape), block, dtype)
+        for level, shape in enumerate(levels)
+    ]
+
+
+def block_done(
+    out: str | Path, name: str, region: tuple[int, int, int, int], block: int, level: int = 0
+) -> bool:
+    """Whether every shard of `region` of pyramid `level`, in both arrays, is on disk (shard
+    files are written atomically, and written whatever they hold)."""
     y0, y1, x0, x1 = region
     root = local_path(out) / name
     return all(
         (root / arr / "c" / "0" / str(iy) / str(ix)).exists()
-        for arr in ("0", "labels/mask/0")
+        for arr in (str(level), f"labels/mask/{level}")
         for iy in range(y0 // block, -(-y1 // block))
         for ix in range(x0 // block, -(-x1 // block))
     )
+
+
+class OldStoreError(ValueError):
+    """A prediction store written in an older layout; the message (one line) says to write
+    to a new output."""
+
+
+def check_schema(out: str | Path) -> None:
+    """Refuse to resume a prediction store of another schema version (a missing store passes).
+
+    Raises
+    ------
+    OldStoreError
+        `out` holds predictions of another ``schema_version``.
+    """
+    path = local_path(out)
+    if not (path / "zarr.json").exists():
+        return
+    version = zarr.open_group(path, mode="r").attrs.get("segflow", {}).get("schema_version")
+    if version not in (None, PREDICTIONS_SCHEMA_VERSION):
+        raise OldStoreError(
+            f"{out}: a prediction store of schema {version}, this segflow writes schema "
+            f"{PREDICTIONS_SCHEMA_VERSION} (pyramids, the model as Zarr arrays); write to a new "
+            "output"
+        )
 
 
 class LineageError(ValueError):
@@ -251,7 +264,8 @@ MAX_INSTANCE_PIXELS = 2**28
 
 def write_instances(out: str | Path, name: str, *, min_size: int, block: int) -> int:
     """Label the connected foreground components of an image's mask (scikit-image), drop
-    those smaller than `min_size` pixels, and store them as the NGFF label ``instances``.
+    those smaller than `min_size` pixels, and store them as the NGFF label ``instances``, with
+    the mask's pyramid levels (nearest pixel).
 
     Returns the number of objects.
 
@@ -269,8 +283,12 @@ def write_instances(out: str | Path, name: str, *, min_size: int, block: int) ->
     kept = morphology.remove_small_objects(foreground, max_size=max(0, min_size - 1))
     labels = measure.label(kept, connectivity=2)
     labels_group = image["labels"]
-    array = _label_array(labels_group, "instances", (height, width), block, "uint32")
-    array[0] = labels.astype(np.uint32)
+    meta = {"version": NGFF_VERSION, "source": {"image": "../../"}}
+    levels = _label_image(
+        labels_group, "instances", level_shapes(mask.shape[1:]), block, "uint32", meta
+    )
+    for level, array in enumerate(levels):
+        array[0] = labels[:: 2**level, :: 2**level].astype(np.uint32)
     ome = dict(labels_group.attrs["ome"])
     ome["labels"] = sorted(set(ome["labels"]) | {"instances"})
     labels_group.attrs["ome"] = ome

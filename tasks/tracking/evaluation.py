@@ -14,12 +14,14 @@ import numpy as np
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
+from segflow.tasks.tracking.cards import append_test_scores
 from segflow.tasks.tracking.registry import (
     ModelRef,
     Promotion,
     promote_if_better,
     record_test_score,
 )
+from segflow.tasks.tracking.runs import log_store_inputs, source_tags
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -46,6 +48,8 @@ class EvaluationRun:
         Test Dice tagged on the model version and compared for promotion, and what identifies
         the pixels it was measured on (see
         :func:`~segflow.tasks.tracking.registry.promote_if_better`).
+    data
+        (store path, content hash, split): the run's ``test`` dataset input.
     """
 
     model: ModelRef
@@ -56,6 +60,7 @@ class EvaluationRun:
     sweep: dict[str, dict[int, float]]
     dice: float
     key: str
+    data: tuple[str, str, str | None]
 
 
 @dataclass(frozen=True)
@@ -105,7 +110,10 @@ def log_evaluation_run(
         experiment_id = MlflowClient().get_run(run.model.run_id).info.experiment_id
     else:
         experiment_id = mlflow.set_experiment(experiment).experiment_id
+    tags |= source_tags()
     with mlflow.start_run(experiment_id=experiment_id, run_name=run.name, tags=tags) as active:
+        store, fingerprint, split = run.data
+        log_store_inputs(store, fingerprint, {"test": split})
         mlflow.log_params(run.params)
         mlflow.log_metrics(run.metrics)
         steps = [
@@ -116,6 +124,7 @@ def log_evaluation_run(
         MlflowClient().log_batch(active.info.run_id, metrics=steps)
         _log_artifacts(artifacts)
     record_test_score(run.model, run.dice, run.key)
+    append_test_scores(run.model, active.info.run_id, run.metrics)
     promotion = promote_if_better(run.model, run.dice, run.key, alias) if promote else None
     return active.info.run_id, promotion
 

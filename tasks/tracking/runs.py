@@ -1,26 +1,40 @@
-"""MLflow runs: where they go and what a run records as params and metrics."""
+"""MLflow runs: where they go, what a run records as params, and what it was run on (data
+and code)."""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import mlflow
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.data.sources import LocalArtifactDatasetSource
+
+# MLflow 3's UI opens an experiment without this tag in its GenAI view.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+GIT_COMMIT_TAG = "mlflow.source.git.commit"
+# MLflow keeps at most 36 characters of a dataset digest.
+DIGEST_CHARS = 32
 
 
 def configure_tracking(workdir: Path, experiment: str) -> str:
     """Use ``MLFLOW_TRACKING_URI`` if set, else a SQLite database and artifact folder in
-    `workdir`; select (create) `experiment`. Returns the tracking URI."""
+    `workdir`; select (create) `experiment`, marked as model training. Returns the tracking
+    URI."""
     if not os.environ.get("MLFLOW_TRACKING_URI"):
         workdir.mkdir(parents=True, exist_ok=True)
         mlflow.set_tracking_uri(f"sqlite:///{(workdir / 'mlflow.db').resolve()}")
         if mlflow.get_experiment_by_name(experiment) is None:
             location = (workdir / "mlartifacts").resolve().as_uri()
             mlflow.create_experiment(experiment, artifact_location=location)
-    mlflow.set_experiment(experiment)
+    selected = mlflow.set_experiment(experiment)
+    if selected.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING:
+        mlflow.set_experiment_tag(EXPERIMENT_KIND_TAG, MODEL_TRAINING)
     return mlflow.get_tracking_uri()
 
 
@@ -36,6 +50,40 @@ def flat_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
-def log_class_distribution(prefix: str, fractions: Sequence[float], names: Sequence[str]) -> None:
-    """Log per-class pixel fractions as metrics ``<prefix>.<class>``."""
-    mlflow.log_metrics({f"{prefix}.{n}": float(f) for n, f in zip(names, fractions, strict=True)})
+def git_commit() -> str | None:
+    """The commit of the git checkout segflow runs from, or None (not a checkout, no git)."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = done.stdout.strip()
+    return commit if done.returncode == 0 and len(commit) == 40 else None
+
+
+def source_tags() -> dict[str, str]:
+    """Tags of the code a run ran: ``mlflow.source.git.commit`` when run from a checkout."""
+    commit = git_commit()
+    return {GIT_COMMIT_TAG: commit} if commit else {}
+
+
+def store_dataset(store: str, fingerprint: str, split: str | None) -> MetaDataset:
+    """The `split` (None: all) of the dataset store at `store` as an MLflow dataset: named
+    ``<store name>/<split>``, the store's path as source, its content hash (first
+    :data:`DIGEST_CHARS` hex digits of ``segflow.dataset_sha256``) as digest."""
+    path = Path(store).resolve()
+    name = f"{path.name}/{split or 'all'}"
+    return MetaDataset(LocalArtifactDatasetSource(str(path)), name, fingerprint[:DIGEST_CHARS])
+
+
+def log_store_inputs(store: str, fingerprint: str, splits: Mapping[str, str | None]) -> None:
+    """Log the store's splits as inputs of the active run: context (``training``,
+    ``validation``, ``test``) -> split."""
+    for context, split in splits.items():
+        mlflow.log_input(store_dataset(store, fingerprint, split), context=context)

@@ -17,9 +17,10 @@ import mlflow
 import numpy as np
 from mlflow import MlflowClient
 
+from segflow.tasks.tracking.cards import ModelCard, describe_version
 from segflow.tasks.tracking.model import log_bundle_model
 from segflow.tasks.tracking.overlays import overlay
-from segflow.tasks.tracking.runs import flat_params, log_class_distribution
+from segflow.tasks.tracking.runs import flat_params, log_store_inputs, source_tags
 
 # Tag of a member run, a training run and a model version: did it beat the trivial predictors?
 LEARNED_TAG = "segflow.learned"
@@ -36,7 +37,8 @@ def start_training_run(
     class_names: Sequence[str],
     class_fractions: Mapping[str, Sequence[float]],
 ) -> str:
-    """Start a run in the current experiment and record what it trains on; returns its id.
+    """Start a run named `run_name` in the current experiment and record what it trains on;
+    returns its id.
 
     Parameters
     ----------
@@ -44,13 +46,19 @@ def start_training_run(
         The flow config, logged flat (``a.b`` keys).
     store, dataset_sha256, train_samples, flow_run_id
         Tags ``segflow.store``, ``segflow.dataset_sha256``, ``segflow.train_samples`` and
-        ``prefect.flow_run_id`` (empty outside a flow run).
+        ``prefect.flow_run_id`` (empty outside a flow run); the store's train and val splits
+        are the run's ``training`` and ``validation`` dataset inputs (digest: the hash).
     class_fractions
-        Kind (``uniform``, ``balanced``) -> per-class pixel fractions, logged as metrics
+        Kind (``uniform``, ``balanced``) -> per-class pixel fractions, logged as params
         ``class_fraction.<kind>.<class name>``.
     """
     with mlflow.start_run(run_name=run_name) as run:
-        mlflow.log_params(flat_params(params))
+        fractions = {
+            f"class_fraction.{kind}.{name}": f"{value:.4f}"
+            for kind, values in class_fractions.items()
+            for name, value in zip(class_names, values, strict=True)
+        }
+        mlflow.log_params(flat_params(params) | fractions)
         mlflow.set_tags(
             {
                 "segflow.store": store,
@@ -58,9 +66,9 @@ def start_training_run(
                 "segflow.train_samples": train_samples,
                 "prefect.flow_run_id": flow_run_id or "",
             }
+            | source_tags()
         )
-        for kind, fractions in class_fractions.items():
-            log_class_distribution(f"class_fraction.{kind}", fractions, class_names)
+        log_store_inputs(store, dataset_sha256, {"training": "train", "validation": "val"})
     return run.info.run_id
 
 
@@ -86,20 +94,28 @@ def log_epoch_metrics(metrics: Mapping[str, float], epoch: int) -> None:
     mlflow.log_metrics(dict(metrics), step=epoch)
 
 
-def log_overlays(tiles: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
-    """One image | truth | prediction panel per tile, as ``overlays/<name>.png``.
+def log_overlays(tiles: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]], when: str) -> None:
+    """One overlay panel per tile, as ``overlays/<when>/<name>.png`` (e.g. ``epoch_3``).
 
     `tiles` maps a name to (image ``(C, H, W)``, truth ``(H, W)``, prediction ``(H, W)``).
     """
     for name, (image, truth, pred) in tiles.items():
-        mlflow.log_image(overlay(image, truth, pred), artifact_file=f"overlays/{name}.png")
+        panel = overlay(image, truth, pred, title=f"{name}, {when.replace('_', ' ')}")
+        mlflow.log_image(panel, artifact_file=f"overlays/{when}/{name}.png")
 
 
-def log_member_outcome(metrics: Mapping[str, float], kept: str, learned: bool) -> None:
-    """A member's final metrics, which weights it keeps (tag ``segflow.kept_weights``) and
-    whether they beat the trivial predictors (tag ``segflow.learned``: true/false)."""
-    mlflow.log_metrics(dict(metrics))
-    mlflow.set_tags({"segflow.kept_weights": kept, LEARNED_TAG: str(learned).lower()})
+def log_member_outcome(summary: Mapping[str, Any], learned: bool) -> None:
+    """A member's one-off results as tags ``segflow.<key>`` (e.g. ``best_epoch``,
+    ``kept_weights``, ``trivial_dice.all_foreground``), and whether its kept weights beat the
+    trivial predictors (tag ``segflow.learned``: true/false). Tags, not params: a resumed run
+    may write them again."""
+    mlflow.set_tags({f"segflow.{key}": _text(value) for key, value in summary.items()})
+    mlflow.set_tag(LEARNED_TAG, str(learned).lower())
+
+
+def _text(value: Any) -> str:
+    """A tag value: floats to 4 decimals."""
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 @dataclass(frozen=True)
@@ -107,7 +123,7 @@ class Verdict:
     """Whether a trained model beat the trivial predictors on validation, and what follows."""
 
     learned: bool  # tag ``segflow.learned`` of the training run and the model version
-    description: str  # of the registered model version: why
+    description: str  # the first line of the version's model card: why
     alias: str | None  # given to the registered version; None: no alias
 
 
@@ -118,12 +134,14 @@ def log_trained_model(
     in_channels: int,
     out_channels: int,
     registered_name: str | None,
-    metrics: Mapping[str, float],
+    summary: Mapping[str, Any],
     verdict: Verdict,
+    card: ModelCard,
 ) -> str:
-    """Log the model `bundle` to run `run_id` with `metrics` (e.g. ``model_val_dice``) and the
-    `verdict`'s tag, and register it under `registered_name` (None: do not): the version gets
-    the tag, the description and the alias of `verdict`.
+    """Log the model `bundle` to run `run_id` with `summary` as tags ``segflow.<key>`` (e.g.
+    ``val_dice``) and the `verdict`'s tag, and register it under `registered_name` (None: do
+    not): the version gets the tag and the alias of `verdict`, and the version and the
+    registered model get the `card` as description.
 
     Returns
     -------
@@ -139,12 +157,11 @@ def log_trained_model(
             registered_name=registered_name,
             alias=verdict.alias,
         )
-        mlflow.log_metrics(dict(metrics))
+        mlflow.set_tags({f"segflow.{key}": _text(value) for key, value in summary.items()})
         mlflow.set_tag(LEARNED_TAG, learned)
     if not registered_name:
         return info.model_uri
     version = str(info.registered_model_version)
-    client = MlflowClient()
-    client.set_model_version_tag(registered_name, version, LEARNED_TAG, learned)
-    client.update_model_version(registered_name, version, description=verdict.description)
+    MlflowClient().set_model_version_tag(registered_name, version, LEARNED_TAG, learned)
+    describe_version(registered_name, version, card)
     return f"models:/{registered_name}/{version}"

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -151,8 +152,10 @@ def fit_member(
     folder: Path,
     settings: MemberSettings,
     on_epoch: Callable[[EpochReport], None] | None = None,
+    on_snapshot: Callable[[nn.Module, EpochReport], None] | None = None,
 ) -> tuple[UNet, FitResult, Kept]:
-    """Train member `member` with checkpoints in `folder` (no tracking).
+    """Train member `member` with checkpoints in `folder` (no tracking); ``on_epoch`` and then
+    ``on_snapshot`` (with the model in training) follow each epoch.
 
     Returns
     -------
@@ -173,6 +176,13 @@ def fit_member(
         binary_class=balance.binary_class,
     )
     loss_fn = member_loss(balance, plan, settings.loss)
+
+    def epoch_done(report: EpochReport) -> None:
+        if on_epoch is not None:
+            on_epoch(report)
+        if on_snapshot is not None:
+            on_snapshot(model, report)
+
     result = fit(
         model,
         data,
@@ -181,7 +191,7 @@ def fit_member(
         settings.loop,
         checkpoint_dir=folder,
         config=settings.config,
-        on_epoch=on_epoch,
+        on_epoch=epoch_done,
     )
     val_dice = {"best": result.best_dice, "last": result.last_dice}
     trivial = member_baseline(balance, settings)
@@ -192,19 +202,41 @@ def fit_member(
 
 
 def epoch_metrics(report: EpochReport, class_names: list[str]) -> dict[str, float]:
-    """The MLflow metrics of one epoch: loss, val scores (per class when known), LR, speed."""
+    """The MLflow metrics of one epoch, grouped ``train/`` (loss, Dice and IoU of the training
+    batches, LR, speed) and ``val/`` (scores, per class when known)."""
     metrics = {
-        "train_loss": report.train_loss,
-        "val_dice": report.scores.dice,
-        "val_iou": report.scores.iou,
-        "val_bce": report.scores.bce,
-        "lr": report.lr,
-        "patches_per_second": report.patches_per_second,
+        "train/loss": report.train_loss,
+        "train/lr": report.lr,
+        "train/patches_per_second": report.patches_per_second,
+        "val/dice": report.scores.dice,
+        "val/iou": report.scores.iou,
+        "val/bce": report.scores.bce,
     }
+    if report.train_dice is not None and report.train_iou is not None:
+        metrics |= {"train/dice": report.train_dice, "train/iou": report.train_iou}
     per_class = report.scores.per_class_dice
     if len(per_class) == len(class_names):
-        metrics |= {f"val_dice.{n}": d for n, d in zip(class_names, per_class, strict=True)}
+        metrics |= {f"val/dice.{n}": d for n, d in zip(class_names, per_class, strict=True)}
     return metrics
+
+
+def overlay_epochs(epochs: int) -> set[int]:
+    """The epochs (0-based) whose overlays are logged: the first, every quarter, the last."""
+    return {round(q * (epochs - 1)) for q in (0, 0.25, 0.5, 0.75, 1)}
+
+
+def member_overlays(
+    model: nn.Module, balance: Balance
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Overlay crops of the val images, predicted by `model` (see ``overlay_tiles``)."""
+    return overlay_tiles(
+        model,
+        open_dataset(balance.store),
+        balance.val_ids,
+        balance.normalization,
+        tile=balance.plan.patch_size,
+        binary_class=balance.binary_class,
+    )
 
 
 def _member_run_id(run: TrainingRun, member: int, members: int, folder: Path) -> str:
@@ -229,8 +261,8 @@ def train_model(
     on_epoch: Callable[[EpochReport], None] | None = None,
 ) -> MemberResult:
     """:func:`fit_member` in the member's MLflow run, with per-epoch metrics, overlays of val
-    tiles and the final scores; checkpoints go to ``run.folder/member_<member>``.
-    ``on_epoch`` (progress) follows each epoch's metrics."""
+    crops at :func:`overlay_epochs` and of the kept weights, and the final scores; checkpoints
+    go to ``run.folder/member_<member>``. ``on_epoch`` (progress) follows each epoch's metrics."""
     folder = run.folder / f"member_{member}"
     run_id = _member_run_id(run, member, settings.members, folder)
 
@@ -239,22 +271,18 @@ def train_model(
         if on_epoch is not None:
             on_epoch(report)
 
+    def snapshot(model: nn.Module, report: EpochReport) -> None:
+        if report.epoch in overlay_epochs(report.epochs) or report.done >= 1:
+            log_overlays(member_overlays(model, balance), f"epoch_{report.epoch + 1}")
+
     with member_run(run_id, member):
-        model, result, kept = fit_member(balance, member, folder, settings, on_epoch=epoch_done)
-        log_overlays(
-            overlay_tiles(
-                model,
-                open_dataset(balance.store),
-                balance.val_ids,
-                balance.normalization,
-                tile=balance.plan.patch_size,
-                binary_class=balance.binary_class,
-            )
-        )
-        scores = {"best_val_dice": result.best_dice, "best_epoch": result.best_epoch}
-        trivial = {f"val_trivial_dice.{name}": d for name, d in kept.trivial_dice.items()}
-        scores |= {"kept_val_dice": kept.val_dice, "val_trivial_dice": max(trivial.values())}
-        log_member_outcome(scores | trivial, kept.weights, kept.learned)
+        model, result, kept = fit_member(balance, member, folder, settings, epoch_done, snapshot)
+        log_overlays(member_overlays(model, balance), f"kept_{kept.weights}")
+        summary = {"best_epoch": result.best_epoch + 1, "best_val_dice": result.best_dice}
+        summary |= {"kept_weights": kept.weights, "kept_val_dice": kept.val_dice}
+        trivial = {f"val_trivial_dice.{n}": d for n, d in kept.trivial_dice.items()}
+        summary |= trivial | {"val_trivial_dice": max(trivial.values())}
+        log_member_outcome(summary, kept.learned)
     return MemberResult(
         member,
         str(folder / f"{kept.weights}.pt"),

@@ -21,7 +21,13 @@ from segflow.tasks.runtime.allocator import retain_freed_memory
 from segflow.tasks.runtime.device import resolve_device, resolve_precision
 from segflow.tasks.train.checkpoints import Progress, resume_progress, save_progress
 from segflow.tasks.train.patches import EpochSampler, PatchDataset
-from segflow.tasks.train.steps import Compute, Stepper, cosine_schedule, train_one_epoch
+from segflow.tasks.train.steps import (
+    Compute,
+    CountingLoss,
+    Stepper,
+    cosine_schedule,
+    train_one_epoch,
+)
 from segflow.tasks.train.validation import ValidationScores, validate
 
 
@@ -58,6 +64,8 @@ class EpochReport:
     wall_seconds: float  # the whole epoch: training, validation, checkpoint
     seconds_left: float  # estimate: epochs left x this epoch's, at most the time budget left
     done: float  # share of the run done, 0..1: of the epochs, or of the time budget if further
+    train_dice: float | None = None  # of the epoch's thresholded training batches
+    train_iou: float | None = None
 
 
 def _duration(seconds: float) -> str:
@@ -208,7 +216,7 @@ def fit(
     model.to(compute.device)
     if compute.channels_last:
         model.to(memory_format=torch.channels_last)
-    loss_fn.to(compute.device)
+    loss_fn = CountingLoss(loss_fn).to(compute.device)  # the train Dice and IoU
     sampler = EpochSampler(len(train_data))
     loader = make_loader(train_data, sampler, settings, compute.device)
     stepper = make_stepper(model, settings, len(loader), compute, time_progress)
@@ -237,7 +245,7 @@ def fit(
         save_progress(checkpoint_dir, model, stepper, progress, order, config)
         if on_epoch is not None:
             lr = stepper.scheduler.get_last_lr()[0]
-            ahead = _ahead(epoch, started, settings, deadline)
+            ahead = (*_ahead(epoch, started, settings, deadline), *loss_fn.scores())
             speed = (seconds, seen / seconds)
             on_epoch(EpochReport(epoch, train_loss, scores, lr, *speed, improved, *ahead))
         if stopped := stop_reason(progress, settings.patience, train_deadline):

@@ -16,6 +16,8 @@ import numpy as np
 
 from segflow.models.unet import UNetConfig
 from segflow.tasks.storage.bundle import save_bundle
+from segflow.tasks.storage.dataset import dataset_fingerprint, open_dataset
+from segflow.tasks.tracking.cards import ModelCard
 from segflow.tasks.tracking.training import Verdict, log_trained_model
 from segflow.tasks.train.checkpoints import load_checkpoint
 from segflow.tasks.train.ensemble import MemberResult, shortfall
@@ -65,6 +67,32 @@ def model_verdict(members: Sequence[MemberResult], alias_unlearned: bool) -> Ver
     return Verdict(False, f"did not learn: {reason} on the validation tiles; {note}", alias)
 
 
+def model_card(
+    balance: Balance, members: Sequence[MemberResult], unet: UNetConfig, verdict: Verdict
+) -> ModelCard:
+    """The model card of the registered version: data, classes, settings, val scores."""
+    store = open_dataset(balance.store)
+    scores = {f"member {m.member} ({m.kept} weights)": m.val_dice for m in members}
+    if len(members) > 1:
+        scores["mean"] = float(np.mean([m.val_dice for m in members]))
+    return ModelCard(
+        store=str(Path(balance.store).resolve()),
+        digest=dataset_fingerprint(store),
+        classes=balance.class_names,
+        settings={
+            "U-Net": f"base {unet.base_channels}, depth {unet.depth}",
+            "members": len(members),
+            "epochs done": ", ".join(str(m.epochs_done) for m in members),
+            "best epoch": ", ".join(str(m.best_epoch + 1) for m in members),
+            "train samples": len(balance.train_ids),
+            "patch size": balance.plan.patch_size,
+        },
+        val_scores=scores,
+        trivial={members[0].trivial.replace("_", " ", 1): members[0].trivial_dice},
+        verdict=verdict.description,
+    )
+
+
 def register_model(
     balance: Balance,
     members: list[MemberResult],
@@ -78,11 +106,11 @@ def register_model(
     states = [load_checkpoint(Path(m.checkpoint))["model"] for m in members]
     val_dice = [m.val_dice for m in members]
     verdict = model_verdict(members, alias_unlearned)
-    metrics = {
-        "model_val_dice": float(np.mean(val_dice)),
-        "model_val_trivial_dice": members[0].trivial_dice,  # one val set for every member
-        "model_learned": float(verdict.learned),
+    summary = {
+        "val_dice": float(np.mean(val_dice)),
+        "val_trivial_dice": members[0].trivial_dice,  # one val set for every member
     }
+    card = model_card(balance, members, unet, verdict)
     with tempfile.TemporaryDirectory() as tmp:
         bundle = save_bundle(
             Path(tmp) / "bundle",
@@ -103,8 +131,9 @@ def register_model(
             in_channels=unet.in_channels,
             out_channels=balance.out_channels,
             registered_name=registered_name,
-            metrics=metrics,
+            summary=summary,
             verdict=verdict,
+            card=card,
         )
     reason = unlearned_reason(members)
     warning = None if reason is None else f"the model did not learn: {reason}"

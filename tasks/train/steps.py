@@ -106,3 +106,39 @@ def train_one_epoch(
         if deadline is not None and time.monotonic() > deadline:
             break
     return total / max(seen, 1), seen
+
+
+class CountingLoss(nn.Module):
+    """`loss_fn` that also accumulates the confusion counts of the batches' thresholded logits
+    against their targets, on the device (no sync per step): the train Dice and IoU, cheaply.
+    """
+
+    def __init__(self, loss_fn: nn.Module) -> None:
+        super().__init__()
+        self.loss_fn = loss_fn
+        self.counts: torch.Tensor | None = None
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The loss of logits ``(N, K, P, P)`` against targets ``(N, 1, P, P)`` 0/1 (K = 1) or
+        ``(N, P, P)`` class ids; their counts are added."""
+        with torch.no_grad():
+            if logits.shape[1] == 1:
+                pred, target, classes = logits[:, 0] > 0, targets[:, 0] > 0.5, 2
+            else:
+                pred, target, classes = logits.argmax(1), targets, logits.shape[1]
+            flat = target.reshape(-1).long() * classes + pred.reshape(-1).long()
+            matrix = torch.bincount(flat, minlength=classes**2).reshape(classes, classes)
+            self.counts = matrix if self.counts is None else self.counts + matrix
+        return self.loss_fn(logits, targets)
+
+    def scores(self) -> tuple[float | None, float | None]:
+        """Foreground Dice and IoU (mean over classes > 0) of the batches since the last call;
+        Nones when there were none."""
+        if self.counts is None:
+            return None, None
+        matrix, self.counts = self.counts.double().cpu(), None
+        tp = matrix.diagonal()[1:]
+        fp, fn = matrix.sum(0)[1:] - tp, matrix.sum(1)[1:] - tp
+        dice = torch.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn).clamp(min=1), 1.0)
+        iou = torch.where(tp + fp + fn > 0, tp / (tp + fp + fn).clamp(min=1), 1.0)
+        return float(dice.mean()), float(iou.mean())

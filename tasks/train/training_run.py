@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ class RunSettings:
 
     workdir: Path  # checkpoints, and the MLflow database unless MLFLOW_TRACKING_URI is set
     experiment: str
-    run_name: str  # MLflow run name and checkpoint folder name
+    run_name: str  # checkpoint folder name (the MLflow run is named by `mlflow_run_name`)
     resume: bool
     params: Mapping[str, Any]  # the flow config, logged as the run's params
 
@@ -42,6 +43,16 @@ def run_folder(settings: RunSettings) -> Path:
     """The run's checkpoint folder, ``workdir/training/<run_name>``: one writer at a time
     (the train flow holds its lock, :mod:`segflow.tasks.runtime.locks`)."""
     return settings.workdir / "training" / settings.run_name
+
+
+def mlflow_run_name(params: Mapping[str, Any], store: str, day: date) -> str:
+    """What the run trains, e.g. ``unet-b32-d4-bce_dice-cells-2026-11-30`` (``-x3`` after the
+    loss for an ensemble of 3): architecture, loss, the store's name, the day it started."""
+    size = params.get("ensemble", 1)
+    ensemble = f"-x{size}" if size != 1 else ""
+    data = Path(store).name.removesuffix(".zarr")
+    model = f"unet-b{params.get('base_channels')}-d{params.get('depth')}-{params.get('loss')}"
+    return f"{model}{ensemble}-{data}-{day.isoformat()}"
 
 
 def open_training_run(
@@ -70,7 +81,7 @@ def open_training_run(
         else:
             entry.unlink()
     run_id = start_training_run(
-        settings.run_name,
+        mlflow_run_name(settings.params, balance.store, date.today()),
         settings.params,
         store=str(Path(balance.store).resolve()),
         dataset_sha256=dataset_fingerprint(open_dataset(balance.store)),

@@ -3,8 +3,8 @@
 This is a documented approximation of the tiled inference stage: tiles do not overlap and are
 predicted without a halo, so pixels next to a tile edge see less context (a small seam cost).
 When an epoch's validation would exceed `max_tiles`, a fixed, seeded subset of the tiles is used
-in every epoch, so epochs stay comparable. After training, :func:`overlay_tiles` predicts a few
-val tiles for the overlay images.
+in every epoch, so epochs stay comparable. During and after training, :func:`overlay_tiles`
+predicts a few val crops for the overlay images.
 
 The trivial baselines are the pooled Dice of the constant predictors (every pixel class c) on
 the same tiles (:func:`segflow.models.metrics.constant_counts`): binary, with P foreground of
@@ -39,9 +39,11 @@ from segflow.tasks.train.normalization import Normalization
 _BATCH = 4
 _SEED = 0
 
-# Overlays: the `_OVERLAYS` tiles with the most foreground among the first `_OVERLAY_TILES`
-# tiles of the first `_OVERLAY_IMAGES` val images (bounded reads, a stable choice).
+# Overlays: the `_OVERLAYS` crops with the most foreground among the first `_OVERLAY_TILES`
+# crops of the first `_OVERLAY_IMAGES` val images (bounded reads, a stable choice); a crop is
+# large enough to judge (the panels enlarge smaller images).
 _OVERLAYS, _OVERLAY_IMAGES, _OVERLAY_TILES = 3, 8, 16
+OVERLAY_SIDE = 512
 
 
 @dataclass(frozen=True)
@@ -180,27 +182,35 @@ def overlay_tiles(
     tile: int,
     binary_class: int | None,
 ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """The val tiles with the most foreground, predicted by `model` (on the CPU), for overlays.
+    """The val crops with the most foreground, predicted by `model` (on its device, in fp32;
+    its train/eval mode is kept), for overlays.
+
+    A crop is the whole image, or a window of :data:`OVERLAY_SIDE` (at least `tile`) px.
 
     Returns
     -------
     dict
-        ``"<sample>_<y>_<x>"`` -> (image ``(C, t, t)`` as stored, truth ``(t, t)`` class ids,
-        or 0/1 for a binary model, prediction ``(t, t)`` uint8), most foreground first.
+        ``"<sample>_<y>_<x>"`` -> (image ``(C, h, w)`` as stored, truth ``(h, w)`` class ids,
+        or 0/1 for a binary model, prediction ``(h, w)`` uint8), most foreground first.
     """
-    model.eval()
+    side = max(tile, OVERLAY_SIDE)
     candidates = []
     for sample_id in sample_ids[:_OVERLAY_IMAGES]:
-        for y, x in tile_grid(store.mask(sample_id).shape, tile)[:_OVERLAY_TILES]:
-            mask = np.asarray(store.mask(sample_id)[y : y + tile, x : x + tile])
+        for y, x in tile_grid(store.mask(sample_id).shape, side)[:_OVERLAY_TILES]:
+            mask = np.asarray(store.mask(sample_id)[y : y + side, x : x + side])
             candidates.append((int((mask > 0).sum()), sample_id, y, x))
+    device = next(model.parameters()).device
+    training = model.training
+    model.eval()
     tiles = {}
     for _, sample_id, y, x in sorted(candidates, reverse=True)[:_OVERLAYS]:
-        image = np.asarray(store.image(sample_id)[:, y : y + tile, x : x + tile])
-        truth = np.asarray(store.mask(sample_id)[y : y + tile, x : x + tile])
+        image = np.asarray(store.image(sample_id)[:, y : y + side, x : x + side])
+        truth = np.asarray(store.mask(sample_id)[y : y + side, x : x + side])
         if binary_class is not None:
             truth = (truth == binary_class).astype(np.uint8)
-        logits = model(torch.from_numpy(normalization.apply(image))[None].float())
+        batch = torch.from_numpy(normalization.apply(image))[None].float().to(device)
+        logits = model(batch).float().cpu()
         pred = (logits[0, 0] > 0) if logits.shape[1] == 1 else logits[0].argmax(0)
         tiles[f"{sample_id}_{y}_{x}"] = (image, truth, pred.numpy().astype(np.uint8))
+    model.train(training)
     return tiles

@@ -61,12 +61,20 @@ def test_evaluation_logs_beside_the_model_and_promotes_the_better(tmp_path, work
     run = client.get_run(summary.run_id)
     assert run.data.tags["mlflow.parentRunId"] == first.run_id  # nested under the training run
     pooled = summary.report["pooled"]
-    assert run.data.metrics["test.dice"] == pytest.approx(pooled["dice"])
-    assert run.data.metrics["test.bce"] == pytest.approx(pooled["bce"])
-    assert run.data.metrics["test.iou.class_1"] == pytest.approx(
+    assert run.info.run_name == f"evaluate-test-unet/{first.version}"
+    assert run.data.metrics["test/dice"] == pytest.approx(pooled["dice"])
+    assert run.data.metrics["test/bce"] == pytest.approx(pooled["bce"])
+    assert run.data.metrics["test/iou.class_1"] == pytest.approx(
         pooled["per_class"]["class_1"]["iou"]
     )
-    sweep = client.get_metric_history(summary.run_id, "test.sweep_dice.class_1")
+    assert {k.split("/")[0] for k in run.data.metrics} == {"test"}
+    assert "trivial_dice.all_foreground" in run.data.params
+    (test,) = run.inputs.dataset_inputs
+    digest = run.data.tags["segflow.dataset_sha256"][:32]
+    assert (test.dataset.name, test.dataset.digest) == (f"{store.name}/test", digest)
+    description = client.get_model_version("unet", first.version).description
+    assert f"| test/dice | {pooled['dice']:.4f} |" in description
+    sweep = client.get_metric_history(summary.run_id, "test/sweep_dice.class_1")
     assert [m.step for m in sweep] == list(range(1, 100))
     files = {a.path for a in client.list_artifacts(summary.run_id, "evaluation")}
     assert {"evaluation/threshold_sweep.png", "evaluation/images.json"} <= files

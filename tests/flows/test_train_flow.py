@@ -2,6 +2,7 @@ import logging
 
 import mlflow
 import numpy as np
+import PIL.Image
 import pytest
 import torch
 from mlflow import MlflowClient
@@ -55,15 +56,17 @@ def test_train_flow_logs_registers_and_reloads(tmp_path, workdir):
     assert run.data.params["lr"] == "0.001" and run.data.params["patch_size"] == "32"
     assert run.data.tags["segflow.store"] == str(store.resolve())
     assert len(run.data.tags["segflow.dataset_sha256"]) == 64
-    assert "class_fraction.balanced.class_1" in run.data.metrics
-    history = client.get_metric_history(summary.run_id, "val_dice")
+    assert "class_fraction.balanced.class_1" in run.data.params
+    history = client.get_metric_history(summary.run_id, "val/dice")
     assert [m.step for m in history] == [0, 1]
     # The schedule ran its course (no early stop), so the last epoch's weights are registered.
     assert run.data.tags["segflow.kept_weights"] == "last"
     assert run.data.tags["segflow.learned"] == "true" and summary.learned
-    assert run.data.metrics["kept_val_dice"] == history[-1].value == summary.val_dice
-    artifacts = [a.path for a in client.list_artifacts(summary.run_id, "overlays")]
-    assert artifacts and all(p.endswith(".png") for p in artifacts)
+    assert float(run.data.tags["segflow.kept_val_dice"]) == pytest.approx(
+        summary.val_dice, abs=1e-4
+    )
+    assert history[-1].value == summary.val_dice
+    check_reviewer_pages(client, run, store)
 
     version = client.get_model_version_by_alias("tiny", "newest")
     assert summary.model_uri == f"models:/tiny/{version.version}"
@@ -77,6 +80,37 @@ def test_train_flow_logs_registers_and_reloads(tmp_path, workdir):
     pyfunc = mlflow.pyfunc.load_model("models:/tiny@newest")
     np.testing.assert_allclose(pyfunc.predict(image), probs, rtol=1e-5, atol=1e-6)
     assert open_dataset(store).meta["sampling_plan"]["patch_size"] == 32
+
+
+def check_reviewer_pages(client, run, store):
+    """What a reviewer reads on the run page: model-training experiment, a telling run name,
+    grouped metrics (train Dice included), dataset inputs, overlays to judge, a model card."""
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert run.info.run_name.startswith(f"unet-b4-d2-bce_dice-{store.stem}-")
+    assert {k.split("/")[0] for k in run.data.metrics} == {"train", "val"}
+    assert {"train/dice", "train/iou", "train/loss", "val/dice"} <= set(run.data.metrics)
+    digest = run.data.tags["segflow.dataset_sha256"][:32]
+    inputs = {
+        i.tags[0].value: (i.dataset.name, i.dataset.digest) for i in run.inputs.dataset_inputs
+    }
+    assert inputs == {
+        "training": (f"{store.name}/train", digest),
+        "validation": (f"{store.name}/val", digest),
+    }
+    folders = {a.path for a in client.list_artifacts(run.info.run_id, "overlays")}
+    assert folders == {"overlays/epoch_1", "overlays/epoch_2", "overlays/kept_last"}
+    for folder in folders:
+        for png in client.list_artifacts(run.info.run_id, folder):
+            path = client.download_artifacts(run.info.run_id, png.path)
+            assert min(PIL.Image.open(path).size) >= 512
+    version = client.get_model_version_by_alias("tiny", "newest")
+    card = version.description
+    assert f"| member 0 (last weights) | {run.data.tags['segflow.kept_val_dice']} |" in card
+    assert run.data.tags["segflow.dataset_sha256"] in card
+    assert "trivial: all foreground" in card or "trivial: all background" in card
+    assert 'load_model("models:/tiny/' in card
+    assert client.get_registered_model("tiny").description.endswith(card)
 
 
 def test_dedicated_model_and_fold_ensemble(tmp_path, workdir):
@@ -164,12 +198,12 @@ def test_model_that_did_not_learn_says_so_and_gets_no_alias(tmp_path, workdir):
     version = client.get_model_version("noise", "1")  # registered, to be inspected
     assert summary.model_uri == "models:/noise/1"
     assert version.tags["segflow.learned"] == "false"
-    assert version.description.startswith(f"did not learn: {reason} on the validation tiles")
+    assert f"\n\ndid not learn: {reason} on the validation tiles" in version.description
     run = client.get_run(summary.run_id)
     assert run.data.tags["segflow.learned"] == "false"
-    assert run.data.metrics["val_trivial_dice"] == pytest.approx(summary.trivial_dice)
-    assert run.data.metrics["val_trivial_dice.all_background"] == 0.0
-    assert run.data.metrics["model_learned"] == 0.0
+    tags = run.data.tags
+    assert float(tags["segflow.val_trivial_dice"]) == pytest.approx(summary.trivial_dice, abs=1e-4)
+    assert tags["segflow.val_trivial_dice.all_background"] == "0.0000"
 
     asked = train_unet(config.model_copy(update={"alias_unlearned": True, "run_name": "asked"}))
     assert not asked.learned and asked.alias == "newest"

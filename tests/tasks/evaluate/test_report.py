@@ -31,22 +31,23 @@ def evaluation(tmp_path):
 def test_run_names_metrics_by_split_and_class(evaluation):
     run = evaluation_run(evaluation, flow_run_id="f1")
     pooled = evaluation.pooled
-    assert run.name == "evaluate-test"
+    assert run.name == "evaluate-test-unet/3"
     assert (run.model.run_id, run.model.version) == ("r1", "3")
     assert run.tags["segflow.model_version"] == "unet/3"
     assert run.tags["segflow.model_uri"] == "models:/unet/3"
     assert run.tags["prefect.flow_run_id"] == "f1"
-    assert run.params == {"split": "test", "images": len(evaluation.images), "threshold": 0.5}
+    params = {"split": "test", "images": len(evaluation.images), "threshold": 0.5}
+    assert run.params.items() >= params.items()
     metrics = ("bce", "dice", "iou", "precision", "recall")
     classes = ("not_class_2", "class_2")  # "not class_2": MLflow keys hold no spaces
-    expected = {f"test.{m}" for m in metrics}
-    expected |= {f"test.{m}.{c}" for m in ("dice", "iou", "precision", "recall") for c in classes}
-    expected |= {"test.trivial_dice.all_background", "test.trivial_dice.all_foreground"}
+    expected = {f"test/{m}" for m in metrics}
+    expected |= {f"test/{m}.{c}" for m in ("dice", "iou", "precision", "recall") for c in classes}
     assert set(run.metrics) == expected
-    assert run.metrics["test.trivial_dice.all_foreground"] == pooled.trivial_dice["all_foreground"]
-    assert run.metrics["test.dice"] == pooled.dice
-    assert run.metrics["test.iou.not_class_2"] == pooled.per_class["not class_2"]["iou"]
-    steps = run.sweep["test.sweep_dice.class_2"]
+    trivial = pooled.trivial_dice["all_foreground"]
+    assert run.params["trivial_dice.all_foreground"] == pytest.approx(trivial, abs=1e-6)
+    assert run.metrics["test/dice"] == pooled.dice
+    assert run.metrics["test/iou.not_class_2"] == pooled.per_class["not class_2"]["iou"]
+    steps = run.sweep["test/sweep_dice.class_2"]
     assert list(steps) == list(range(1, 100))
     assert steps[77] == evaluation.sweep["class_2"][int(np.flatnonzero(THRESHOLDS == 0.77)[0])]
     assert run.dice == pooled.dice
@@ -58,7 +59,8 @@ def test_overlays_are_the_worst_and_best_images(evaluation):
     ranked = sorted(evaluation.images, key=lambda n: evaluation.images[n].dice)
     panels = overlay_panels(evaluation, 1)
     assert set(panels) == {f"worst_{ranked[0]}", f"best_{ranked[-1]}"}
-    assert all(p.shape == (64, 3 * 64, 3) and p.dtype == np.uint8 for p in panels.values())
+    # 64-px images, enlarged 8x to 512 px: image | truth and prediction, under a legend strip.
+    assert all(p.shape == (28 + 512, 2 * 512, 3) and p.dtype == np.uint8 for p in panels.values())
 
 
 def test_trivial_baselines_are_the_constant_predictors_on_the_evaluated_pixels(evaluation):

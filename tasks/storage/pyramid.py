@@ -1,0 +1,61 @@
+"""Pyramid levels of a prediction store image, written block by block after its blocks.
+
+Level k+1 is level k halved (sizes rounded up): probabilities by the mean of each 2x2 window
+(of the pixels inside the image at an odd edge), rounded back to the stored dtype; class ids by
+nearest neighbour (the window's top-left pixel), so every id in a level is a predicted one. A
+level block reads at most 2 x 2 blocks of the level above, so memory stays bounded by a few
+blocks whatever the image size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from segflow.tasks.storage.grid import blocks
+from segflow.tasks.storage.paths import local_path
+from segflow.tasks.storage.predictions import block_done
+
+
+def halve_mean(values: np.ndarray) -> np.ndarray:
+    """``(C, h, w)`` -> ``(C, ceil(h/2), ceil(w/2))``: the mean of each 2x2 window (of the
+    pixels it holds at an odd edge), in the input's dtype (integers rounded)."""
+    _, height, width = values.shape
+    padded = np.pad(values, ((0, 0), (0, height % 2), (0, width % 2)), mode="edge")
+    c, h, w = padded.shape
+    mean = padded.astype(np.float32).reshape(c, h // 2, 2, w // 2, 2).mean(axis=(2, 4))
+    if np.issubdtype(values.dtype, np.integer):
+        mean = np.rint(mean)
+    return mean.astype(values.dtype)
+
+
+def halve_nearest(ids: np.ndarray) -> np.ndarray:
+    """``(C, h, w)`` -> ``(C, ceil(h/2), ceil(w/2))``: the top-left pixel of each 2x2 window."""
+    return ids[:, ::2, ::2]
+
+
+def write_pyramid(out: str | Path, name: str, block: int) -> int:
+    """Write every pyramid level below level 0 of image `name`, block by block, skipping the
+    blocks already written (a block is done when its mask shard exists, as at level 0).
+
+    Returns the number of level blocks written now (0: the pyramid was already complete).
+    """
+    image = zarr.open_group(local_path(out) / name, mode="r+")
+    written = 0
+    level = 1
+    while str(level) in image:
+        probs = image[str(level)].with_config({"write_empty_chunks": True})
+        mask = image[f"labels/mask/{level}"].with_config({"write_empty_chunks": True})
+        above, above_mask = image[str(level - 1)], image[f"labels/mask/{level - 1}"]
+        for region in blocks(probs.shape[1:], block):
+            if block_done(out, name, region, block, level):
+                continue
+            y0, y1, x0, x1 = region
+            window = (slice(None), slice(2 * y0, 2 * y1), slice(2 * x0, 2 * x1))
+            probs[:, y0:y1, x0:x1] = halve_mean(np.asarray(above[window]))
+            mask[:, y0:y1, x0:x1] = halve_nearest(np.asarray(above_mask[window]))
+            written += 1
+        level += 1
+    return written
