@@ -1,9 +1,11 @@
-"""One writer at a time per folder: an OS lock on ``FOLDER/.segflow.lock``.
+"""One writer at a time per folder: an OS lock on ``.FOLDER.segflow.lock`` beside it.
 
-The lock is ``fcntl.flock`` on a file inside the folder, so the kernel releases it when the
-holding process ends in any way, ``kill -9`` included; nothing stale is ever left to clean up.
+The lock is ``fcntl.flock`` on a hidden file next to the folder (not inside it: a Zarr store
+holds nothing but Zarr, and a run folder can be emptied without touching the lock), so the
+kernel releases it when the holding process ends in any way, ``kill -9`` included; nothing
+stale is ever left to clean up.
 After acquiring, the holder writes its PID, command line and start time into the file, so a
-second writer can name it. Zarr ignores the file (it is not a ``zarr.json``).
+second writer can name it.
 
 The lock is re-entrant within one process: the CLI takes it before the flow starts (to exit at
 once, before Prefect's server starts), and the flow takes it again for deployments that run it
@@ -27,7 +29,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-LOCK_FILE = ".segflow.lock"
+LOCK_SUFFIX = ".segflow.lock"
+
+
+def lock_path(folder: str | Path) -> Path:
+    """The lock file of `folder`: ``.<name>.segflow.lock`` in its parent."""
+    folder = Path(folder).resolve()
+    return folder.parent / f".{folder.name}{LOCK_SUFFIX}"
 
 _POLL_SECONDS = 0.1
 
@@ -108,7 +116,7 @@ def hold(folder: str | Path, *, wait: float = 0.0) -> Iterator[Path]:
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    path = (folder / LOCK_FILE).resolve()
+    path = lock_path(folder)
     with _registry:
         entry = _held.get(path)
         if entry is not None:
@@ -138,4 +146,4 @@ def hold(folder: str | Path, *, wait: float = 0.0) -> Iterator[Path]:
 def holds(folder: str | Path) -> bool:
     """Whether this process holds the writer lock of `folder`."""
     with _registry:
-        return (Path(folder) / LOCK_FILE).resolve() in _held
+        return lock_path(folder) in _held

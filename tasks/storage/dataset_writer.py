@@ -6,7 +6,6 @@ Layout (a public contract; ``DATASET_SCHEMA_VERSION`` changes when it does)::
     images/<sample_id>      (C, H, W) source dtype, 256² chunks in 1024² shards, blosc-zstd
     masks/<sample_id>       (H, W) uint8 class ids, same chunking
     .staging/               arrays being written (not part of the hierarchy)
-    .segflow.lock           the writer lock (:mod:`segflow.tasks.runtime.locks`), ignored by Zarr
 
 One writer at a time: ingest holds the store's lock for its whole run, and :func:`write_index`
 takes it (waiting briefly) for the index write, which is also how the train stage's balance step
@@ -62,7 +61,7 @@ _COMPRESSORS = BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
 
 def _refuse_foreign(path: Path) -> None:
     foreign = path.exists() and not (path / "zarr.json").exists()
-    if foreign and any(entry.name != locks.LOCK_FILE for entry in path.iterdir()):
+    if foreign and any(path.iterdir()):
         raise ValueError(f"{path}: exists and is not a Zarr store; refusing to write into it")
 
 

@@ -9,7 +9,6 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from segflow.tasks.runtime.locks import LOCK_FILE
 from segflow.tasks.storage.dataset import dataset_fingerprint, open_dataset
 from segflow.tasks.tracking.runs import configure_tracking
 from segflow.tasks.tracking.training import start_training_run
@@ -61,8 +60,8 @@ def open_training_run(
     """Start (or, with ``settings.resume``, reopen) the MLflow run of the training.
 
     A new run with the name of an old one starts from scratch: the old checkpoints are removed
-    (its MLflow record stays; the folder's writer lock file stays, so a holder keeps holding
-    it). `flow_run_id` is the Prefect flow run, recorded as a tag.
+    (its MLflow record stays; the folder's writer lock lies beside it, so a holder keeps
+    holding it). `flow_run_id` is the Prefect flow run, recorded as a tag.
     """
     configure_tracking(settings.workdir, settings.experiment)
     folder = run_folder(settings)
@@ -74,8 +73,6 @@ def open_training_run(
         return TrainingRun(marker.read_text().strip(), folder)
     folder.mkdir(parents=True, exist_ok=True)
     for entry in folder.iterdir():
-        if entry.name == LOCK_FILE:
-            continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
         else:

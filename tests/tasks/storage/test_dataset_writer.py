@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import zarr
 
-from segflow.tasks.runtime.locks import LOCK_FILE, LockHeld, hold
+from segflow.tasks.runtime.locks import LockHeld, hold, lock_path
 from segflow.tasks.storage import dataset_writer
 from segflow.tasks.storage.dataset import open_dataset
 from segflow.tasks.storage.dataset_writer import (
@@ -176,7 +176,8 @@ def test_lock_file_does_not_break_the_store(store):
     put(store, 1)
     write_index(store, {"split": {"train": ["s"], "val": [], "test": []}})
     with hold(store):
-        assert (store / LOCK_FILE).stat().st_size > 0
+        assert lock_path(store).stat().st_size > 0
+        assert not any(p.name.endswith(".lock") for p in store.iterdir())  # nothing but Zarr
         assert sorted(zarr.open_group(store, mode="r").keys()) == ["images", "masks"]
         assert open_dataset(store).samples("train") == ["s"]
         assert list(committed_samples(store)) == ["s"]

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from segflow.tasks.runtime.locks import LOCK_FILE, hold
+from segflow.tasks.runtime.locks import hold, lock_path
 from segflow.tasks.train import training_run
 from segflow.tasks.train.training_run import RunSettings, open_training_run, run_folder
 
@@ -53,7 +53,8 @@ def test_a_fresh_start_clears_the_folder_but_keeps_holding_its_lock(settings):
     with hold(folder):
         run = open_training_run(BALANCE, settings, None)
         assert run == training_run.TrainingRun("run-2", folder)
-        assert sorted(p.name for p in folder.iterdir()) == [LOCK_FILE, training_run.RUN_ID_FILE]
+        assert sorted(p.name for p in folder.iterdir()) == [training_run.RUN_ID_FILE]
+        assert lock_path(folder).exists()
         assert other_process_sees(folder) == "held"
 
 
