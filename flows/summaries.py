@@ -33,15 +33,17 @@ def _mlflow_ui(workdir: str | Path) -> str:
 def mlflow_link(tracking_uri: str, run_id: str) -> str:
     """Markdown for the MLflow run `run_id`: a link to its page on an MLflow server, or for a
     local store (no web page) the command that serves it and the page it then has."""
+    from segflow.tasks.tracking.runs import run_page  # mlflow loads slowly: only when linking
+
     if tracking_uri.startswith(("http://", "https://")):
-        return f"[MLflow run `{run_id}`]({tracking_uri.rstrip('/')}/#/runs/{run_id})"
+        return f"[MLflow run `{run_id}`]({run_page(tracking_uri, run_id)})"
     serve = (
         f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri {tracking_uri} "
         f"--host 127.0.0.1 --port {MLFLOW_PORT} --workers 1"
     )
     return (
         f"MLflow run `{run_id}` (tracking store `{tracking_uri}`, no web page of its own): "
-        f"start `{serve}`, then open http://127.0.0.1:{MLFLOW_PORT}/#/runs/{run_id}"
+        f"start `{serve}`, then open {run_page(f'http://127.0.0.1:{MLFLOW_PORT}', run_id)}"
     )
 
 
@@ -212,6 +214,15 @@ def _serving_model(summary: PipelineSummary) -> str:
     return f"models:/{name}@{EvaluateConfig.model_fields['champion_alias'].default}"
 
 
+def _training_page(summary: PipelineSummary) -> str:
+    """The training run's page on the local MLflow UI (the server's root without one)."""
+    from segflow.tasks.tracking.runs import run_page
+
+    base = f"http://127.0.0.1:{MLFLOW_PORT}"
+    train = summary.stages.get("train")
+    return run_page(base, train.result["run_id"]) if train else base
+
+
 def next_commands(summary: PipelineSummary, prefect_home: str | Path, bin_dir: Path) -> list[str]:
     """What to run after a pipeline, copy-pasteable with absolute paths and the project's
     executables in `bin_dir`: a new image predicted by the champion, the MLflow and Prefect UIs
@@ -224,7 +235,7 @@ def next_commands(summary: PipelineSummary, prefect_home: str | Path, bin_dir: P
         f"{bin_dir / 'segflow'} synth {new} --count 1 --seed 1",
         f"{bin_dir / 'segflow'} infer {new / 'images'} {predicted} "
         f"--model {_serving_model(summary)} --workdir {work}",
-        f"# MLflow UI, then open http://127.0.0.1:{MLFLOW_PORT}",
+        f"# MLflow UI, then open {_training_page(summary)}",
         f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false {bin_dir / 'mlflow'} ui --backend-store-uri "
         f"{database} --host 127.0.0.1 --port {MLFLOW_PORT} --workers 1",
         f"# Prefect UI, then open http://127.0.0.1:{PREFECT_PORT}",

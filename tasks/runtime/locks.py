@@ -37,6 +37,7 @@ def lock_path(folder: str | Path) -> Path:
     folder = Path(folder).resolve()
     return folder.parent / f".{folder.name}{LOCK_SUFFIX}"
 
+
 _POLL_SECONDS = 0.1
 
 # Lock file -> [descriptor, depth] of the locks this process holds (for re-entry).

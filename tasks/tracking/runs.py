@@ -87,3 +87,19 @@ def log_store_inputs(store: str, fingerprint: str, splits: Mapping[str, str | No
     ``validation``, ``test``) -> split."""
     for context, split in splits.items():
         mlflow.log_input(store_dataset(store, fingerprint, split), context=context)
+
+
+# MLflow 3.17's UI opens in its GenAI view unless the page address asks for the model-training
+# view: its global switch ignores the experiment's `mlflow.experimentKind` tag, and the short
+# `#/runs/<id>` route redirects without the query.
+TRAINING_VIEW = "?workflowType=machine_learning"
+
+
+def run_page(base: str, run_id: str) -> str:
+    """The address of MLflow run `run_id` on the UI at `base`, in the model-training view (the
+    experiment looked up in the current tracking store; the short route if it is not there)."""
+    try:
+        experiment = mlflow.MlflowClient().get_run(run_id).info.experiment_id
+    except Exception:  # an unknown run or an unreachable store: the short route still works
+        return f"{base.rstrip('/')}/#/runs/{run_id}{TRAINING_VIEW}"
+    return f"{base.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}{TRAINING_VIEW}"

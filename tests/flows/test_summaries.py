@@ -152,7 +152,7 @@ def test_evaluate_text_and_markdown():
     )
     markdown = evaluate_markdown(evaluation, "r1", Promotion(True, "better", "2"), "http://h:5000/")
     assert "2 images of split `test`, 4,096 pixels." in markdown
-    assert "[MLflow run `r1`](http://h:5000/#/runs/r1)" in markdown
+    assert "[MLflow run `r1`](http://h:5000/#/runs/r1?workflowType=machine_learning)" in markdown
     assert "| dice | 0.6543 |" in markdown and "| recall | 0.6000 |" in markdown
     assert "| dice of predicting all foreground (trivial) | 0.1230 |" in markdown
     assert "Best threshold for fg: 0.07 (Dice 0.6000)." in markdown
@@ -184,4 +184,4 @@ def test_pipeline_text_and_markdown(pipeline):
     assert "| infer | ran | 12.0 |" in markdown
     assert "Test Dice 0.6543, IoU 0.5000, BCE 0.1235." in markdown
     assert "| train | MLflow run `t1` (tracking store `sqlite:///" in markdown
-    assert "http://127.0.0.1:5000/#/runs/e1 |" in markdown
+    assert "http://127.0.0.1:5000/#/runs/e1?workflowType=machine_learning |" in markdown
