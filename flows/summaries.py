@@ -25,11 +25,6 @@ if TYPE_CHECKING:
     from segflow.tasks.tracking.registry import Promotion
 
 
-def _mlflow_ui(workdir: str | Path) -> str:
-    """The command that opens the MLflow UI on the work directory's tracking database."""
-    return f"mlflow ui --backend-store-uri sqlite:///{Path(workdir).resolve() / 'mlflow.db'}"
-
-
 def mlflow_link(tracking_uri: str, run_id: str) -> str:
     """Markdown for the MLflow run `run_id`: a link to its page on an MLflow server, or for a
     local store (no web page) the command that serves it and the page it then has."""
@@ -103,7 +98,8 @@ def train_text(summary: TrainSummary, workdir: str | Path) -> str:
         model += "  (no alias `newest`: --alias-unlearned gives it)"
     lines = [
         model,
-        f"MLflow run {summary.run_id}  ({_mlflow_ui(workdir)})",
+        f"MLflow run {summary.run_id}  (mlflow ui --backend-store-uri "
+        f"sqlite:///{Path(workdir).resolve() / 'mlflow.db'})",
         f"val Dice   {summary.val_dice:.4f} {_trivial(summary)}".rstrip(),
         f"class fractions uniform -> balanced: {uniform} -> {balanced}",
     ]
@@ -218,8 +214,7 @@ def _training_page(summary: PipelineSummary) -> str:
     """The training run's page on the local MLflow UI (the server's root without one)."""
     from segflow.tasks.tracking.runs import run_page
 
-    base = f"http://127.0.0.1:{MLFLOW_PORT}"
-    train = summary.stages.get("train")
+    base, train = f"http://127.0.0.1:{MLFLOW_PORT}", summary.stages.get("train")
     return run_page(base, train.result["run_id"]) if train else base
 
 
