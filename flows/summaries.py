@@ -108,12 +108,15 @@ def train_text(summary: TrainSummary, workdir: str | Path) -> str:
     return "\n".join(lines)
 
 
-def train_markdown(summary: TrainSummary) -> str:
-    """The training summary for the Prefect UI, with a warning when the model did not learn."""
+def train_markdown(summary: TrainSummary, tracking_uri: str) -> str:
+    """The training summary for the Prefect UI, linked to its MLflow run, with a warning when
+    the model did not learn."""
     lines = [
         f"# Trained `{summary.model_uri}`",
         "",
-        f"MLflow run `{summary.run_id}`; val Dice {summary.val_dice:.4f} over "
+        f"{mlflow_link(tracking_uri, summary.run_id)}.",
+        "",
+        f"Val Dice {summary.val_dice:.4f} over "
         f"{len(summary.members)} member(s){_trivial(summary)}; "
         + (f"alias `{summary.alias}`." if summary.alias else "no alias."),
     ]

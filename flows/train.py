@@ -14,6 +14,7 @@ from segflow.flows.config import TrainConfig
 from segflow.flows.runs import named_by, train_labels
 from segflow.flows.summaries import train_markdown
 from segflow.tasks.runtime.locks import hold
+from segflow.tasks.tracking.runs import tracking_uri
 from segflow.tasks.train.tasks import (
     balance_classes,
     open_training_run,
@@ -92,5 +93,5 @@ def _train(config: TrainConfig) -> TrainSummary:
         warning=registered.warning,
         alias=registered.alias,
     )
-    create_markdown_artifact(train_markdown(summary), key="train-summary")
+    create_markdown_artifact(train_markdown(summary, tracking_uri()), key="train-summary")
     return summary

@@ -38,6 +38,11 @@ def configure_tracking(workdir: Path, experiment: str) -> str:
     return mlflow.get_tracking_uri()
 
 
+def tracking_uri() -> str:
+    """Where runs go now (after :func:`configure_tracking`)."""
+    return mlflow.get_tracking_uri()
+
+
 def flat_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """Nested config -> ``{"a.b": "value"}`` strings, as MLflow params."""
     flat: dict[str, str] = {}

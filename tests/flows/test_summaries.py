@@ -17,6 +17,7 @@ from segflow.flows.summaries import (
     ingest_text,
     pipeline_markdown,
     pipeline_text,
+    train_markdown,
     train_text,
 )
 from segflow.flows.train import TrainSummary
@@ -109,6 +110,9 @@ def test_train_and_infer_text(tmp_path):
         "val Dice   0.5000",
         "class fractions uniform -> balanced: [0.9123, 0.0877] -> [0.6, 0.4]",
     ]
+    markdown = train_markdown(trained, "http://h:5000")
+    assert "[MLflow run `t1`](http://h:5000/#/runs/t1?workflowType=machine_learning)." in markdown
+    assert "Val Dice 0.5000 over 0 member(s)" in markdown
     inferred = InferSummary(
         output="o.zarr",
         model="models:/m/1",
