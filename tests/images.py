@@ -190,3 +190,37 @@ def crafted_tiff(path: Path, height: int, width: int, *, tiled: bool) -> Path:
             f.seek(offset)
             f.write(struct.pack(order + {3: "H", 4: "I", 16: "Q"}[int(dtype)], value))
     return path
+
+
+def tiny_bundle(
+    path: Path,
+    *,
+    seed: int | None = None,
+    head_scale: float = 1.0,
+    head_bias: float | None = None,
+    class_names: tuple[str, str] = ("background", "fg"),
+) -> Path:
+    """A saved bundle of a tiny untrained binary U-Net for 1-channel uint8 images (depth 2,
+    base 4, mean 100, std 50). `head_scale` sharpens its logits (confident outputs, as a trained
+    model gives: thresholds are stable); `head_bias` fixes the head's bias (-100: predicts
+    nothing)."""
+    import torch
+
+    from segflow.models.unet import build_unet
+    from segflow.tasks.storage.bundle import save_bundle
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    model = build_unet(in_channels=1, num_classes=1, depth=2, base_channels=4).eval()
+    with torch.no_grad():
+        model.head.weight.mul_(head_scale)
+        if head_bias is not None:
+            model.head.bias.fill_(head_bias)
+    return save_bundle(
+        path,
+        config=model.config,
+        state_dicts=[model.state_dict()],
+        mean=(100.0,),
+        std=(50.0,),
+        class_names=class_names,
+    )

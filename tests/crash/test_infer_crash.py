@@ -5,31 +5,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 import zarr
 
-from segflow.models.unet import build_unet
-from segflow.tasks.storage.bundle import save_bundle
 from tests.crash.commands import kill_when, left_running, run, start
-from tests.images import save
+from tests.images import save, tiny_bundle
 
 # The real command, run several times (~20 s each here): `.ci/run` runs these tests.
 pytestmark = pytest.mark.slow
 
 
 def _bundle(folder):
-    torch.manual_seed(0)
-    model = build_unet(in_channels=1, num_classes=1, depth=2, base_channels=4).eval()
-    with torch.no_grad():  # confident outputs, as a trained model gives
-        model.head.weight.mul_(20.0)
-    return save_bundle(
-        folder,
-        config=model.config,
-        state_dicts=[model.state_dict()],
-        mean=(100.0,),
-        std=(50.0,),
-        class_names=("background", "fg"),
-    )
+    return tiny_bundle(folder, seed=0, head_scale=20.0)
 
 
 def _all_arrays(store) -> dict[str, np.ndarray]:

@@ -3,19 +3,16 @@ import json
 import mlflow
 import numpy as np
 import pytest
-import torch
 from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
 
 from segflow.flows.cli import main
 from segflow.flows.config import EvaluateConfig
 from segflow.flows.evaluate import evaluate_predictions
-from segflow.models.unet import build_unet
-from segflow.tasks.storage.bundle import save_bundle
 from segflow.tasks.storage.dataset import open_dataset
 from segflow.tasks.tracking.registry import ModelRef
 from segflow.tasks.tracking.runs import configure_tracking
-from tests.images import make_predictions, make_store, noisy_probabilities
+from tests.images import make_predictions, make_store, noisy_probabilities, tiny_bundle
 
 
 @pytest.fixture
@@ -138,18 +135,7 @@ def test_predictions_of_other_pixels_are_refused_in_one_line(tmp_path, workdir, 
 
 def _silent_bundle(path):
     """A model that predicts no foreground anywhere (its head's bias is very negative)."""
-    torch.manual_seed(0)
-    model = build_unet(in_channels=1, num_classes=1, depth=2, base_channels=4).eval()
-    with torch.no_grad():
-        model.head.bias.fill_(-100.0)
-    return save_bundle(
-        path,
-        config=model.config,
-        state_dicts=[model.state_dict()],
-        mean=(100.0,),
-        std=(50.0,),
-        class_names=("background", "class_1"),
-    )
+    return tiny_bundle(path, seed=0, head_bias=-100.0, class_names=("background", "class_1"))
 
 
 def test_a_model_that_predicts_nothing_is_scored_and_its_blocks_are_done(tmp_path, workdir, capsys):

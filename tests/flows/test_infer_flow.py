@@ -3,33 +3,19 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 import zarr
 
 from segflow.flows.cli import main
 from segflow.flows.config import InferConfig
 from segflow.flows.infer import infer_images
-from segflow.models.unet import build_unet
 from segflow.tasks.infer.blocks import BlockSettings
 from segflow.tasks.infer.tiling import Tiling
-from segflow.tasks.storage.bundle import save_bundle
-from tests.images import save
+from tests.images import save, tiny_bundle
 
 
 @pytest.fixture
 def bundle(tmp_path):
-    torch.manual_seed(1)
-    model = build_unet(in_channels=1, num_classes=1, depth=2, base_channels=4).eval()
-    with torch.no_grad():
-        model.head.weight.mul_(20.0)
-    return save_bundle(
-        tmp_path / "bundle",
-        config=model.config,
-        state_dicts=[model.state_dict()],
-        mean=(100.0,),
-        std=(50.0,),
-        class_names=("background", "fg"),
-    )
+    return tiny_bundle(tmp_path / "bundle", seed=1, head_scale=20.0)
 
 
 def test_bulk_folder_with_a_corrupt_image(tmp_path, bundle):

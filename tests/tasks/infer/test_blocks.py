@@ -8,7 +8,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
 import zarr
 
 from segflow.models.unet import build_unet
@@ -24,24 +23,12 @@ from segflow.tasks.infer.tiling import Tiling
 from segflow.tasks.storage.bundle import load_bundle, save_bundle
 from segflow.tasks.storage.grid import blocks
 from segflow.tasks.storage.predictions import block_done, chunk_side
-from tests.images import save
+from tests.images import save, tiny_bundle
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    torch.manual_seed(0)
-    model = build_unet(in_channels=1, num_classes=1, depth=2, base_channels=4).eval()
-    with torch.no_grad():  # confident outputs, as a trained model gives: thresholds are stable
-        model.head.weight.mul_(20.0)
-    path = tmp_path_factory.mktemp("model") / "bundle"
-    return save_bundle(
-        path,
-        config=model.config,
-        state_dicts=[model.state_dict()],
-        mean=(100.0,),
-        std=(50.0,),
-        class_names=("background", "fg"),
-    )
+    return tiny_bundle(tmp_path_factory.mktemp("model") / "bundle", seed=0, head_scale=20.0)
 
 
 @pytest.fixture
@@ -227,17 +214,7 @@ def test_inner_chunks_divide_the_block():
 
 def test_an_all_background_block_is_done(tmp_path, images):
     """A model that predicts nothing writes all-fill-value shards: they count as done."""
-    model = build_unet(in_channels=1, num_classes=1, depth=2, base_channels=4).eval()
-    with torch.no_grad():
-        model.head.bias.fill_(-100.0)  # p = sigmoid(-100 + ...) ~ 0 everywhere
-    silent = save_bundle(
-        tmp_path / "silent",
-        config=model.config,
-        state_dicts=[model.state_dict()],
-        mean=(100.0,),
-        std=(50.0,),
-        class_names=("background", "fg"),
-    )
+    silent = tiny_bundle(tmp_path / "silent", head_bias=-100.0)  # p ~ 0 everywhere
     out = tmp_path / "out.zarr"
     sources, (predicted, skipped, failed) = run(images, out, silent)
     assert (predicted, skipped, failed) == (6, 0, {})

@@ -6,29 +6,17 @@ import numpy as np
 import pytest
 import zarr
 
-from segflow.models.unet import build_unet
 from segflow.tasks.infer.output import input_lineage, prepare_predictions, zarr_sha256
 from segflow.tasks.infer.sources import find_sources
-from segflow.tasks.storage.bundle import save_bundle
 from segflow.tasks.storage.dataset import dataset_fingerprint, open_dataset
-from tests.images import make_store, save
+from tests.images import make_store, save, tiny_bundle
 
 SETTINGS = {"block": 256, "probability_dtype": "uint8"}
 
 
 @pytest.fixture
 def bundle(tmp_path):
-    model = build_unet(in_channels=1, num_classes=1, depth=2, base_channels=4).eval()
-    return str(
-        save_bundle(
-            tmp_path / "bundle",
-            config=model.config,
-            state_dicts=[model.state_dict()],
-            mean=(100.0,),
-            std=(50.0,),
-            class_names=("background", "fg"),
-        )
-    )
+    return str(tiny_bundle(tmp_path / "bundle"))
 
 
 def _lineage(out, name):

@@ -8,11 +8,9 @@ import numpy as np
 import pytest
 import zarr
 
-from segflow.models.unet import build_unet
 from segflow.tasks.infer.blocks import predict_blocks
 from segflow.tasks.infer.output import build_pyramids, label_instances, prepare_predictions
 from segflow.tasks.infer.sources import find_sources
-from segflow.tasks.storage.bundle import save_bundle
 from segflow.tasks.storage.grid import blocks
 from segflow.tasks.storage.predictions import (
     OldStoreError,
@@ -21,7 +19,7 @@ from segflow.tasks.storage.predictions import (
     write_block,
 )
 from segflow.tasks.storage.pyramid import write_pyramid
-from tests.images import save
+from tests.images import save, tiny_bundle
 from tests.tasks.infer.test_blocks import settings
 
 
@@ -83,15 +81,7 @@ def test_pyramid_levels_equal_a_numpy_reference_and_resume(tmp_path):
 @pytest.fixture
 def predicted(tmp_path):
     """A prediction store of one 1100x300 image by a tiny model, as `segflow infer` writes."""
-    model = build_unet(in_channels=1, num_classes=1, depth=2, base_channels=4).eval()
-    bundle = save_bundle(
-        tmp_path / "bundle",
-        config=model.config,
-        state_dicts=[model.state_dict()],
-        mean=(100.0,),
-        std=(50.0,),
-        class_names=("background", "vessel"),
-    )
+    bundle = tiny_bundle(tmp_path / "bundle", class_names=("background", "vessel"))
     png = save(
         tmp_path / "in" / "x.png",
         np.random.default_rng(0).integers(0, 255, (1100, 300), dtype=np.uint8),
