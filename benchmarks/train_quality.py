@@ -6,7 +6,7 @@
   here, channels_last, num_workers 1, 256 patches per epoch, validation after every epoch on
   at most val_max_tiles tiles), with only ``max_minutes = --minutes`` and ``epochs = 10000`` (so
   the budget is what stops it). It runs the same code path as the `train-unet` flow's training
-  task: `segflow.tasks.train.sampling.balance_classes` then `segflow.tasks.train.loop.fit` built
+  task: `segflow.tasks.train.balance.balance_classes` then `segflow.tasks.train.loop.fit` built
   exactly as
   `segflow.tasks.train.ensemble.train_model` builds it, and the model kept is segflow's
   (`TrainConfig.weights`,
@@ -54,10 +54,10 @@ from spawned import in_fresh_process
 
 from segflow.flows.config import TrainConfig
 from segflow.models.unet import UNet
+from segflow.tasks.train.balance import Balance, balance_classes
 from segflow.tasks.train.checkpoints import load_checkpoint
 from segflow.tasks.train.ensemble import fit_member
 from segflow.tasks.train.loop import EpochReport, FitResult
-from segflow.tasks.train.sampling import Balance, balance_classes
 
 
 @dataclass
@@ -86,7 +86,9 @@ def train_segflow(config: TrainConfig, folder: Path) -> SegflowResult:
     """The balance step and `segflow.tasks.train.ensemble.fit_member` with `config` (member 0),
     no MLflow."""
     balance = balance_classes(config.store, config.sampling())
-    settings = config.members(config.unet(balance.in_channels, balance.out_channels))
+    settings = config.members(
+        config.unet(balance.in_channels, balance.out_channels), balance.levers.batch_factor
+    )
     reports: list[EpochReport] = []
     started = time.monotonic()
     model, result, kept = fit_member(balance, 0, folder, settings, on_epoch=reports.append)

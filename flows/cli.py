@@ -56,9 +56,13 @@ def _synth(ns: argparse.Namespace) -> int:
     from segflow.tasks.demo.synth import SynthSpec, write_dataset
 
     spec = SynthSpec(
-        channels=ns.channels, dtype=ns.dtype, fg_fraction=ns.fg_fraction, num_classes=ns.num_classes
+        channels=ns.channels,
+        dtype=ns.dtype,
+        fg_fraction=ns.fg_fraction,
+        num_classes=ns.num_classes,
+        objects=ns.objects,
     )
-    size = (ns.size, ns.size)
+    size = ns.size
     pairs = write_dataset(
         ns.out_dir, count=ns.count, size=size, spec=spec, seed=ns.seed, image_format=ns.format
     )
@@ -169,17 +173,33 @@ def _demo(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _image_size(text: str) -> tuple[int, int]:
+    """``"256"`` -> (256, 256), ``"320x480"`` -> (320, 480); argparse reports a ValueError."""
+    sides = [int(side) for side in text.lower().split("x")]
+    if len(sides) not in (1, 2) or min(sides) < 1:
+        raise ValueError(text)
+    return (sides[0], sides[-1])
+
+
 def _add_synth_command(commands: Subcommands) -> None:
     synth = commands.add_parser("synth", help="generate a synthetic image/mask dataset")
     synth.add_argument("out_dir", metavar="OUT_DIR", type=Path)
     synth.add_argument("--count", type=int, default=12, help="number of pairs (default 12)")
-    synth.add_argument("--size", type=int, default=256, help="height and width (default 256)")
+    synth.add_argument(
+        "--size", type=_image_size, default="256", help="N or HxW in pixels (default 256)"
+    )
     synth.add_argument("--channels", type=int, default=1, choices=(1, 3, 4))
     synth.add_argument("--dtype", default="uint8", choices=("uint8", "uint16"))
     synth.add_argument(
         "--fg-fraction", type=float, default=0.08, help="target foreground fraction (default 0.08)"
     )
     synth.add_argument("--num-classes", type=int, default=2, help="classes incl. background")
+    synth.add_argument(
+        "--objects",
+        default="mixed",
+        choices=("mixed", "thin", "spots"),
+        help="blobs and curves, only thin curves, or only small clustered spots (default mixed)",
+    )
     synth.add_argument("--format", default="png", choices=("png", "tif", "jpg"))
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument(

@@ -75,7 +75,9 @@ def train_unet(config: TrainConfig) -> TrainSummary:
 def _train(config: TrainConfig) -> TrainSummary:
     balance = balance_classes(config.store, config.sampling())
     run = open_training_run(balance, config.training_run(), flow_run.get_id())
-    settings = config.members(config.unet(balance.in_channels, balance.out_channels))
+    settings = config.members(
+        config.unet(balance.in_channels, balance.out_channels), balance.levers.batch_factor
+    )
     members = [train_model(balance, k, run, settings) for k in range(config.ensemble)]
     registered = register_model(
         balance, members, run, settings.unet, config.registered_model, config.alias_unlearned

@@ -43,6 +43,13 @@ class TrainConfig(Frozen):
     fg_oversample: float = Field(
         0.33, ge=0.0, le=1.0, description="Share of patches centred on a foreground pixel."
     )
+    target_share: float = Field(
+        0.1,
+        ge=0.0,
+        lt=1.0,
+        description="Foreground share per class the balancing plan aims at: more centred draws, "
+        "smaller windows, then loss weights (0: sampling exactly as set).",
+    )
     class_weights: bool = Field(False, description="Weight the loss by inverse class frequency.")
     weight_cap: float = Field(10.0, gt=1.0, description="Upper bound of a class weight.")
     target_class: int | None = Field(
@@ -104,6 +111,8 @@ class TrainConfig(Frozen):
             weight_cap=self.weight_cap,
             target_class=self.target_class,
             seed=self.seed,
+            target_share=self.target_share,
+            window_multiple=2**self.depth,
         )
 
     def training_run(self) -> RunSettings:
@@ -131,13 +140,14 @@ class TrainConfig(Frozen):
             batch_norm=self.batch_norm,
         )
 
-    def loop(self) -> LoopSettings:
-        """How the training loop runs, validates and stops."""
+    def loop(self, batch_factor: int = 1) -> LoopSettings:
+        """How the training loop runs, validates and stops; `batch_factor` times the batch
+        (the balancing plan's smaller windows)."""
         from segflow.tasks.train.loop import LoopSettings
 
         return LoopSettings(
             epochs=self.epochs,
-            batch_size=self.batch_size,
+            batch_size=self.batch_size * batch_factor,
             lr=self.lr,
             weight_decay=self.weight_decay,
             device=self.device,
@@ -145,24 +155,26 @@ class TrainConfig(Frozen):
             channels_last=self.channels_last,
             num_workers=self.num_workers,
             val_max_tiles=self.val_max_tiles,
+            val_tile=self.patch_size,
             patience=self.patience,
             max_seconds=None if self.max_minutes is None else self.max_minutes * 60,
             resume=self.resume,
         )
 
-    def members(self, unet: UNetConfig) -> MemberSettings:
+    def members(self, unet: UNetConfig, batch_factor: int = 1) -> MemberSettings:
         """How each ensemble member of architecture `unet` is trained; its checkpoints save
-        this config with the U-Net's."""
+        this config with the U-Net's. The balancing plan's smaller windows come with
+        `batch_factor` times the batch and the patches per epoch (the same pixels)."""
         from segflow.tasks.train.augment import Augmentation
         from segflow.tasks.train.ensemble import MemberSettings
 
         return MemberSettings(
             unet=unet,
-            loop=self.loop(),
+            loop=self.loop(batch_factor),
             members=self.ensemble,
             folds=self.ensemble_mode == "folds",
             loss=self.loss,
-            patches_per_epoch=self.patches_per_epoch,
+            patches_per_epoch=self.patches_per_epoch * batch_factor,
             augmentation=Augmentation(elastic=self.elastic),
             weights=self.weights,
             seed=self.seed,

@@ -44,7 +44,9 @@ def _draw_large(seed: int, size: int, tile: int, spec: SynthSpec) -> _LargeImage
     ntiles = math.ceil(size / tile)
     look = draw_look(rng, spec.channels, 2, spec.dtype)
     grids = draw_grids(rng, (ntiles * tile, ntiles * tile), tile)
-    return _LargeImage(seed, size, tile, ntiles, spec, look, grids, class_plan(rng, 2))
+    return _LargeImage(
+        seed, size, tile, ntiles, spec, look, grids, class_plan(rng, 2, spec.objects)
+    )
 
 
 def _tile_shapes(big: _LargeImage, ty: int, tx: int) -> list[Shape]:

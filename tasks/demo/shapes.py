@@ -40,8 +40,10 @@ class Shape:
     bbox: tuple[int, int, int, int]  # rmin, rmax, cmin, cmax (inclusive)
 
 
-def _blob(rng: Rng, label: int, centre: Point, extent: int, budget: float) -> tuple[Shape, float]:
-    radius = rng.uniform(0.03, 0.08) * extent
+def _blob(
+    rng: Rng, label: int, centre: Point, extent: int, budget: float, radius: float | None = None
+) -> tuple[Shape, float]:
+    radius = rng.uniform(0.03, 0.08) * extent if radius is None else radius
     aspect = rng.uniform(0.45, 1.0)
     # Keep the last objects small so the realised fraction lands near the budget.
     radius = max(1.5, min(radius, math.sqrt(max(budget, 8.0) / (math.pi * aspect))))
@@ -96,6 +98,11 @@ def _curve(
     return Shape(label, rng.uniform(0.7, 1.3), rows, cols, radius, bbox), float(length * width)
 
 
+def _spot(rng: Rng, label: int, centre: Point, budget: float) -> tuple[Shape, float]:
+    """A small irregular blob of 2-10 px radius (a lesion), whatever the image size."""
+    return _blob(rng, label, centre, 1, budget, radius=rng.uniform(2.0, 10.0))
+
+
 def _dot(rng: Rng, label: int, centre: Point, extent: int) -> tuple[Shape, float]:
     radius = int(rng.integers(1, 4)) * max(1, extent // 512)
     rows, cols = np.array([float(centre[0])]), np.array([float(centre[1])])
@@ -105,12 +112,16 @@ def _dot(rng: Rng, label: int, centre: Point, extent: int) -> tuple[Shape, float
     return Shape(label, rng.uniform(0.8, 1.2), rows, cols, radius, bbox), area
 
 
-def class_plan(rng: Rng, num_classes: int) -> Plan:
+def class_plan(rng: Rng, num_classes: int, objects: str = "mixed") -> Plan:
     """``(label, kind, share of the foreground budget)`` for every group of objects.
 
-    Binary masks mix blobs and curves in class 1; more classes get one kind each: class 1
-    blobs, class 2 curves, class 3 dots, then the kinds repeat.
+    Mixed binary masks mix blobs and curves in class 1; more classes get one kind each: class 1
+    blobs, class 2 curves, class 3 dots, then the kinds repeat. ``objects="thin"`` or
+    ``"spots"`` gives every class curves or small clustered spots.
     """
+    if objects != "mixed":
+        kind = {"thin": "curve", "spots": "spot"}[objects]
+        return [(k, kind, 1.0 / (num_classes - 1)) for k in range(1, num_classes)]
     if num_classes == 2:
         curve_share = rng.uniform(0.3, 0.5)
         return [(1, "blob", 1 - curve_share), (1, "curve", curve_share)]
@@ -132,7 +143,16 @@ def make_shapes(
         parent = None
         while True:
             centre = (origin[0] + rng.uniform(0, span[0]), origin[1] + rng.uniform(0, span[1]))
-            if kind == "blob":
+            if kind == "spot" and parent is not None and rng.random() < 0.8:
+                # Most spots sit near the previous one: lesions come in clusters.
+                centre = (
+                    parent.rows.mean() + rng.normal(0, 25),
+                    parent.cols.mean() + rng.normal(0, 25),
+                )
+            if kind == "spot":
+                shape, area = _spot(rng, label, centre, left)
+                parent = shape
+            elif kind == "blob":
                 shape, area = _blob(rng, label, centre, extent, left)
             elif kind == "curve":
                 shape, area = _curve(rng, label, centre, extent, left, parent)

@@ -26,6 +26,9 @@ CHANNELS = (1, 3, 4)
 DTYPES = ("uint8", "uint16")
 
 
+OBJECTS = ("mixed", "thin", "spots")
+
+
 @dataclass(frozen=True)
 class SynthSpec:
     """What every generated image holds.
@@ -41,24 +44,31 @@ class SynthSpec:
     num_classes
         2 gives a binary mask (blobs and curves both class 1); more gives class 1 blobs,
         class 2 dark curves, class 3 bright dots, then the kinds repeat at other intensities.
+    objects
+        ``"mixed"`` as above; ``"thin"``: only thin curves (cracks, vessels); ``"spots"``: only
+        small blobs of 2-10 px radius, most in clusters (lesions), whatever the image size;
+        both with as many look-alikes of half the contrast in the background (not in the mask).
 
     Raises
     ------
     ValueError
-        Unsupported `channels` or `dtype`, `fg_fraction` outside (0, 1) or `num_classes`
-        outside 2..255.
+        Unsupported `channels`, `dtype` or `objects`, `fg_fraction` outside (0, 1) or
+        `num_classes` outside 2..255.
     """
 
     channels: int = 1
     dtype: str = "uint8"
     fg_fraction: float = 0.08
     num_classes: int = 2
+    objects: str = "mixed"
 
     def __post_init__(self) -> None:
         if self.channels not in CHANNELS:
             raise ValueError(f"channels={self.channels!r} not supported (allowed: {CHANNELS})")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype={self.dtype!r} not supported (allowed: {DTYPES})")
+        if self.objects not in OBJECTS:
+            raise ValueError(f"objects={self.objects!r} not supported (allowed: {OBJECTS})")
         if not 0 < self.fg_fraction < 1:
             raise ValueError(f"fg_fraction={self.fg_fraction!r} must lie strictly between 0 and 1")
         if not 2 <= self.num_classes <= 255:
@@ -114,7 +124,7 @@ def synth_pair(
     extent = min(height, width)
     look = draw_look(rng, spec.channels, spec.num_classes, spec.dtype)
     grids = draw_grids(rng, (height, width), extent)
-    plan = class_plan(rng, spec.num_classes)
+    plan = class_plan(rng, spec.num_classes, spec.objects)
     mask = np.zeros((height, width), dtype=np.uint8)
     signal = np.zeros((height, width, look.bg_colour.size), dtype=np.float32)
     budget = spec.fg_fraction * height * width * rng.uniform(0.75, 1.25)
@@ -126,8 +136,33 @@ def synth_pair(
         painted = np.count_nonzero(mask)
         if painted >= 0.93 * budget:
             break
+    if spec.objects != "mixed":
+        _paint_lookalikes(rng, plan, budget, mask, signal, look)
     image = compose(look, grids, (height, width), signal, rng, 0, 0)
     return to_dtype(image, look, spec.channels, spec.dtype), mask
+
+
+# Look-alikes of the thin or spot objects: as many, drawn at this share of their contrast.
+LOOKALIKE_GAIN = 0.5
+
+
+def _paint_lookalikes(
+    rng: np.random.Generator,
+    plan: list,
+    budget: float,
+    mask: np.ndarray,
+    signal: np.ndarray,
+    look,
+) -> None:
+    """Paint objects like the foreground's, at lower contrast, into the background's signal
+    (not the mask): the confounders that make rare-class data hard (drusen beside exudates,
+    joints and shadows beside cracks)."""
+    height, width = mask.shape
+    shapes = make_shapes(rng, plan, budget, (0, 0), (height, width), min(height, width))
+    fake_mask, fake_signal = np.zeros_like(mask), np.zeros_like(signal)
+    paint(shapes, fake_mask, fake_signal, look, 0, 0)
+    free = (fake_mask > 0) & (mask == 0)
+    signal[free] = LOOKALIKE_GAIN * fake_signal[free]
 
 
 def write_dataset(

@@ -27,10 +27,11 @@ from segflow.tasks.tracking.training import (
     start_member_run,
 )
 from segflow.tasks.train.augment import Augmentation
+from segflow.tasks.train.balance import Balance
 from segflow.tasks.train.checkpoints import kept_weights, load_checkpoint
 from segflow.tasks.train.loop import EpochReport, FitResult, LoopSettings, fit
 from segflow.tasks.train.patches import PatchDataset
-from segflow.tasks.train.sampling import Balance, SamplingPlan, restrict
+from segflow.tasks.train.sampling import SamplingPlan, restrict
 from segflow.tasks.train.training_run import RUN_ID_FILE, TrainingRun
 from segflow.tasks.train.validation import overlay_tiles, trivial_baseline
 
@@ -113,7 +114,7 @@ def member_baseline(balance: Balance, settings: MemberSettings) -> dict[str, flo
     dice = trivial_baseline(
         open_dataset(balance.store),
         balance.val_ids,
-        tile=balance.plan.patch_size,
+        tile=settings.loop.val_tile,
         max_tiles=settings.loop.val_max_tiles,
         num_classes=max(2, balance.out_channels),
         binary_class=balance.binary_class,
@@ -226,15 +227,16 @@ def overlay_epochs(epochs: int) -> set[int]:
 
 
 def member_overlays(
-    model: nn.Module, balance: Balance
+    model: nn.Module, balance: Balance, tile: int
 ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Overlay crops of the val images, predicted by `model` (see ``overlay_tiles``)."""
+    """Overlay crops of the val images, predicted by `model` in `tile`-sized tiles (see
+    ``overlay_tiles``)."""
     return overlay_tiles(
         model,
         open_dataset(balance.store),
         balance.val_ids,
         balance.normalization,
-        tile=balance.plan.patch_size,
+        tile=tile,
         binary_class=balance.binary_class,
     )
 
@@ -273,11 +275,15 @@ def train_model(
 
     def snapshot(model: nn.Module, report: EpochReport) -> None:
         if report.epoch in overlay_epochs(report.epochs) or report.done >= 1:
-            log_overlays(member_overlays(model, balance), f"epoch_{report.epoch + 1}")
+            log_overlays(
+                member_overlays(model, balance, settings.loop.val_tile), f"epoch_{report.epoch + 1}"
+            )
 
     with member_run(run_id, member):
         model, result, kept = fit_member(balance, member, folder, settings, epoch_done, snapshot)
-        log_overlays(member_overlays(model, balance), f"kept_{kept.weights}")
+        log_overlays(
+            member_overlays(model, balance, settings.loop.val_tile), f"kept_{kept.weights}"
+        )
         summary = {"best_epoch": result.best_epoch + 1, "best_val_dice": result.best_dice}
         summary |= {"kept_weights": kept.weights, "kept_val_dice": kept.val_dice}
         trivial = {f"val_trivial_dice.{n}": d for n, d in kept.trivial_dice.items()}

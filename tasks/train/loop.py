@@ -44,6 +44,7 @@ class LoopSettings:
     channels_last: bool
     num_workers: int  # DataLoader worker processes
     val_max_tiles: int
+    val_tile: int  # side of the validation tiles (the configured patch size)
     patience: int  # epochs without a better val Dice before stopping; 0: never
     max_seconds: float | None  # time budget of the whole run
     resume: bool  # continue from the checkpoint folder's last.pt
@@ -151,17 +152,21 @@ def _budget(
 
 
 def _validate(
-    model: nn.Module, train_data: PatchDataset, val_ids: list[str], max_tiles: int, compute: Compute
+    model: nn.Module,
+    train_data: PatchDataset,
+    val_ids: list[str],
+    settings: LoopSettings,
+    compute: Compute,
 ) -> ValidationScores:
-    """Score `model` on the `val_ids` images of the training store, in patch-sized tiles."""
+    """Score `model` on the `val_ids` images of the training store, in tiles."""
     return validate(
         model,
         train_data.store,
         val_ids,
         train_data.normalization,
-        tile=train_data.plan.patch_size,
+        tile=settings.val_tile,
         amp_dtype=compute.amp_dtype,
-        max_tiles=max_tiles,
+        max_tiles=settings.val_max_tiles,
         binary_class=train_data.binary_class,
     )
 
@@ -237,7 +242,7 @@ def fit(
             desc=f"epoch {epoch + 1}/{settings.epochs}",
         )
         seconds = time.perf_counter() - started
-        scores = _validate(model, train_data, val_ids, settings.val_max_tiles, compute)
+        scores = _validate(model, train_data, val_ids, settings, compute)
         validation_seconds = time.perf_counter() - started - seconds
         improved = progress.update(epoch, scores.dice)
         # The data order is a pure function of (seed, epoch, index): this is its state.

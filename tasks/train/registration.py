@@ -19,9 +19,9 @@ from segflow.tasks.storage.bundle import save_bundle
 from segflow.tasks.storage.dataset import dataset_fingerprint, open_dataset
 from segflow.tasks.tracking.cards import ModelCard
 from segflow.tasks.tracking.training import Verdict, log_trained_model
+from segflow.tasks.train.balance import Balance
 from segflow.tasks.train.checkpoints import load_checkpoint
 from segflow.tasks.train.ensemble import MemberResult, shortfall
-from segflow.tasks.train.sampling import Balance
 from segflow.tasks.train.training_run import TrainingRun
 
 # The alias a new model version gets: what `segflow infer` predicts with by default.

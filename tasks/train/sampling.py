@@ -1,4 +1,4 @@
-"""Class balancing by sampling: the balance step, its sampling plan and the patch draw.
+"""Class balancing by sampling: the sampling plan and the patch draw.
 
 The plan says how training patches are drawn so that rare classes are seen (nnU-Net style):
 
@@ -19,12 +19,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from segflow.tasks.storage.dataset import Dataset as Store
-from segflow.tasks.storage.dataset import open_dataset
-from segflow.tasks.storage.dataset_writer import write_index
-from segflow.tasks.train.locations import foreground_locations
-from segflow.tasks.train.normalization import Normalization, channel_statistics
 from segflow.tasks.train.weights import balanced_sample_weights
-from segflow.tasks.train.weights import class_weights as balanced_class_weights
 
 # Patches drawn to estimate the class distribution before and after balancing.
 PROBE_PATCHES = 256
@@ -41,6 +36,8 @@ class SamplingSettings:
     weight_cap: float
     target_class: int | None  # the class of a dedicated binary model
     seed: int
+    target_share: float  # foreground share per class the levers aim at; 0: sampling as set
+    window_multiple: int  # sampling windows are multiples of this (the U-Net's down-sampling)
 
 
 @dataclass(frozen=True)
@@ -188,86 +185,3 @@ def sampled_class_fractions(
         mask = np.asarray(store.mask(sample_id)[top : top + size, left : left + size])
         counts += np.bincount(mask.ravel(), minlength=num_classes)[:num_classes]
     return counts / max(1, counts.sum())
-
-
-@dataclass(frozen=True)
-class Balance:
-    """Output of the balance step: the plan and everything training needs besides the data."""
-
-    store: str  # the dataset store the plan draws from
-    plan: SamplingPlan
-    normalization: Normalization
-    locations: dict[str, dict[int, np.ndarray]]
-    train_ids: list[str]
-    val_ids: list[str]
-    class_names: list[str]
-    binary_class: int | None  # the foreground class of a binary model, None for multi-class
-    in_channels: int
-    fractions_before: list[float]  # class fractions of uniformly drawn patches
-    fractions_after: list[float]  # class fractions of the patches the plan draws
-
-    @property
-    def out_channels(self) -> int:
-        return 1 if self.binary_class is not None else len(self.class_names)
-
-
-def _binary_class(target_class: int | None, num_classes: int) -> int | None:
-    """The foreground class of a binary model: `target_class`, or 1 in a two-class store."""
-    if target_class is not None and target_class >= num_classes:
-        raise ValueError(f"target_class {target_class} not in the store's 1..{num_classes - 1}")
-    if target_class is not None:
-        return target_class
-    return 1 if num_classes == 2 else None
-
-
-def _loss_class_weights(
-    counts: Mapping[str, Sequence[int]], binary_class: int | None, cap: float
-) -> tuple[float, ...]:
-    totals = np.sum(list(counts.values()), axis=0)
-    if binary_class is not None:  # a binary model: the class against everything else
-        totals = np.array([totals.sum() - totals[binary_class], totals[binary_class]])
-    return balanced_class_weights(totals, cap=cap)
-
-
-def balance_classes(store_path: str, settings: SamplingSettings) -> Balance:
-    """Build the sampling plan from the store's class counts and record it in the store.
-
-    Raises
-    ------
-    ValueError
-        Empty train or val split, or a `target_class` the store does not have.
-    """
-    store = open_dataset(store_path)
-    train_ids, val_ids = store.samples("train"), store.samples("val")
-    if not train_ids or not val_ids:
-        raise ValueError(
-            f"{store_path}: need samples in train and val, got {len(train_ids)} and "
-            f"{len(val_ids)}; re-ingest with a val_fraction > 0"
-        )
-    num_classes = store.num_classes
-    binary_class = _binary_class(settings.target_class, num_classes)
-    counts = {s: store.class_counts(s) for s in train_ids}
-    plan = build_plan(counts, settings, None if binary_class is None else (binary_class,))
-    if settings.class_weights:
-        weights = _loss_class_weights(counts, binary_class, settings.weight_cap)
-        plan = replace(plan, class_weights=weights)
-    locations = {
-        s: foreground_locations(store.mask(s), plan.fg_classes, counts[s], seed=settings.seed)
-        for s in train_ids
-    }
-    uniform = build_plan(counts, replace(settings, balance=False))
-    result = Balance(
-        store=store_path,
-        plan=plan,
-        normalization=channel_statistics(store, train_ids, seed=settings.seed),
-        locations=locations,
-        train_ids=train_ids,
-        val_ids=val_ids,
-        class_names=store.class_names,
-        binary_class=binary_class,
-        in_channels=int(store.image(train_ids[0]).shape[0]),
-        fractions_before=sampled_class_fractions(store, uniform, locations, num_classes).tolist(),
-        fractions_after=sampled_class_fractions(store, plan, locations, num_classes).tolist(),
-    )
-    write_index(store_path, {"sampling_plan": plan.to_dict()})
-    return result

@@ -10,18 +10,19 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
 from segflow.models.unet import UNetConfig
-from segflow.tasks.train import ensemble, registration, sampling, training_run
+from segflow.tasks.train import balance, ensemble, registration, training_run
+from segflow.tasks.train.balance import Balance
 from segflow.tasks.train.ensemble import MemberResult, MemberSettings, shortfall
 from segflow.tasks.train.loop import EpochReport, epoch_line
 from segflow.tasks.train.registration import Registered
-from segflow.tasks.train.sampling import Balance, SamplingSettings
+from segflow.tasks.train.sampling import SamplingSettings
 from segflow.tasks.train.training_run import RunSettings, TrainingRun
 
 
 @task(name="balance-classes", cache_policy=NO_CACHE)
 def balance_classes(store: str, settings: SamplingSettings) -> Balance:
-    """Build and store the sampling plan (:func:`sampling.balance_classes`)."""
-    result = sampling.balance_classes(store, settings)
+    """Build and store the sampling plan (:func:`balance.balance_classes`)."""
+    result = balance.balance_classes(store, settings)
     get_run_logger().info(
         "class fractions: uniform patches %s, balanced patches %s",
         [round(f, 4) for f in result.fractions_before],

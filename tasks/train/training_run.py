@@ -12,8 +12,8 @@ from typing import Any
 from segflow.tasks.storage.dataset import dataset_fingerprint, open_dataset
 from segflow.tasks.tracking.runs import configure_tracking
 from segflow.tasks.tracking.training import start_training_run
+from segflow.tasks.train.balance import Balance
 from segflow.tasks.train.checkpoints import PARTIAL_SUFFIX
-from segflow.tasks.train.sampling import Balance
 
 # The file in a checkpoint folder that names the folder's MLflow run, so resumes reopen it.
 RUN_ID_FILE = "mlflow_run_id"
