@@ -24,6 +24,7 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 
 from segflow.flows.config import EvaluateConfig, InferConfig, IngestConfig, TrainConfig
+from segflow.flows.config.pipeline import load_pipeline_config
 from segflow.flows.env import use_local_defaults
 from segflow.flows.errors import UsageError, quiet_reported_tracebacks, user_error
 from segflow.flows.options import OneLineParser, add_config_options, config_from_options
@@ -128,8 +129,6 @@ def _print_pipeline(summary: BaseModel, as_json: bool) -> None:
 
 
 def _pipeline(ns: argparse.Namespace) -> int:
-    from segflow.flows.pipeline import load_pipeline_config, run_pipeline
-
     try:
         config = load_pipeline_config(ns.source, ns.workdir, ns.config, ns.overrides)
     except ValidationError:
@@ -137,6 +136,8 @@ def _pipeline(ns: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     check_config(config.ingest_config())
+    from segflow.flows.pipeline import run_pipeline  # imports Prefect: after the checks
+
     _print_pipeline(run_pipeline(config), ns.json)
     return 0
 
@@ -157,7 +158,7 @@ DEMO_SETTINGS = [
 
 
 def _demo(ns: argparse.Namespace) -> int:
-    from segflow.flows.pipeline import load_pipeline_config, run_pipeline
+    from segflow.flows.pipeline import run_pipeline
     from segflow.tasks.demo.large import write_large_pair
     from segflow.tasks.demo.synth import SynthSpec, write_dataset
 
@@ -174,11 +175,11 @@ def _demo(ns: argparse.Namespace) -> int:
 
 
 def _image_size(text: str) -> tuple[int, int]:
-    """``"256"`` -> (256, 256), ``"320x480"`` -> (320, 480); argparse reports a ValueError."""
-    sides = [int(side) for side in text.lower().split("x")]
-    if len(sides) not in (1, 2) or min(sides) < 1:
-        raise ValueError(text)
-    return (sides[0], sides[-1])
+    """``"256"`` -> (256, 256), ``"320x480"`` -> (320, 480)."""
+    sides = text.lower().split("x")
+    if len(sides) not in (1, 2) or not all(side.isdigit() and int(side) > 0 for side in sides):
+        raise argparse.ArgumentTypeError(f"{text!r} is not N or HxW (positive integers)")
+    return (int(sides[0]), int(sides[-1]))
 
 
 def _add_synth_command(commands: Subcommands) -> None:

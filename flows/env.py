@@ -9,12 +9,12 @@ from pathlib import Path
 def use_local_defaults(home: str | Path | None = None) -> Path:
     """Point Prefect at a project-local home unless the environment already chose.
 
-    Must run before Prefect is imported. Returns the segflow home folder (``.segflow``).
+    Must run before Prefect is imported, which creates its home: a command that fails its
+    checks before importing Prefect creates nothing. Returns the segflow home folder
+    (``.segflow``).
     """
     root = Path(home or os.environ.get("SEGFLOW_HOME", ".segflow")).resolve()
     os.environ.setdefault("PREFECT_HOME", str(root / "prefect"))
-    # Prefect's SQLite database cannot be created in a missing folder.
-    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     # No network here: Prefect's telemetry would log connection errors on every run.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # The client's own telemetry, and its first-run notice on a terminal, follow DO_NOT_TRACK.

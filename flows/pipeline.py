@@ -8,12 +8,10 @@ means.
 from __future__ import annotations
 
 import time
-import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from mlflow.exceptions import MlflowException
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
@@ -48,41 +46,6 @@ class PipelineSummary(BaseModel):
     model_uri: str
     predictions: str
     stages: dict[str, StageReport]
-
-
-def load_pipeline_config(
-    source: str, workdir: str, file: str | Path | None = None, overrides: Sequence[str] = ()
-) -> PipelineConfig:
-    """Build the config from an optional YAML or TOML `file` and ``section.field=value``
-    `overrides` (values parsed as YAML: ``4``, ``true``, ``null``, ``[a, b]``).
-
-    Raises
-    ------
-    ValueError
-        An unreadable file or a malformed override; pydantic's ValidationError for bad values.
-    """
-    data: dict[str, Any] = {}
-    if file is not None:
-        path = Path(file)
-        text = path.read_text()
-        try:
-            data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text) or {}
-        except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-            raise ValueError(
-                f"{path}: not valid {path.suffix.lstrip('.').upper()}: {exc}"
-            ) from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
-    for item in overrides:
-        dotted, sep, value = item.partition("=")
-        if not sep or not dotted:
-            raise ValueError(f"override {item!r}: expected section.field=value")
-        *sections, field = dotted.split(".")
-        target = data
-        for section in sections:
-            target = target.setdefault(section, {})
-        target[field] = yaml.safe_load(value)
-    return PipelineConfig.model_validate(data | {"source": source, "workdir": workdir})
 
 
 def _stage(

@@ -91,8 +91,6 @@ def _trivial(summary: TrainSummary) -> str:
 def train_text(summary: TrainSummary, workdir: str | Path) -> str:
     """The training summary for the terminal; `workdir` holds the run's MLflow database. A
     model that did not learn ends with a warning line."""
-    uniform = [round(f, 4) for f in summary.class_fractions_uniform]
-    balanced = [round(f, 4) for f in summary.class_fractions_balanced]
     model = f"model      {summary.model_uri}"
     if not summary.learned and summary.alias is None and summary.model_uri.startswith("models:/"):
         model += "  (no alias `newest`: --alias-unlearned gives it)"
@@ -101,7 +99,7 @@ def train_text(summary: TrainSummary, workdir: str | Path) -> str:
         f"MLflow run {summary.run_id}  (mlflow ui --backend-store-uri "
         f"sqlite:///{Path(workdir).resolve() / 'mlflow.db'})",
         f"val Dice   {summary.val_dice:.4f} {_trivial(summary)}".rstrip(),
-        f"class fractions uniform -> balanced: {uniform} -> {balanced}",
+        summary.balancing,
     ]
     if summary.warning:
         lines.append(f"warning: {summary.warning}")
@@ -119,6 +117,8 @@ def train_markdown(summary: TrainSummary, tracking_uri: str) -> str:
         f"Val Dice {summary.val_dice:.4f} over "
         f"{len(summary.members)} member(s){_trivial(summary)}; "
         + (f"alias `{summary.alias}`." if summary.alias else "no alias."),
+        "",
+        f"{summary.balancing.capitalize()} (artifact `balance-plan`).",
     ]
     if summary.warning:
         lines += ["", f"**Warning: {summary.warning}.**"]

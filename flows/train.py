@@ -39,6 +39,7 @@ class TrainSummary(BaseModel):
     members: list[dict]
     class_fractions_uniform: list[float]
     class_fractions_balanced: list[float]
+    balancing: str  # the plan's target, what sampling reached and the levers
     trivial: str | None = None
     trivial_dice: float | None = None
     learned: bool = True
@@ -89,6 +90,7 @@ def _train(config: TrainConfig) -> TrainSummary:
         members=[m.__dict__ for m in members],
         class_fractions_uniform=balance.fractions_before,
         class_fractions_balanced=balance.fractions_after,
+        balancing=balance.levers.line(),
         trivial=members[0].trivial,
         trivial_dice=members[0].trivial_dice,
         learned=registered.learned,

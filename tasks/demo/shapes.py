@@ -112,21 +112,24 @@ def _dot(rng: Rng, label: int, centre: Point, extent: int) -> tuple[Shape, float
     return Shape(label, rng.uniform(0.8, 1.2), rows, cols, radius, bbox), area
 
 
-def class_plan(rng: Rng, num_classes: int, objects: str = "mixed") -> Plan:
+def class_plan(
+    rng: Rng, num_classes: int, objects: str = "mixed", shares: Sequence[float] | None = None
+) -> Plan:
     """``(label, kind, share of the foreground budget)`` for every group of objects.
 
     Mixed binary masks mix blobs and curves in class 1; more classes get one kind each: class 1
     blobs, class 2 curves, class 3 dots, then the kinds repeat. ``objects="thin"`` or
-    ``"spots"`` gives every class curves or small clustered spots.
+    ``"spots"`` gives every class curves or small clustered spots. `shares` splits the
+    foreground between the classes (default: equally).
     """
+    shares = shares or [1.0 / (num_classes - 1)] * (num_classes - 1)
     if objects != "mixed":
         kind = {"thin": "curve", "spots": "spot"}[objects]
-        return [(k, kind, 1.0 / (num_classes - 1)) for k in range(1, num_classes)]
+        return [(k, kind, shares[k - 1]) for k in range(1, num_classes)]
     if num_classes == 2:
         curve_share = rng.uniform(0.3, 0.5)
         return [(1, "blob", 1 - curve_share), (1, "curve", curve_share)]
-    share = 1.0 / (num_classes - 1)
-    return [(k, _CLASS_KIND[(k - 1) % 3], share) for k in range(1, num_classes)]
+    return [(k, _CLASS_KIND[(k - 1) % 3], shares[k - 1]) for k in range(1, num_classes)]
 
 
 def make_shapes(

@@ -48,6 +48,9 @@ class SynthSpec:
         ``"mixed"`` as above; ``"thin"``: only thin curves (cracks, vessels); ``"spots"``: only
         small blobs of 2-10 px radius, most in clusters (lesions), whatever the image size;
         both with as many look-alikes of half the contrast in the background (not in the mask).
+    class_shares
+        Share of the foreground of each class 1..K-1 of a multi-class mask (summing to 1);
+        None: equal. A small share makes a rare class.
 
     Raises
     ------
@@ -61,6 +64,7 @@ class SynthSpec:
     fg_fraction: float = 0.08
     num_classes: int = 2
     objects: str = "mixed"
+    class_shares: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.channels not in CHANNELS:
@@ -73,6 +77,11 @@ class SynthSpec:
             raise ValueError(f"fg_fraction={self.fg_fraction!r} must lie strictly between 0 and 1")
         if not 2 <= self.num_classes <= 255:
             raise ValueError(f"num_classes={self.num_classes!r} must lie in 2..255")
+        shares = self.class_shares
+        if shares is not None and (
+            len(shares) != self.num_classes - 1 or min(shares) <= 0 or abs(sum(shares) - 1) > 1e-6
+        ):
+            raise ValueError(f"class_shares={shares!r}: one positive share per class, summing to 1")
 
 
 DEFAULT_SPEC = SynthSpec()
@@ -124,7 +133,7 @@ def synth_pair(
     extent = min(height, width)
     look = draw_look(rng, spec.channels, spec.num_classes, spec.dtype)
     grids = draw_grids(rng, (height, width), extent)
-    plan = class_plan(rng, spec.num_classes, spec.objects)
+    plan = class_plan(rng, spec.num_classes, spec.objects, spec.class_shares)
     mask = np.zeros((height, width), dtype=np.uint8)
     signal = np.zeros((height, width, look.bg_colour.size), dtype=np.float32)
     budget = spec.fg_fraction * height * width * rng.uniform(0.75, 1.25)

@@ -36,6 +36,7 @@ def start_training_run(
     flow_run_id: str | None,
     class_names: Sequence[str],
     class_fractions: Mapping[str, Sequence[float]],
+    balance_plan: tuple[Mapping[str, str], str],
 ) -> str:
     """Start a run named `run_name` in the current experiment and record what it trains on;
     returns its id.
@@ -51,6 +52,9 @@ def start_training_run(
     class_fractions
         Kind (``uniform``, ``balanced``) -> per-class pixel fractions, logged as params
         ``class_fraction.<kind>.<class name>``.
+    balance_plan
+        The balancing plan's params (``balance.*``) and its markdown, logged as
+        ``balance_plan.md``.
     """
     with mlflow.start_run(run_name=run_name) as run:
         fractions = {
@@ -58,7 +62,8 @@ def start_training_run(
             for kind, values in class_fractions.items()
             for name, value in zip(class_names, values, strict=True)
         }
-        mlflow.log_params(flat_params(params) | fractions)
+        mlflow.log_params(flat_params(params) | fractions | dict(balance_plan[0]))
+        mlflow.log_text(balance_plan[1], "balance_plan.md")
         mlflow.set_tags(
             {
                 "segflow.store": store,

@@ -132,6 +132,8 @@ def balance_classes(store_path: str, settings: SamplingSettings) -> Balance:
         plan = replace(
             plan, class_weights=_loss_class_weights(counts, binary_class, settings.weight_cap)
         )
+        asked = "inverse-frequency loss weights as asked (class_weights), not the plan's"
+        levers = replace(levers, loss_weights=None, reasons=(*levers.reasons, asked))
     elif levers.loss_weights is not None:
         weights = levers.loss_weights
         if binary_class is not None:  # background and the model's class

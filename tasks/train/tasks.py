@@ -6,7 +6,11 @@ from __future__ import annotations
 from logging import Logger, LoggerAdapter
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    update_progress_artifact,
+)
 from prefect.cache_policies import NO_CACHE
 
 from segflow.models.unet import UNetConfig
@@ -23,11 +27,12 @@ from segflow.tasks.train.training_run import RunSettings, TrainingRun
 def balance_classes(store: str, settings: SamplingSettings) -> Balance:
     """Build and store the sampling plan (:func:`balance.balance_classes`)."""
     result = balance.balance_classes(store, settings)
-    get_run_logger().info(
-        "class fractions: uniform patches %s, balanced patches %s",
-        [round(f, 4) for f in result.fractions_before],
-        [round(f, 4) for f in result.fractions_after],
-    )
+    logger = get_run_logger()
+    logger.info("%s", result.levers.line())
+    for reason in result.levers.reasons:
+        logger.info("  %s", reason)
+    markdown = f"# Balancing plan\n\n{result.levers.markdown(result.class_names)}"
+    create_markdown_artifact(markdown, key="balance-plan")
     return result
 
 

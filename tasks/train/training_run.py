@@ -86,6 +86,7 @@ def open_training_run(
         flow_run_id=flow_run_id,
         class_names=balance.class_names,
         class_fractions={"uniform": balance.fractions_before, "balanced": balance.fractions_after},
+        balance_plan=(balance.levers.params(), balance.levers.markdown(balance.class_names)),
     )
     marker.write_text(run_id)
     return TrainingRun(run_id, folder)

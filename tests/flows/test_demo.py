@@ -6,7 +6,8 @@ from pathlib import Path
 
 from segflow.flows.cli import DEMO_SETTINGS
 from segflow.flows.config import InferConfig
-from segflow.flows.pipeline import PipelineSummary, StageReport, load_pipeline_config
+from segflow.flows.config.pipeline import load_pipeline_config
+from segflow.flows.pipeline import PipelineSummary, StageReport
 from segflow.flows.summaries import next_commands
 
 BIN = Path("/opt/segflow/.venv/bin")

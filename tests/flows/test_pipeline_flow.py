@@ -9,7 +9,8 @@ from pydantic import ValidationError
 from sklearn.metrics import f1_score, log_loss
 
 from segflow.flows.cli import main
-from segflow.flows.pipeline import load_pipeline_config, run_pipeline
+from segflow.flows.config.pipeline import load_pipeline_config
+from segflow.flows.pipeline import run_pipeline
 from segflow.tasks.demo.synth import write_dataset
 from segflow.tasks.storage.dataset import open_dataset
 

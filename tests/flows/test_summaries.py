@@ -103,16 +103,20 @@ def test_train_and_infer_text(tmp_path):
         members=[],
         class_fractions_uniform=[0.91234, 0.08766],
         class_fractions_balanced=[0.6, 0.4],
+        balancing="balancing: target 10.0%, rarest class 8.77% in the data -> 40.00% sampled; "
+        "levers: oversample",
     )
     assert train_text(trained, tmp_path).splitlines() == [
         "model      models:/m/1",
         f"MLflow run t1  (mlflow ui --backend-store-uri sqlite:///{tmp_path.resolve()}/mlflow.db)",
         "val Dice   0.5000",
-        "class fractions uniform -> balanced: [0.9123, 0.0877] -> [0.6, 0.4]",
+        "balancing: target 10.0%, rarest class 8.77% in the data -> 40.00% sampled; levers: "
+        "oversample",
     ]
     markdown = train_markdown(trained, "http://h:5000")
     assert "[MLflow run `t1`](http://h:5000/#/runs/t1?workflowType=machine_learning)." in markdown
     assert "Val Dice 0.5000 over 0 member(s)" in markdown
+    assert "Balancing: target 10.0%, rarest" in markdown and "(artifact `balance-plan`)" in markdown
     inferred = InferSummary(
         output="o.zarr",
         model="models:/m/1",

@@ -109,6 +109,34 @@ def _read(path):
     return tifffile.imread(path) if path.suffix == ".tif" else np.asarray(Image.open(path))
 
 
+def test_thin_objects_are_curves_with_unlabelled_look_alikes(monkeypatch):
+    from skimage.morphology import binary_erosion, disk
+
+    from segflow.tasks.demo import synth
+
+    image, mask = _pair(height=320, width=480, fg_fraction=0.015, objects="thin")
+    fg = mask > 0
+    assert 0.01 < fg.mean() < 0.025
+    # no blob: eroding by a disk of radius 3 leaves (almost) nothing of a 3-5 px wide curve
+    assert binary_erosion(fg, disk(3)).sum() < 0.02 * fg.sum()
+    monkeypatch.setattr(synth, "LOOKALIKE_GAIN", 0.0)
+    without, same_mask = _pair(height=320, width=480, fg_fraction=0.015, objects="thin")
+    assert np.array_equal(mask, same_mask)  # look-alikes are not labelled...
+    changed = np.abs(image.astype(int) - without.astype(int)) > 3  # grey images
+    assert changed.sum() > 0.5 * fg.sum() and changed[fg].mean() < 0.01  # ...but painted beside
+
+
+def test_spots_are_small_whatever_the_image_size_and_a_rare_class_is_rare():
+    from skimage.measure import label, regionprops
+
+    _, mask = _pair(height=1024, width=1024, fg_fraction=0.01, objects="spots")
+    areas = [r.area for r in regionprops(label(mask > 0))]
+    assert len(areas) > 20 and np.median(areas) < np.pi * 10**2
+    _, mask = _pair(height=512, width=512, num_classes=3, class_shares=(0.95, 0.05))
+    counts = np.bincount(mask.ravel(), minlength=3)
+    assert 0 < counts[2] < 0.15 * counts[1]
+
+
 def test_write_dataset_binary_masks_are_0_255(tmp_path):
     pairs = write_dataset(tmp_path, count=3, size=(64, 80), seed=1)
     assert [p.name for p, _ in pairs] == ["sample_000.png", "sample_001.png", "sample_002.png"]
@@ -171,6 +199,9 @@ def test_write_dataset_is_byte_identical_for_a_seed(tmp_path):
         ({"num_classes": 256}, "num_classes=256"),
         ({"height": 0}, "height=0"),
         ({"width": -3}, "width=-3"),
+        ({"objects": "stars"}, "objects='stars'"),
+        ({"num_classes": 3, "class_shares": (0.5,)}, "one positive share per class"),
+        ({"num_classes": 3, "class_shares": (0.5, 0.6)}, "summing to 1"),
     ],
 )
 def test_synth_pair_rejects_bad_arguments(kwargs, match):

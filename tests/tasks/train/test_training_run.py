@@ -35,6 +35,7 @@ BALANCE = SimpleNamespace(
     class_names=["bg", "fg"],
     fractions_before=[],
     fractions_after=[],
+    levers=SimpleNamespace(params=dict, markdown=lambda names: ""),
 )
 
 
