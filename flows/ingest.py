@@ -12,13 +12,15 @@ from pydantic import BaseModel
 from segflow.flows.config import IngestConfig
 from segflow.flows.runs import ingest_labels, named_by
 from segflow.flows.summaries import ingest_markdown
-from segflow.tasks.ingest.pairs import Rejection
+from segflow.tasks.ingest.pairs import Pair, Rejection
 from segflow.tasks.ingest.samples import PairOutcome
+from segflow.tasks.ingest.source_split import SourceSplit
 from segflow.tasks.ingest.tasks import (
     build_index,
     find_pairs,
     prepare_store,
     sample_checks,
+    source_split,
     write_samples,
 )
 from segflow.tasks.ingest.writing import SampleWriteError
@@ -34,6 +36,7 @@ class IngestSummary(BaseModel):
     unchanged: int
     rejected: list[dict[str, str]]
     split: dict[str, int]
+    split_source: str = "fractions"
     class_names: list[str]
     class_fractions: list[float]
 
@@ -67,10 +70,14 @@ def ingest_dataset(config: IngestConfig) -> IngestSummary:
     """Ingest image/mask pairs from ``config.source`` into the Zarr store ``config.store``.
 
     Re-running adds only new or changed pairs; bad inputs are recorded in the store and skipped.
-    The store's writer lock is held throughout: a second writer fails at once.
+    The source and its split (folders, split file) are read first, so a bad split creates
+    nothing; then the store's writer lock is held throughout: a second writer fails at once.
 
     Raises
     ------
+    ValueError
+        The source gives a bad split: an unreadable or malformed split file, ids in it that
+        are not in the source, a sample id in two split folders.
     NothingIngested
         When not a single valid pair was found (the rejections are still recorded).
     LockHeld
@@ -79,18 +86,21 @@ def ingest_dataset(config: IngestConfig) -> IngestSummary:
         A sample could not be written (disk full, ...); the samples committed before it are
         indexed first, so the store stays complete and usable.
     """
+    pairs, unpaired = find_pairs(config.source, config.pair_layout())
+    given = source_split(config.source, pairs, config.split_file)
     with writer_lock(config):
-        return _ingest(config)
+        return _ingest(config, pairs, unpaired, given)
 
 
 def _rejections(outcomes: list[PairOutcome]) -> list[Rejection]:
     return [Rejection(o.path, o.reason) for o in outcomes if o.status == "rejected"]
 
 
-def _ingest(config: IngestConfig) -> IngestSummary:
+def _ingest(
+    config: IngestConfig, pairs: list[Pair], unpaired: list[Rejection], given: SourceSplit
+) -> IngestSummary:
     class_names = config.resolved_class_names
     stored = prepare_store(config.store, class_names)
-    pairs, unpaired = find_pairs(config.source, config.pair_layout())
     checks = sample_checks(config.store, pairs, stored, config.size_limits())
     try:
         outcomes = write_samples(
@@ -104,10 +114,10 @@ def _ingest(config: IngestConfig) -> IngestSummary:
         )
     except SampleWriteError as exc:
         rejected = unpaired + _rejections(exc.outcomes)
-        build_index(config.store, rejected, config.split_fractions(), config.seed)
+        build_index(config.store, rejected, config.split_fractions(), config.seed, given)
         raise
     rejected = unpaired + _rejections(outcomes)
-    index = build_index(config.store, rejected, config.split_fractions(), config.seed)
+    index = build_index(config.store, rejected, config.split_fractions(), config.seed, given)
     total = max(1, sum(index["class_counts"]))
     summary = IngestSummary(
         store=config.store,
@@ -116,6 +126,7 @@ def _ingest(config: IngestConfig) -> IngestSummary:
         unchanged=sum(o.status == "unchanged" for o in outcomes),
         rejected=index["rejected"],
         split={name: len(ids) for name, ids in index["split"].items()},
+        split_source=index["split_source"],
         class_names=list(class_names),
         class_fractions=[c / total for c in index["class_counts"]],
     )

@@ -31,19 +31,18 @@ def check_dataset_store(path: str, role: str) -> None:
         raise UsageError(f"{role} {exc} ({_MAKE_STORE})") from None
 
 
-def check_source(source: str, images_dir: str, masks_dir: str) -> None:
-    """Raise :class:`UsageError` unless `source` is a folder holding both sub-folders."""
-    path = Path(source)
-    if not path.exists():
-        raise UsageError(f"source {source} does not exist (give the folder holding {images_dir}/)")
-    if not path.is_dir():
-        raise UsageError(f"source {source} is a file, not a folder (give the folder above it)")
-    for sub in (images_dir, masks_dir):
-        if not (path / sub).is_dir():
-            raise UsageError(
-                f"source {source} has no {sub}/ folder "
-                f"(expected {source}/{images_dir}/ and {source}/{masks_dir}/)"
-            )
+def check_source(config: IngestConfig) -> None:
+    """Raise :class:`UsageError` unless the ingest source has a known layout (images/ and
+    masks/, or split folders with no sample id twice) and a good split file, if one is given.
+    """
+    from segflow.tasks.ingest.pairs import find_pairs
+    from segflow.tasks.ingest.source_split import source_split
+
+    try:
+        pairs, _ = find_pairs(config.source, config.pair_layout())
+        source_split(config.source, pairs, config.split_file)
+    except (OSError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _check_writable_store(path: str, role: str) -> None:
@@ -97,10 +96,10 @@ def check_config(config: BaseModel) -> None:
     ------
     UsageError
         A path that does not exist or is of the wrong kind, a store that is not a segflow
-        store, a model that is not registered (with those that are).
+        store, a model that is not registered (with those that are), a bad split file.
     """
     if isinstance(config, IngestConfig):
-        check_source(config.source, config.images_dir, config.masks_dir)
+        check_source(config)
         _check_writable_store(config.store, "store")
     elif isinstance(config, TrainConfig):
         check_dataset_store(config.store, "store")

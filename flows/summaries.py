@@ -45,10 +45,11 @@ def mlflow_link(tracking_uri: str, run_id: str) -> str:
 def ingest_text(summary: IngestSummary) -> str:
     """The ingest summary for the terminal: store, counts, split, class fractions, rejections."""
     fractions = zip(summary.class_names, summary.class_fractions, strict=True)
+    origin = "" if summary.split_source == "fractions" else f" (from {summary.split_source})"
     lines = [
         f"store      {summary.store}",
         f"samples    {summary.samples} ({summary.written} written, {summary.unchanged} unchanged)",
-        "split      " + ", ".join(f"{k} {v}" for k, v in summary.split.items()),
+        "split      " + ", ".join(f"{k} {v}" for k, v in summary.split.items()) + origin,
         "classes    " + ", ".join(f"{name} {fraction:.2%}" for name, fraction in fractions),
         f"rejected   {len(summary.rejected)}",
     ]
@@ -62,17 +63,13 @@ def ingest_markdown(summary: IngestSummary) -> str:
         f"# Ingest into `{summary.store}`",
         "",
         f"{summary.samples} samples stored ({summary.written} written, {summary.unchanged} "
-        f"unchanged); {len(summary.rejected)} inputs rejected.",
+        f"unchanged); {len(summary.rejected)} inputs rejected; split from {summary.split_source}.",
         "",
         "| split | samples |",
         "|---|---|",
     ]
     lines += [f"| {name} | {count} |" for name, count in summary.split.items()]
-    lines += [
-        "",
-        "| class | pixel fraction |",
-        "|---|---|",
-    ]
+    lines += ["", "| class | pixel fraction |", "|---|---|"]
     fractions = zip(summary.class_names, summary.class_fractions, strict=True)
     lines += [f"| {name} | {fraction:.4f} |" for name, fraction in fractions]
     if summary.rejected:

@@ -120,6 +120,26 @@ def trivial_dice_from_counts(counts: Tensor) -> Tensor:
     return dice_from_counts(constant_counts(counts))[:, 1:].mean(-1)
 
 
+SWEEP_BINS = 100  # probability bins of width 0.01: thresholds 0.01 ... 0.99
+
+
+def probability_histogram(prob: Tensor, target: Tensor) -> Tensor:
+    """Pixels per probability bin ``[k/100, (k+1)/100)`` of the negatives and the positives of
+    a binary `target`: int64 (2, 100)."""
+    bins = (prob.float().flatten() * SWEEP_BINS).long().clamp(0, SWEEP_BINS - 1)
+    index = target.flatten().long() * SWEEP_BINS + bins
+    return torch.bincount(index, minlength=2 * SWEEP_BINS).reshape(2, SWEEP_BINS)
+
+
+def sweep_dice(histogram: Tensor) -> Tensor:
+    """Dice of ``p >= k/100`` for k = 1..99 from a :func:`probability_histogram`: float64 (99,);
+    1.0 where nothing is predicted or true."""
+    at_least = histogram.double().flip(-1).cumsum(-1).flip(-1)[:, 1:]  # pixels with p >= k/100
+    fp, tp = at_least[0], at_least[1]
+    fn = histogram[1].sum() - tp
+    return _ratio(2 * tp, 2 * tp + fp + fn)
+
+
 def precision_from_counts(counts: Tensor) -> Tensor:
     """Precision ``TP / (TP + FP)`` from counts (..., 4): float64 (...); 1.0 if none predicted."""
     return _ratio(counts[..., TP], counts[..., TP] + counts[..., FP])

@@ -199,6 +199,7 @@ def tiny_bundle(
     head_scale: float = 1.0,
     head_bias: float | None = None,
     class_names: tuple[str, str] = ("background", "fg"),
+    metadata: dict | None = None,
 ) -> Path:
     """A saved bundle of a tiny untrained binary U-Net for 1-channel uint8 images (depth 2,
     base 4, mean 100, std 50). `head_scale` sharpens its logits (confident outputs, as a trained
@@ -223,4 +224,5 @@ def tiny_bundle(
         mean=(100.0,),
         std=(50.0,),
         class_names=class_names,
+        metadata=metadata,
     )

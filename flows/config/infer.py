@@ -63,7 +63,13 @@ class InferConfig(Frozen):
         "slower per tile, 4 on CUDA).",
     )
     tta: bool = Field(False, description="Average over flips (4x the compute).")
-    threshold: float = Field(0.5, gt=0.0, lt=1.0, description="Binary mask threshold.")
+    threshold: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description="Binary mask threshold (default: the model's, chosen on validation; 0.5 "
+        "for models trained before segflow chose one).",
+    )
     probability_dtype: Literal["uint8", "float16"] = Field(
         "uint8", description="Stored probabilities: uint8 (p*255) or float16."
     )

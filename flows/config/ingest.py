@@ -17,7 +17,11 @@ if TYPE_CHECKING:
 class IngestConfig(Frozen):
     """Settings of the `ingest-dataset` flow."""
 
-    source: str = Field(..., description="Folder holding the image and mask sub-folders.")
+    source: str = Field(
+        ...,
+        description="Folder holding the image and mask sub-folders, or train/, val/ and test/ "
+        "folders that each hold them (a sample's folder gives its split).",
+    )
     store: str = Field(..., description="Path of the Zarr v3 dataset store to create or update.")
     images_dir: str = Field("images", description="Sub-folder of `source` with the images.")
     masks_dir: str = Field("masks", description="Sub-folder of `source` with the masks.")
@@ -37,7 +41,17 @@ class IngestConfig(Frozen):
         "structure of interest is black). Default: 255 for 0/255 masks, 1 for 0/1 masks.",
     )
     invert: bool = Field(False, description="Binary only: swap foreground and background.")
-    val_fraction: Fraction = Field(0.15, description="Share of samples in the val split.")
+    split_file: str | None = Field(
+        None,
+        description="JSON ({split: [ids]} or {id: split}) or CSV (id,split rows) file assigning "
+        "sample ids to train/val/test; it wins over split folders, and the ids it leaves out "
+        "are split by the fractions.",
+    )
+    val_fraction: Fraction = Field(
+        0.15,
+        description="Share of samples in the val split; when the source gives train but no "
+        "val samples, the share of its train samples drawn into val.",
+    )
     test_fraction: Fraction = Field(0.15, description="Share of samples in the test split.")
     seed: int = Field(0, ge=0, description="Seed of the train/val/test split.")
     workers: int | None = Field(

@@ -49,7 +49,7 @@ class BlockSettings:
     tiling: Tiling
     batch: int  # tiles per forward pass
     tta: bool
-    threshold: float
+    threshold: float | None  # None: the model's, chosen on validation
     precision: PrecisionName
     device: DeviceName
     channels_last: bool
@@ -195,7 +195,7 @@ def predict_block(
         source.name,
         region,
         probs,
-        threshold=settings.threshold,
+        threshold=bundle.threshold if settings.threshold is None else settings.threshold,
         probability_dtype=settings.probability_dtype,
     )
     return source.name, region

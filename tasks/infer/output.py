@@ -98,7 +98,8 @@ def _store_meta(
         "model_uri": model_uri,
         "model": resolve_model(model_uri).to_dict(),
         "model_sha256": digest,
-        "settings": settings,
+        # The threshold the blocks are written with: the model's unless one was given.
+        "settings": settings | {"threshold": settings.get("threshold") or model.threshold},
         "class_names": list(model.class_names),
         "binary_class": model.metadata.get("binary_class"),
     }

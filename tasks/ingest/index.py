@@ -10,7 +10,8 @@ import numpy as np
 
 from segflow.tasks.ingest.pairs import Rejection
 from segflow.tasks.ingest.samples import store_format
-from segflow.tasks.ingest.split import assign_splits
+from segflow.tasks.ingest.source_split import SourceSplit
+from segflow.tasks.ingest.split import complete_split
 from segflow.tasks.storage.dataset_writer import (
     committed_samples,
     write_index,
@@ -32,13 +33,17 @@ def build_index(
     rejected: list[Rejection],
     fractions: Mapping[str, float],
     seed: int,
+    source_split: SourceSplit | None = None,
 ) -> dict:
     """Compute the split and summary of the committed samples and write them to the store.
 
-    Earlier split assignments are kept when the seed and fractions are unchanged. The store's
-    image format (:func:`~segflow.tasks.ingest.samples.store_format`) is recorded once it
-    holds a sample.
+    The samples `source_split` assigns get the source's split, the others are split by
+    `fractions` (:func:`~segflow.tasks.ingest.split.complete_split`); where the split came
+    from is recorded as ``split_source``. Earlier assignments of the samples the source leaves
+    open are kept when the seed and fractions are unchanged. The store's image format
+    (:func:`~segflow.tasks.ingest.samples.store_format`) is recorded once it holds a sample.
     """
+    source_split = source_split or SourceSplit()
     samples = committed_samples(store)
     meta = read_index(store)
     num_classes = len(meta["class_names"])
@@ -48,8 +53,12 @@ def build_index(
     rarity = [int(c) for c in np.argsort(totals, kind="stable")]
     strata = {s.sample_id: _stratum(s.class_counts, rarity) for s in samples.values()}
     same = meta.get("split_seed") == seed and meta.get("split_fractions") == dict(fractions)
-    split = assign_splits(
-        strata, fractions=fractions, seed=seed, previous=meta.get("split") if same else None
+    split = complete_split(
+        strata,
+        given=source_split.assigned,
+        fractions=fractions,
+        seed=seed,
+        previous=meta.get("split") if same else None,
     )
     index = {
         "num_samples": len(samples),
@@ -57,6 +66,7 @@ def build_index(
         "split": split,
         "split_seed": seed,
         "split_fractions": dict(fractions),
+        "split_source": source_split.origin,
         "rejected": [asdict(r) for r in rejected],
     }
     if image_format := store_format(store, samples.keys()):

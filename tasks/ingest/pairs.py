@@ -1,4 +1,5 @@
-"""Find image/mask pairs in a source folder."""
+"""Find image/mask pairs in a source folder: one images/masks pair of folders, or one per split
+(``train/``, ``val/``, ``test/``)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,19 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from segflow.tasks.storage.dataset import SPLITS
 from segflow.tasks.storage.image_io import IMAGE_SUFFIXES, looks_like_image, name_problem
 
 
 @dataclass(frozen=True)
 class Pair:
-    """An image and its mask, matched by file stem."""
+    """An image and its mask, matched by file stem; `split` names the split folder they are in
+    (None in the plain layout)."""
 
     sample_id: str
     image: Path
     mask: Path
+    split: str | None = None
 
 
 @dataclass(frozen=True)
@@ -77,10 +81,67 @@ def _by_stem(folder: Path, strip: str, rejected: list[Rejection]) -> dict[str, P
     return unique
 
 
+def split_folders(source: str | Path, layout: PairLayout) -> dict[str | None, Path]:
+    """The folders of `source` that hold an images and a masks folder, by the split they give.
+
+    The plain layout (``source/images``, ``source/masks``) gives ``{None: source}``; the split
+    layout (``source/train/images``, ``source/train/masks``, and the same under ``val/`` and
+    ``test/`` when present) gives ``{"train": source/train, ...}``. Paths are as `source` is
+    given, so messages read as the user typed them.
+
+    Raises
+    ------
+    FileNotFoundError
+        `source` or one of the folders its layout needs is missing.
+    ValueError
+        `source` is a file, mixes both layouts, or has split folders without ``train/``.
+    """
+    root = Path(source)
+    expected = f"{layout.images_dir}/ and {layout.masks_dir}/"
+    if not root.exists():
+        raise FileNotFoundError(
+            f"source {source} does not exist (give the folder holding {layout.images_dir}/)"
+        )
+    if not root.is_dir():
+        raise ValueError(f"source {source} is a file, not a folder (give the folder above it)")
+    splits = [name for name in SPLITS if (root / name).is_dir()]
+    if splits and (root / layout.images_dir).is_dir():
+        raise ValueError(
+            f"source {source} holds both {layout.images_dir}/ and {'/, '.join(splits)}/ (use "
+            f"one layout: {expected}, or train/, val/, test/ each holding {expected})"
+        )
+    if splits and "train" not in splits:
+        raise ValueError(f"source {source} has {splits[0]}/ but no train/ folder")
+    folders = {name: root / name for name in splits} or {None: root}
+    for name, folder in folders.items():
+        for sub in (layout.images_dir, layout.masks_dir):
+            if not (folder / sub).is_dir():
+                where = f"{source}/{name}" if name else str(source)
+                raise FileNotFoundError(
+                    f"source {source} has no {f'{name}/' if name else ''}{sub}/ folder "
+                    f"(expected {where}/{layout.images_dir}/ and {where}/{layout.masks_dir}/)"
+                )
+    return folders
+
+
+def _pairs_in(
+    folder: Path, split: str | None, layout: PairLayout, rejected: list[Rejection]
+) -> dict[str, Pair]:
+    """The pairs of one images/masks pair of folders by sample id; unpaired files rejected."""
+    images = _by_stem(folder / layout.images_dir, "", rejected)
+    masks = _by_stem(folder / layout.masks_dir, layout.mask_suffix, rejected)
+    for stem in sorted(images.keys() - masks.keys()):
+        rejected.append(Rejection(str(images[stem]), "image without mask"))
+    for stem in sorted(masks.keys() - images.keys()):
+        rejected.append(Rejection(str(masks[stem]), "mask without image"))
+    return {s: Pair(s, images[s], masks[s], split) for s in sorted(images.keys() & masks.keys())}
+
+
 def find_pairs(source: str | Path, layout: PairLayout) -> tuple[list[Pair], list[Rejection]]:
     """Match the images under `source` with their masks, as `layout` places them.
 
-    Extensions may differ between an image and its mask (``a.jpg`` and ``a.png``).
+    Extensions may differ between an image and its mask (``a.jpg`` and ``a.png``). In the split
+    layout (:func:`split_folders`) each pair carries the split of its folder.
 
     Returns
     -------
@@ -89,20 +150,18 @@ def find_pairs(source: str | Path, layout: PairLayout) -> tuple[list[Pair], list
 
     Raises
     ------
-    FileNotFoundError
-        If either sub-folder is missing.
+    FileNotFoundError, ValueError
+        A source of no known layout (:func:`split_folders`), or the same sample id in two split
+        folders (a sample belongs to one split).
     """
-    root = Path(source).resolve()
-    folders = (root / layout.images_dir, root / layout.masks_dir)
-    for folder in folders:
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{folder}: no such folder (images and masks go in {root})")
     rejected: list[Rejection] = []
-    images = _by_stem(folders[0], "", rejected)
-    masks = _by_stem(folders[1], layout.mask_suffix, rejected)
-    for stem in sorted(images.keys() - masks.keys()):
-        rejected.append(Rejection(str(images[stem]), "image without mask"))
-    for stem in sorted(masks.keys() - images.keys()):
-        rejected.append(Rejection(str(masks[stem]), "mask without image"))
-    pairs = [Pair(stem, images[stem], masks[stem]) for stem in sorted(images.keys() & masks.keys())]
-    return pairs, rejected
+    found: dict[str, Pair] = {}
+    for split, folder in split_folders(source, layout).items():
+        for sample_id, pair in _pairs_in(folder.resolve(), split, layout, rejected).items():
+            if sample_id in found:
+                raise ValueError(
+                    f"sample id {sample_id!r} is in two split folders: {found[sample_id].image} "
+                    f"and {pair.image} (rename one: ids must be unique across the splits)"
+                )
+            found[sample_id] = pair
+    return [found[s] for s in sorted(found)], rejected

@@ -1,4 +1,4 @@
-"""Seeded, stratified train/val/test split that keeps earlier assignments."""
+"""Seeded, stratified train/val/test split that keeps earlier assignments and the source's own."""
 
 from __future__ import annotations
 
@@ -70,3 +70,43 @@ def assign_splits(
             have[name] += 1
             totals[name] += 1
     return {n: sorted(s for s, k in assigned.items() if k == n) for n in SPLITS}
+
+
+def complete_split(
+    strata: Mapping[str, int],
+    *,
+    given: Mapping[str, str],
+    fractions: Mapping[str, float],
+    seed: int,
+    previous: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, list[str]]:
+    """The split of `strata`'s samples when the source gives some of them theirs.
+
+    Samples in `given` keep the source's split. When the source puts none in ``val``,
+    ``fractions["val"]`` of those it puts in ``train`` are drawn into val (stratified and
+    seeded by :func:`assign_splits`). The samples the source leaves open are assigned by
+    `fractions`. Drawn and open samples keep their `previous` split.
+
+    Parameters
+    ----------
+    given
+        Sample id -> split name from the source (its split folders or split file).
+
+    Returns
+    -------
+    dict
+        Split name -> sorted sample ids, for all names in ``SPLITS``.
+    """
+    given = {s: name for s, name in given.items() if s in strata}
+    open_strata = {s: k for s, k in strata.items() if s not in given}
+    split = assign_splits(open_strata, fractions=fractions, seed=seed, previous=previous)
+    for sample_id, name in given.items():
+        split[name].append(sample_id)
+    if given and "val" not in given.values():
+        train = {s: strata[s] for s, name in given.items() if name == "train"}
+        share = {"train": 1.0 - fractions["val"], "val": fractions["val"]}
+        kept = {n: ids for n, ids in (previous or {}).items() if n in share}
+        drawn = set(assign_splits(train, fractions=share, seed=seed, previous=kept)["val"])
+        split["train"] = [s for s in split["train"] if s not in drawn]
+        split["val"] += drawn
+    return {name: sorted(ids) for name, ids in split.items()}

@@ -9,9 +9,11 @@ from prefect.cache_policies import NO_CACHE
 
 from segflow.tasks.ingest import index, samples, writing
 from segflow.tasks.ingest import pairs as source_pairs
+from segflow.tasks.ingest import source_split as splits
 from segflow.tasks.ingest.masks import MaskRules
 from segflow.tasks.ingest.pairs import Pair, PairLayout, Rejection
 from segflow.tasks.ingest.samples import PairOutcome, SampleChecks
+from segflow.tasks.ingest.source_split import SourceSplit
 from segflow.tasks.storage.dataset_writer import StoredSample
 from segflow.tasks.storage.image_io import SizeLimits
 
@@ -30,6 +32,14 @@ def find_pairs(source: str, layout: PairLayout) -> tuple[list[Pair], list[Reject
     pairs, rejected = source_pairs.find_pairs(source, layout)
     get_run_logger().info("found %d pairs, %d unpaired files", len(pairs), len(rejected))
     return pairs, rejected
+
+
+@task(name="read-source-split", cache_policy=NO_CACHE)
+def source_split(source: str, pairs: list[Pair], split_file: str | None) -> SourceSplit:
+    """The split the source gives (see :func:`source_split.source_split`); logs its origin."""
+    given = splits.source_split(source, pairs, split_file)
+    get_run_logger().info("split from %s: %d samples assigned", given.origin, len(given.assigned))
+    return given
 
 
 @task(name="decide-format", cache_policy=NO_CACHE)
@@ -78,7 +88,13 @@ def write_samples(
 
 @task(name="index-store", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
 def build_index(
-    store: str, rejected: list[Rejection], fractions: dict[str, float], seed: int
+    store: str,
+    rejected: list[Rejection],
+    fractions: dict[str, float],
+    seed: int,
+    source_split: SourceSplit,
 ) -> dict:
     """Write the split and the summary into the store (see :func:`index.build_index`)."""
-    return index.build_index(store, rejected=rejected, fractions=fractions, seed=seed)
+    return index.build_index(
+        store, rejected=rejected, fractions=fractions, seed=seed, source_split=source_split
+    )

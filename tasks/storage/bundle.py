@@ -37,6 +37,11 @@ class ModelBundle:
     class_names: tuple[str, ...]
     metadata: dict[str, Any]
 
+    @property
+    def threshold(self) -> float:
+        """The binary threshold chosen on validation at training (0.5 for older bundles)."""
+        return float(self.metadata.get("threshold", 0.5))
+
     def normalize(self, images: np.ndarray) -> np.ndarray:
         """Raw pixels ``(N, C, H, W)`` -> float32 model input (see :meth:`normalize_tensor`)."""
         pixels = torch.from_numpy(np.require(images, requirements=["C", "W"]))

@@ -1,8 +1,9 @@
 """Training the ensemble members: each one's plan, seed, loss and loop, in its MLflow run.
 
 A member never contributes weights that do no better than a trivial predictor (every pixel one
-class) on validation when its other checkpoint does better (:func:`keep_learned`); a member
-whose checkpoints both fail has not learned, and says so.
+class) on validation when its other checkpoint does better; a member whose checkpoints both
+fail has not learned, and says so; its binary threshold is chosen on validation
+(:mod:`segflow.tasks.train.keeping`).
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ from segflow.tasks.tracking.training import (
 from segflow.tasks.train.augment import Augmentation
 from segflow.tasks.train.balance import Balance
 from segflow.tasks.train.checkpoints import kept_weights, load_checkpoint
+from segflow.tasks.train.keeping import Kept, keep_learned, member_baseline, member_threshold
 from segflow.tasks.train.loop import EpochReport, FitResult, LoopSettings, fit
 from segflow.tasks.train.patches import PatchDataset
 from segflow.tasks.train.sampling import SamplingPlan, restrict
 from segflow.tasks.train.training_run import RUN_ID_FILE, TrainingRun
-from segflow.tasks.train.validation import overlay_tiles, trivial_baseline
+from segflow.tasks.train.validation import overlay_tiles
 
 
 @dataclass(frozen=True)
@@ -68,21 +70,8 @@ class MemberResult:
     learned: bool  # val_dice beats trivial_dice strictly
     trivial: str  # the best trivial predictor on val: all_background, all_foreground, all_<class>
     trivial_dice: float  # its val Dice on the same tiles
-
-
-@dataclass(frozen=True)
-class Kept:
-    """The weights a member contributes and how they compare with the trivial predictors."""
-
-    weights: str  # best | last
-    val_dice: float
-    learned: bool
-    trivial_dice: dict[str, float]  # trivial predictor -> its val Dice, on the same tiles
-
-    @property
-    def trivial(self) -> str:
-        """The best trivial predictor."""
-        return max(self.trivial_dice, key=self.trivial_dice.__getitem__)
+    threshold: float  # binary: the val-chosen threshold of the kept weights (0.5 multi-class)
+    threshold_dice: float  # their val Dice at it
 
 
 def shortfall(member: MemberResult) -> str:
@@ -90,38 +79,6 @@ def shortfall(member: MemberResult) -> str:
     foreground``."""
     predictor = member.trivial.replace("_", " ", 1)
     return f"val Dice {member.val_dice:.4f} <= {member.trivial_dice:.4f} of predicting {predictor}"
-
-
-def keep_learned(
-    preferred: str, val_dice: Mapping[str, float], baseline: float
-) -> tuple[str, bool]:
-    """The checkpoint a member contributes, and whether it has learned.
-
-    `preferred` (what ``weights`` picks, see ``kept_weights``) if its val Dice beats `baseline`
-    (the best trivial predictor's) strictly; else the other of ``best``/``last`` if that one
-    does; else `preferred`, not learned. `val_dice` maps ``best`` and ``last`` to their val Dice.
-    """
-    other = "last" if preferred == "best" else "best"
-    for weights in (preferred, other):
-        if val_dice[weights] > baseline:
-            return weights, True
-    return preferred, False
-
-
-def member_baseline(balance: Balance, settings: MemberSettings) -> dict[str, float]:
-    """Val Dice of each trivial predictor on the tiles validation scores: ``all_background``
-    and ``all_foreground`` for a binary model, else ``all_<class name>`` per class."""
-    dice = trivial_baseline(
-        open_dataset(balance.store),
-        balance.val_ids,
-        tile=settings.loop.val_tile,
-        max_tiles=settings.loop.val_max_tiles,
-        num_classes=max(2, balance.out_channels),
-        binary_class=balance.binary_class,
-    )
-    binary = balance.binary_class is not None
-    names = ("background", "foreground") if binary else balance.class_names
-    return {f"all_{name}": d for name, d in zip(names, dice, strict=True)}
 
 
 def member_plan(balance: Balance, member: int, settings: MemberSettings) -> SamplingPlan:
@@ -195,11 +152,12 @@ def fit_member(
         on_epoch=epoch_done,
     )
     val_dice = {"best": result.best_dice, "last": result.last_dice}
-    trivial = member_baseline(balance, settings)
+    trivial = member_baseline(balance, settings.loop)
     preferred = kept_weights(settings.weights, result.stopped)
     kept, learned = keep_learned(preferred, val_dice, max(trivial.values()))
     model.load_state_dict(load_checkpoint(folder / f"{kept}.pt")["model"])
-    return model.cpu().float(), result, Kept(kept, val_dice[kept], learned, trivial)
+    threshold = member_threshold(model, balance, settings.loop)
+    return model.cpu().float(), result, Kept(kept, val_dice[kept], learned, trivial, *threshold)
 
 
 def epoch_metrics(report: EpochReport, class_names: list[str]) -> dict[str, float]:
@@ -286,6 +244,7 @@ def train_model(
         )
         summary = {"best_epoch": result.best_epoch + 1, "best_val_dice": result.best_dice}
         summary |= {"kept_weights": kept.weights, "kept_val_dice": kept.val_dice}
+        summary |= {"val_threshold": kept.threshold, "val_dice_at_threshold": kept.threshold_dice}
         trivial = {f"val_trivial_dice.{n}": d for n, d in kept.trivial_dice.items()}
         summary |= trivial | {"val_trivial_dice": max(trivial.values())}
         log_member_outcome(summary, kept.learned)
@@ -302,4 +261,6 @@ def train_model(
         kept.learned,
         kept.trivial,
         kept.trivial_dice[kept.trivial],
+        kept.threshold,
+        kept.threshold_dice,
     )

@@ -67,6 +67,12 @@ def model_verdict(members: Sequence[MemberResult], alias_unlearned: bool) -> Ver
     return Verdict(False, f"did not learn: {reason} on the validation tiles; {note}", alias)
 
 
+def model_threshold(members: Sequence[MemberResult]) -> float:
+    """The bundle's binary threshold: the members' val-chosen ones, averaged (the ensemble
+    averages their probabilities)."""
+    return round(float(np.mean([m.threshold for m in members])), 2)
+
+
 def model_card(
     balance: Balance, members: Sequence[MemberResult], unet: UNetConfig, verdict: Verdict
 ) -> ModelCard:
@@ -87,11 +93,21 @@ def model_card(
             "train samples": len(balance.train_ids),
             "sampling window": balance.plan.patch_size,
             "balancing": balance.levers.line().removeprefix("balancing: "),
+            "threshold": _threshold_note(members, balance.binary_class is not None),
         },
         val_scores=scores,
         trivial={members[0].trivial.replace("_", " ", 1): members[0].trivial_dice},
         verdict=verdict.description,
     )
+
+
+def _threshold_note(members: Sequence[MemberResult], binary: bool) -> str:
+    """How the threshold was chosen, e.g. ``0.43, chosen on val (Dice 0.7120; 0.7010 at 0.5)``."""
+    if not binary:
+        return "argmax over classes"
+    at = ", ".join(f"{m.threshold_dice:.4f}" for m in members)
+    at_half = ", ".join(f"{m.val_dice:.4f}" for m in members)
+    return f"{model_threshold(members)}, chosen on val (Dice {at}; {at_half} at 0.5)"
 
 
 def register_model(
@@ -110,6 +126,7 @@ def register_model(
     summary = {
         "val_dice": float(np.mean(val_dice)),
         "val_trivial_dice": members[0].trivial_dice,  # one val set for every member
+        "val_threshold": model_threshold(members),
     }
     card = model_card(balance, members, unet, verdict)
     with tempfile.TemporaryDirectory() as tmp:
@@ -124,6 +141,7 @@ def register_model(
                 "binary_class": balance.binary_class,
                 "store": str(Path(balance.store).resolve()),
                 "member_val_dice": val_dice,
+                "threshold": model_threshold(members),
             },
         )
         uri = log_trained_model(

@@ -23,11 +23,14 @@ from torch import nn
 
 from segflow.models.ensemble import logits_to_probabilities
 from segflow.models.metrics import (
+    SWEEP_BINS,
     bce_sum,
     ce_sum,
     confusion_counts,
     dice_from_counts,
     iou_from_counts,
+    probability_histogram,
+    sweep_dice,
     trivial_dice_from_counts,
 )
 from segflow.tasks.runtime.device import autocast
@@ -59,6 +62,15 @@ class ValidationScores:
     bce: float
     per_class_dice: tuple[float, ...]
     trivial_dice: tuple[float, ...]
+    sweep: tuple[float, ...] | None = None  # binary: Dice of p >= t, t = 0.01 ... 0.99
+
+    def best_threshold(self) -> tuple[float, float]:
+        """The threshold with the best :attr:`sweep` Dice (the one nearest 0.5 among equals)
+        and that Dice; ``(0.5, dice)`` without a sweep."""
+        if self.sweep is None:
+            return 0.5, self.dice
+        k = max(range(len(self.sweep)), key=lambda i: (self.sweep[i], -abs(i + 1 - 50)))
+        return (k + 1) / SWEEP_BINS, self.sweep[k]
 
 
 def _tiles(
@@ -82,16 +94,18 @@ def _read_tile(store: Store, sample_id: str, y: int, x: int, tile: int):
 
 def _score_tile(
     prob: torch.Tensor, mask: np.ndarray, binary_class: int | None
-) -> tuple[torch.Tensor, tuple[float, int]]:
-    """Confusion counts and (summed BCE or CE, pixels) of one tile's ``(K, T, T)``
-    probabilities against its ``(h, w)`` mask (the tile may extend past the image)."""
+) -> tuple[torch.Tensor, tuple[float, int], torch.Tensor | None]:
+    """Confusion counts, (summed BCE or CE, pixels) and, binary, the probability histogram of
+    one tile's ``(K, T, T)`` probabilities against its ``(h, w)`` mask (the tile may extend
+    past the image)."""
     h, w = mask.shape
     prob = prob[:, :h, :w]
     target = torch.from_numpy(mask.astype(np.int64))
     if prob.shape[0] == 1:
         target = (target == (1 if binary_class is None else binary_class)).long()
-        return confusion_counts((prob[0] >= 0.5).long(), target, 2), bce_sum(prob[0], target)
-    return confusion_counts(prob.argmax(0), target, prob.shape[0]), ce_sum(prob, target)
+        counts = confusion_counts((prob[0] >= 0.5).long(), target, 2)
+        return counts, bce_sum(prob[0], target), probability_histogram(prob[0], target)
+    return confusion_counts(prob.argmax(0), target, prob.shape[0]), ce_sum(prob, target), None
 
 
 @torch.no_grad()
@@ -119,7 +133,7 @@ def validate(
     device = next(model.parameters()).device
     jobs = _tiles(store, sample_ids, tile, max_tiles)
     model.eval()
-    counts = None
+    counts, histogram = None, None
     loss_sum, pixels = 0.0, 0
     for start in range(0, len(jobs), _BATCH):
         tiles = [_read_tile(store, *job, tile) for job in jobs[start : start + _BATCH]]
@@ -127,9 +141,11 @@ def validate(
         with autocast(device, amp_dtype):
             probs = logits_to_probabilities(model(torch.from_numpy(images).to(device))).cpu()
         for (_, mask), prob in zip(tiles, probs, strict=True):
-            tile_counts, part = _score_tile(prob, mask, binary_class)
+            tile_counts, part, tile_histogram = _score_tile(prob, mask, binary_class)
             loss_sum, pixels = loss_sum + part[0], pixels + part[1]
             counts = tile_counts if counts is None else counts + tile_counts
+            if tile_histogram is not None:
+                histogram = tile_histogram if histogram is None else histogram + tile_histogram
     model.train()
     if counts is None:
         raise ValueError("no validation tiles: the validation split is empty")
@@ -140,6 +156,7 @@ def validate(
         bce=loss_sum / max(pixels, 1),
         per_class_dice=tuple(float(d) for d in dice),
         trivial_dice=tuple(float(d) for d in trivial_dice_from_counts(counts)),
+        sweep=None if histogram is None else tuple(sweep_dice(histogram).tolist()),
     )
 
 

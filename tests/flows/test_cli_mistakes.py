@@ -52,6 +52,13 @@ def folders(tmp_path: Path) -> Path:
     make_source(tmp_path / "src", n=1)
     save(tmp_path / "only_images" / "images" / "a.png", np.zeros((16, 16), np.uint8))
     (tmp_path / "notes.txt").write_text("not a folder")
+    # Split files with a mistake each, and split folders holding one sample id twice (issue 15)
+    (tmp_path / "unknown.json").write_text('{"train": ["s00", "b", "a"]}')
+    (tmp_path / "twice.csv").write_text("id,split\ns00,train\ns00,test\n")
+    (tmp_path / "holdout.json").write_text('{"s00": "holdout"}')
+    (tmp_path / "broken.json").write_text('{"train": ["s00"')
+    make_source(tmp_path / "dup" / "train", n=1)
+    make_source(tmp_path / "dup" / "val", n=1)
     return tmp_path
 
 
@@ -60,6 +67,20 @@ MISTAKES = [  # arguments, exit status, words of the line, paths that must not e
     (["ingest", "notes.txt", "S.zarr"], 2, ["notes.txt is a file"], ["S.zarr"]),
     (["ingest", "only_images", "S.zarr"], 2, ["has no masks/ folder"], ["S.zarr"]),
     (["ingest", "src", "notes.txt"], 2, ["store notes.txt is a file"], []),
+    (["ingest", "src", "S.zarr", "--split-file", "unknown.json"], 2,
+     ["unknown.json: unknown sample ids a, b (not among the image/mask pairs in src)"],
+     ["S.zarr"]),
+    (["ingest", "src", "S.zarr", "--split-file", "twice.csv"], 2,
+     ["twice.csv: line 3: id s00 in both train and test"], ["S.zarr"]),
+    (["ingest", "src", "S.zarr", "--split-file", "holdout.json"], 2,
+     ["holdout.json: unknown split 'holdout' for id s00 (use train, val, test)"], ["S.zarr"]),
+    (["ingest", "src", "S.zarr", "--split-file", "broken.json"], 2,
+     ["broken.json: not valid JSON"], ["S.zarr"]),
+    (["ingest", "src", "S.zarr", "--split-file", "missing.csv"], 2,
+     ["missing.csv: cannot read the split file (No such file or directory)"], ["S.zarr"]),
+    (["ingest", "dup", "S.zarr"], 2,
+     ["sample id 's00' is in two split folders", "dup/train/images/s00.png and",
+      "dup/val/images/s00.png"], ["S.zarr"]),
     (["train", "missing.zarr"], 2, ["store missing.zarr does not exist", "segflow ingest"],
      ["work"]),
     (["train", "only_images"], 2, ["only_images: no Zarr store here"], ["work"]),

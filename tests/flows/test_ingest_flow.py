@@ -98,3 +98,42 @@ def test_flow_keeps_one_format_per_store_and_lists_hidden_images(tmp_path):
     assert why["..png"].startswith("hidden file")
     meta = open_dataset(tmp_path / "ds.zarr").meta
     assert meta["image_format"] == {"channels": 1, "dtype": "uint8"}
+
+
+def test_flow_takes_the_split_of_the_source_folders(tmp_path):
+    """train/ and test/ folders (no val/): their split kept, val drawn from train (issue 15)."""
+    from tests.images import random_image, random_mask, save
+
+    source = tmp_path / "src"
+    make_source(source / "train", n=6)
+    rng = np.random.default_rng(1)
+    for stem in ("t0", "t1"):
+        save(source / "test" / "images" / f"{stem}.png", random_image(rng, (40, 56)))
+        save(source / "test" / "masks" / f"{stem}.png", random_mask(rng, (40, 56)))
+    config = IngestConfig(source=str(source), store=str(tmp_path / "ds.zarr"), workers=1)
+    summary = ingest_dataset(config)
+    assert (summary.samples, summary.split_source) == (8, "folders")
+    assert summary.split == {"train": 5, "val": 1, "test": 2}
+    dataset = open_dataset(config.store)
+    assert dataset.samples("test") == ["t0", "t1"]
+    assert dataset.meta["split_source"] == "folders"
+
+
+def test_cli_split_file_is_kept_across_reingests_and_a_bad_one_creates_nothing(tmp_path, capsys):
+    source = make_source(tmp_path / "src", n=6)
+    split_file = tmp_path / "split.json"
+    split_file.write_text(json.dumps({"s00": "test", "s01": "val", "s02": "train"}))
+    store = tmp_path / "ds.zarr"
+    args = ["ingest", str(source), str(store), "--workers", "1", "--split-file", str(split_file)]
+    assert main(args) == 0
+    assert f"(from file:{split_file.resolve()})" in capsys.readouterr().out
+    first = open_dataset(store).meta
+    assert first["split_source"] == f"file:{split_file.resolve()}"
+    assert "s00" in first["split"]["test"] and "s01" in first["split"]["val"]
+    assert main(args) == 0
+    assert open_dataset(store).meta["split"] == first["split"]
+    split_file.write_text(json.dumps({"test": ["s00", "nope"]}))
+    bad = IngestConfig(source=str(source), store=str(tmp_path / "new.zarr"), split_file=args[-1])
+    with pytest.raises(ValueError, match="unknown sample ids nope"):
+        ingest_dataset(bad)
+    assert not (tmp_path / "new.zarr").exists()

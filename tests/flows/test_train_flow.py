@@ -1,4 +1,5 @@
 import logging
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -80,6 +81,13 @@ def test_train_flow_logs_registers_and_reloads(tmp_path, workdir):
     pyfunc = mlflow.pyfunc.load_model("models:/tiny@newest")
     np.testing.assert_allclose(pyfunc.predict(image), probs, rtol=1e-5, atol=1e-6)
     assert open_dataset(store).meta["sampling_plan"]["patch_size"] == 32
+    # the balancing plan, and the threshold chosen on val that infer uses
+    assert run.data.params["balance.target"] == "0.1000" and "balance.levers" in run.data.params
+    plan = client.download_artifacts(summary.run_id, "balance_plan.md")
+    assert "| class_1 |" in Path(plan).read_text()
+    threshold = float(run.data.tags["segflow.val_threshold"])
+    assert bundle.metadata["threshold"] == round(threshold, 2) and 0 < threshold < 1
+    assert f"| threshold | {round(threshold, 2)}, chosen on val (Dice " in version.description
 
 
 def check_reviewer_pages(client, run, store):

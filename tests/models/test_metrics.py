@@ -142,3 +142,30 @@ def test_bad_inputs_raise():
         bce_sum(torch.full((2, 3), 0.5), ids + 2)
     with pytest.raises(ValueError, match=r"must be \(C, \*target"):
         ce_sum(torch.full((2, 3), 0.5), ids)
+
+
+def test_threshold_sweep_matches_thresholding_at_every_step():
+    from segflow.models.metrics import probability_histogram, sweep_dice
+
+    generator = torch.Generator().manual_seed(0)
+    prob = torch.rand(5000, generator=generator)
+    target = (torch.rand(5000, generator=generator) < prob).long()
+    sweep = sweep_dice(probability_histogram(prob, target))
+    assert sweep.shape == (99,)
+    for k in (1, 30, 50, 71, 99):
+        pred = (prob >= k / 100).long()
+        expected = dice_from_counts(confusion_counts(pred, target, 2))[1]
+        assert float(sweep[k - 1]) == pytest.approx(float(expected))
+
+
+def test_best_threshold_prefers_the_best_dice_then_the_one_nearest_half():
+    from segflow.tasks.train.validation import ValidationScores
+
+    def scores(sweep):
+        return ValidationScores(0.5, 0.4, 0.1, (1.0, 0.5), (0.0, 0.1), sweep)
+
+    peak = [0.1] * 99
+    peak[70] = 0.9
+    assert scores(tuple(peak)).best_threshold() == (0.71, 0.9)
+    assert scores(tuple([0.6] * 99)).best_threshold() == (0.5, 0.6)
+    assert scores(None).best_threshold() == (0.5, 0.5)

@@ -67,7 +67,11 @@ def prepare(sources, out, bundle, config):
         sources,
         str(out),
         model_uri=str(bundle),
-        settings={"block": config.block, "probability_dtype": config.probability_dtype},
+        settings={
+            "block": config.block,
+            "probability_dtype": config.probability_dtype,
+            "threshold": config.threshold,
+        },
     )
     return replace(config, bundle=bundle_path)
 
@@ -299,3 +303,18 @@ def test_output_is_complete_when_a_worker_dies(tmp_path, images, bundle):
     ref, out = zarr.open_group(tmp_path / "ref.zarr"), zarr.open_group(tmp_path / "out.zarr")
     for source in sources:
         np.testing.assert_array_equal(out[f"{source.name}/0"][...], ref[f"{source.name}/0"][...])
+
+
+@pytest.mark.parametrize(("given", "used"), [(None, 0.8), (0.6, 0.6)])
+def test_masks_use_the_models_threshold_unless_one_is_given(tmp_path, images, given, used):
+    """A bundle trained by segflow carries its val-chosen threshold; `--threshold` wins."""
+    bundle = tiny_bundle(tmp_path / "b", seed=0, head_scale=2.0, metadata={"threshold": 0.8})
+    out = tmp_path / "out.zarr"
+    run(images, out, bundle, threshold=given, probability_dtype="float16")
+    store = zarr.open_group(out, mode="r")
+    probs = np.asarray(store["a/0"][0], dtype=np.float32)
+    mask = store["a/labels/mask/0"][0]
+    disagree = (mask == 1) != (probs >= used)  # only where float16 rounding crosses it
+    assert np.all(np.abs(probs[disagree] - used) < 2e-3)
+    assert 0.05 < (mask == 1).mean() < 0.95
+    assert store.attrs["segflow"]["settings"]["threshold"] == used

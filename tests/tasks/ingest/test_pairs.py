@@ -1,6 +1,7 @@
 import pytest
 
 from segflow.tasks.ingest.pairs import PairLayout, find_pairs
+from tests.images import make_source
 
 LAYOUT = PairLayout(images_dir="images", masks_dir="masks", mask_suffix="")
 
@@ -61,7 +62,7 @@ def test_unpaired_ambiguous_and_non_image_files_are_rejected(tmp_path):
 
 def test_missing_folder_names_the_path(tmp_path):
     (tmp_path / "images").mkdir()
-    with pytest.raises(FileNotFoundError, match="masks: no such folder"):
+    with pytest.raises(FileNotFoundError, match="has no masks/ folder"):
         find_pairs(tmp_path, LAYOUT)
 
 
@@ -93,3 +94,46 @@ def test_names_segflow_stores_keep_for_themselves_are_rejected(tmp_path):
         assert "'model' is reserved" in why[f"{folder}/model.png"]
         assert "'zarr.json' is reserved" in why[f"{folder}/zarr.json.png"]
         assert "Zarr reserves" in why[f"{folder}/__x.png"]
+
+
+def test_split_folders_give_each_pair_its_split(tmp_path):
+    for split, stem in (("train", "a"), ("train", "b"), ("val", "c"), ("test", "d")):
+        touch(tmp_path / split / "images" / f"{stem}.png")
+        touch(tmp_path / split / "masks" / f"{stem}.png")
+    touch(tmp_path / "val" / "images" / "lonely.png")
+    pairs, rejected = find_pairs(tmp_path, LAYOUT)
+    assert [(p.sample_id, p.split) for p in pairs] == [
+        ("a", "train"),
+        ("b", "train"),
+        ("c", "val"),
+        ("d", "test"),
+    ]
+    assert pairs[2].image == (tmp_path / "val" / "images" / "c.png").resolve()
+    assert reasons(rejected) == {"images/lonely.png": "image without mask"}
+    plain, _ = find_pairs(make_source(tmp_path / "plain", n=2), LAYOUT)
+    assert [p.split for p in plain] == [None, None]
+
+
+def test_a_sample_id_in_two_split_folders_names_both_files(tmp_path):
+    for split in ("train", "test"):
+        touch(tmp_path / split / "images" / "a.png")
+        touch(tmp_path / split / "masks" / "a.png")
+    with pytest.raises(ValueError, match="'a' is in two split folders") as info:
+        find_pairs(tmp_path, LAYOUT)
+    assert "train/images/a.png and " in str(info.value)
+    assert "test/images/a.png (rename one" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("folders", "message"),
+    [
+        (["images", "masks", "train/images", "train/masks"], "holds both images/ and train/"),
+        (["val/images", "val/masks"], "has val/ but no train/ folder"),
+        (["train/images", "train/masks", "test/images"], "has no test/masks/ folder"),
+    ],
+)
+def test_a_source_of_no_known_layout_is_refused(tmp_path, folders, message):
+    for folder in folders:
+        (tmp_path / folder).mkdir(parents=True)
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        find_pairs(tmp_path, LAYOUT)

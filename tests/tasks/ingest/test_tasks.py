@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from segflow.tasks.ingest import index, pairs, tasks, writing
+from segflow.tasks.ingest import index, pairs, source_split, tasks, writing
 
 
 @pytest.mark.parametrize(
@@ -12,6 +12,7 @@ from segflow.tasks.ingest import index, pairs, tasks, writing
     [
         (tasks.prepare_store, writing.prepare_store, "prepare-store", 2),
         (tasks.find_pairs, pairs.find_pairs, "discover-pairs", 0),
+        (tasks.source_split, source_split.source_split, "read-source-split", 0),
         (tasks.write_samples, writing.write_samples, "write-samples", 0),
         (tasks.build_index, index.build_index, "index-store", 2),
     ],

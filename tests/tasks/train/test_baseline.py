@@ -8,7 +8,8 @@ import torch
 
 from segflow.models.unet import build_unet
 from segflow.tasks.storage.dataset import open_dataset
-from segflow.tasks.train.ensemble import MemberResult, keep_learned
+from segflow.tasks.train.ensemble import MemberResult
+from segflow.tasks.train.keeping import keep_learned
 from segflow.tasks.train.normalization import channel_statistics
 from segflow.tasks.train.registration import NEWEST, model_verdict, unlearned_reason
 from segflow.tasks.train.validation import trivial_baseline, validate
@@ -59,7 +60,7 @@ def test_kept_weights_beat_the_trivial_baseline(preferred, best, last, kept, lea
 def member(k: int, val_dice: float, learned: bool) -> MemberResult:
     return MemberResult(
         k, f"m{k}/last.pt", "r", 2, 1, val_dice, "epochs", "last", val_dice, learned,
-        "all_foreground", 0.0263,
+        "all_foreground", 0.0263, 0.5, val_dice,
     )  # fmt: skip
 
 
