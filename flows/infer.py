@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from segflow.flows.config import InferConfig
 from segflow.flows.runs import infer_labels, named_by
+from segflow.flows.summaries import mlflow_link
 from segflow.tasks.infer.tasks import (
     build_pyramids,
     find_sources,
@@ -19,8 +20,8 @@ from segflow.tasks.infer.tasks import (
     prepare_predictions,
 )
 from segflow.tasks.runtime.locks import hold
-from segflow.tasks.storage.paths import local_path
-from segflow.tasks.tracking.runs import configure_tracking
+from segflow.tasks.storage.paths import local_path, read_index
+from segflow.tasks.tracking.runs import configure_tracking, tracking_uri
 
 
 class InferSummary(BaseModel):
@@ -96,7 +97,13 @@ def _infer(config: InferConfig) -> InferSummary:
     create_markdown_artifact(
         f"# Predictions in `{config.output}`\n\n{len(sources)} images, {predicted} blocks "
         f"predicted, {skipped} already done, {len(failed)} failed, {len(rejected)} rejected; "
-        f"model `{config.model}`.",
+        f"model `{config.model}`{_trained_in(config.output)}.",
         key="infer-summary",
     )
     return summary
+
+
+def _trained_in(output: str) -> str:
+    """``, trained in <link to its MLflow run>`` for a model from MLflow, else nothing."""
+    run_id = read_index(output)["model"].get("run_id")
+    return f", trained in {mlflow_link(tracking_uri(), run_id)}" if run_id else ""

@@ -36,6 +36,18 @@ def flow_run_progress(state):
     return [log.message for log in logs], {a.key: a.data for a in artifacts}
 
 
+def markdown_artifacts(state) -> dict[str, str]:
+    """The markdown artifacts (key -> text) of a finished flow run."""
+    with get_client(sync_client=True) as prefect:
+        artifacts = prefect.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]),
+                type=ArtifactFilterType(any_=["markdown"]),
+            )
+        )
+    return {a.key: a.data for a in artifacts}
+
+
 def test_train_and_infer_show_their_progress(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     workdir = tmp_path / "work"
@@ -47,6 +59,9 @@ def test_train_and_infer_show_their_progress(tmp_path, monkeypatch):
     assert [m.split(":")[0] for m in epochs] == ["member 0 epoch 1/2", "member 0 epoch 2/2"]
     assert "val Dice" in epochs[0] and epochs[0].endswith(" left")
     assert progress == {"train-member-0": pytest.approx(100.0)}
+    plan = markdown_artifacts(state)["balance-plan"]
+    assert plan.startswith("# Balancing plan\n\nTarget: 10.0%") and "Levers: " in plan
+    assert any(m.startswith("balancing: target 10.0%") for m in messages)
 
     images = tmp_path / "new"
     for name in ("a", "b"):
@@ -63,6 +78,9 @@ def test_train_and_infer_show_their_progress(tmp_path, monkeypatch):
         block=256,
         workers=1,
     )
-    messages, progress = flow_run_progress(infer_images(infer, return_state=True))
+    infer_state = infer_images(infer, return_state=True)
+    messages, progress = flow_run_progress(infer_state)
     assert "[2/2] blocks predicted" in messages
     assert progress == {"infer-blocks": pytest.approx(100.0)}
+    summary = markdown_artifacts(infer_state)["infer-summary"]
+    assert f", trained in MLflow run `{state.result().run_id}`" in summary
