@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from segflow.deployments.specs import SPECS, select
-from segflow.flows.env import use_local_defaults
+from segflow.flows.env import ready_for_prefect, use_local_defaults
 
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
@@ -115,6 +115,7 @@ def add_command(commands: argparse._SubParsersAction) -> None:
 
 def run(ns: argparse.Namespace) -> int:
     """Serve with parsed options; returns an exit status."""
+    ready_for_prefect()
     try:
         serve_deployments(ns.data_root or default_data_root(), schedules=ns.schedules, only=ns.only)
     except NoPrefectServer as exc:

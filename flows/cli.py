@@ -25,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from segflow.flows.config import EvaluateConfig, InferConfig, IngestConfig, TrainConfig
 from segflow.flows.config.pipeline import load_pipeline_config
-from segflow.flows.env import use_local_defaults
+from segflow.flows.env import ready_for_prefect, use_local_defaults
 from segflow.flows.errors import UsageError, quiet_reported_tracebacks, user_error
 from segflow.flows.options import OneLineParser, add_config_options, config_from_options
 from segflow.flows.preflight import check_config
@@ -79,6 +79,7 @@ def _synth(ns: argparse.Namespace) -> int:
 def _ingest(ns: argparse.Namespace) -> int:
     config = config_from_options(IngestConfig, ns)
     check_config(config)
+    ready_for_prefect()
     from segflow.flows.ingest import NothingIngested, ingest_dataset, writer_lock
 
     try:
@@ -95,6 +96,7 @@ def _ingest(ns: argparse.Namespace) -> int:
 def _train(ns: argparse.Namespace) -> int:
     config = config_from_options(TrainConfig, ns)
     check_config(config)
+    ready_for_prefect()
     from segflow.flows.train import train_unet, writer_lock
 
     with writer_lock(config):
@@ -106,6 +108,7 @@ def _train(ns: argparse.Namespace) -> int:
 def _infer(ns: argparse.Namespace) -> int:
     config = config_from_options(InferConfig, ns)
     check_config(config)
+    ready_for_prefect()
     from segflow.flows.infer import infer_images, writer_lock
 
     with writer_lock(config):
@@ -117,6 +120,7 @@ def _infer(ns: argparse.Namespace) -> int:
 def _evaluate(ns: argparse.Namespace) -> int:
     config = config_from_options(EvaluateConfig, ns)
     check_config(config)
+    ready_for_prefect()
     from segflow.flows.evaluate import evaluate_predictions
 
     _show(evaluate_predictions(config), ns.json, evaluate_text)
@@ -136,6 +140,7 @@ def _pipeline(ns: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     check_config(config.ingest_config())
+    ready_for_prefect()
     from segflow.flows.pipeline import run_pipeline  # imports Prefect: after the checks
 
     _print_pipeline(run_pipeline(config), ns.json)
@@ -158,6 +163,7 @@ DEMO_SETTINGS = [
 
 
 def _demo(ns: argparse.Namespace) -> int:
+    ready_for_prefect()
     from segflow.flows.pipeline import run_pipeline
     from segflow.tasks.demo.large import write_large_pair
     from segflow.tasks.demo.synth import SynthSpec, write_dataset

@@ -23,3 +23,10 @@ def use_local_defaults(home: str | Path | None = None) -> Path:
     # One progress line per artifact file floods the flow logs when a model is fetched.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     return root
+
+
+def ready_for_prefect() -> None:
+    """Create Prefect's home (with its parents: Prefect makes only the last folder) once a
+    command has passed its checks and is about to start Prefect; its SQLite database cannot be
+    created in a missing folder."""
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)

@@ -167,3 +167,11 @@ def test_synth_takes_a_non_square_size_and_object_kinds(tmp_path):
     done, _ = run(tmp_path, "synth", "bad", "--size", "3x")
     assert_one_line(done, 2, "argument --size: '3x' is not N or HxW")
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_good_command_in_a_fresh_folder_makes_prefects_home(folders):
+    """Prefect's home is made (parents too) only once the checks pass; Prefect itself would
+    make only its last folder, and its temporary server then finds no database."""
+    done, _ = run(folders, "ingest", "src", "S.zarr")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (folders / ".segflow" / "prefect").is_dir() and (folders / "S.zarr").is_dir()
