@@ -7,6 +7,7 @@ means.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -17,7 +18,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
-from segflow.flows.config import InferConfig, PipelineConfig
+from segflow.flows.config import InferConfig, IngestConfig, PipelineConfig
 from segflow.flows.evaluate import evaluate_predictions
 from segflow.flows.infer import infer_images
 from segflow.flows.ingest import ingest_dataset
@@ -46,6 +47,14 @@ class PipelineSummary(BaseModel):
     model_uri: str
     predictions: str
     stages: dict[str, StageReport]
+
+
+def ingest_key(ingest: IngestConfig) -> str:
+    """The ingest stage's key: its settings, the source's files and the split file's bytes
+    (which may live outside the source)."""
+    split = Path(ingest.split_file).read_bytes() if ingest.split_file else b""
+    source = source_fingerprint(ingest.source)
+    return stage_key(ingest.model_dump(), source, hashlib.sha256(split).hexdigest())
 
 
 def _stage(
@@ -86,7 +95,7 @@ def run_pipeline(config: PipelineConfig) -> PipelineSummary:
     stages: dict[str, StageReport] = {}
 
     ingest = config.ingest_config()
-    key = stage_key(ingest.model_dump(), source_fingerprint(config.source))
+    key = ingest_key(ingest)
     stages["ingest"] = _stage(
         ledger,
         "ingest",

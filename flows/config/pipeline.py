@@ -50,7 +50,11 @@ class PipelineConfig(Frozen):
     skipping it next time).
     """
 
-    source: str = Field(..., description="Folder holding the image and mask sub-folders.")
+    source: str = Field(
+        ...,
+        description="Folder holding the image and mask sub-folders, or train/, val/ and test/ "
+        "folders that each hold them (a sample's folder gives its split).",
+    )
     workdir: str = Field(..., description="Where the store, runs and predictions go.")
     ingest: IngestStage = Field(default_factory=IngestStage, description="Ingest settings.")
     train: TrainStage = Field(default_factory=TrainStage, description="Training settings.")

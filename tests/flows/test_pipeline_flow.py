@@ -133,3 +133,16 @@ def test_cli_reports_bad_config_and_prints_json(tmp_path, source, capsys):
     assert main(args) == 0
     printed = json.loads(capsys.readouterr().out)
     assert set(printed["stages"]) == {"ingest", "train", "infer", "evaluate"}
+
+
+def test_the_ingest_stage_reruns_when_its_split_file_changes(tmp_path, source):
+    from segflow.flows.config import IngestConfig
+    from segflow.flows.pipeline import ingest_key
+
+    split = tmp_path / "split.json"  # outside the source folder
+    split.write_text('{"test": ["sample_000"]}')
+    config = IngestConfig(source=str(source), store="s.zarr", split_file=str(split))
+    first = ingest_key(config)
+    assert ingest_key(config) == first
+    split.write_text('{"test": ["sample_001"]}')
+    assert ingest_key(config) != first
