@@ -35,8 +35,9 @@ def reported_errors() -> tuple[type[Exception], ...]:
     from segflow.tasks.ingest.writing import SampleWriteError
     from segflow.tasks.runtime.locks import LockHeld
     from segflow.tasks.storage.predictions import LineageError, OldStoreError
+    from segflow.tasks.train.distributed_launch import RankFailed
 
-    return (LockHeld, SampleWriteError, LineageError, OldStoreError)
+    return (LockHeld, SampleWriteError, LineageError, OldStoreError, RankFailed)
 
 
 class _NoTracebackForReported(logging.Filter):

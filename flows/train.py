@@ -1,20 +1,34 @@
-"""The ``train-unet`` flow: balance classes, train the U-Net (or an ensemble), register it."""
+"""The ``train-unet`` flow: balance classes, train the U-Net (or an ensemble), register it.
+
+Run as a module, it is every rank's entry under torchrun (:func:`torchrun_main`).
+"""
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+import os
+import sys
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, suppress
 from pathlib import Path
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from segflow.flows.config import TrainConfig
 from segflow.flows.runs import named_by, train_labels
 from segflow.flows.summaries import train_markdown
 from segflow.tasks.runtime.locks import hold
 from segflow.tasks.tracking.runs import tracking_uri
+from segflow.tasks.train.distributed import current_ranks
+from segflow.tasks.train.distributed_launch import (
+    backend,
+    join_group,
+    leave_group,
+    release,
+    serve,
+)
 from segflow.tasks.train.tasks import (
     balance_classes,
     open_training_run,
@@ -99,3 +113,41 @@ def _train(config: TrainConfig) -> TrainSummary:
     )
     create_markdown_artifact(train_markdown(summary, tracking_uri()), key="train-summary")
     return summary
+
+
+def torchrun_main(argv: Sequence[str]) -> int:
+    """Every rank's entry under torchrun: ``torchrun [--nnodes ...] --nproc-per-node N -m
+    segflow.flows.train STORE [options]``.
+
+    Rank 0 runs ``segflow train STORE [options] --nproc WORLD_SIZE`` (balancing, the flow,
+    MLflow, registration); the other ranks train the share of each member rank 0 sends them.
+    Returns the exit status: rank 0's command's, 0 on the other ranks.
+    """
+    from segflow.flows.cli import build_parser  # the CLI imports this module: import late
+    from segflow.flows.cli import main as cli_main
+    from segflow.flows.options import config_from_options
+
+    if "WORLD_SIZE" not in os.environ:
+        print("error: start it with torchrun (see segflow train --nproc)", file=sys.stderr)
+        return 2
+    args = ["train", *argv, "--nproc", os.environ["WORLD_SIZE"]]
+    try:
+        device = config_from_options(TrainConfig, build_parser().parse_args(args)).device
+    except ValidationError:
+        device = "cpu"  # rank 0's command reports the mistake
+    join_group(backend(device))
+    leader = current_ranks().leader
+    try:
+        if not leader:
+            serve()
+            return 0
+        return cli_main(args)
+    finally:
+        if leader:
+            with suppress(RuntimeError):  # a rank died: torchrun's agent ends the others
+                release()
+        leave_group()
+
+
+if __name__ == "__main__":
+    sys.exit(torchrun_main(sys.argv[1:]))

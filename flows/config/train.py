@@ -88,12 +88,28 @@ class TrainConfig(Frozen):
         "the schedule ran its course (epochs or time budget), best after early stopping.",
     )
     resume: bool = Field(False, description="Continue the run's last checkpoint.")
+    nproc: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Data-parallel training processes on this machine (one per GPU on CUDA); "
+        "each takes batch_size / nproc patches of every step. Under torchrun: its world size.",
+    )
     seed: int = Field(0, ge=0, description="Seed of the sampling plan, init and data order.")
 
     @model_validator(mode="after")
     def _check_loss(self) -> TrainConfig:
         if self.ensemble_mode == "folds" and self.ensemble < 2:
             raise ValueError("ensemble_mode='folds' needs ensemble >= 2")
+        return self
+
+    @model_validator(mode="after")
+    def _check_nproc(self) -> TrainConfig:
+        if self.batch_size % self.nproc:
+            raise ValueError(
+                f"batch_size {self.batch_size} does not split over nproc {self.nproc} "
+                f"processes: use a multiple of {self.nproc}"
+            )
         return self
 
     # The methods below import the stage's modules when called: the CLI imports every config
@@ -159,6 +175,7 @@ class TrainConfig(Frozen):
             patience=self.patience,
             max_seconds=None if self.max_minutes is None else self.max_minutes * 60,
             resume=self.resume,
+            nproc=self.nproc,
         )
 
     def members(self, unet: UNetConfig, batch_factor: int = 1) -> MemberSettings:

@@ -96,16 +96,23 @@ class Progress:
         }
 
 
-def resume_progress(folder: Path, model: nn.Module, stepper: Stepper, resume: bool) -> Progress:
-    """With `resume`, load ``folder/last.pt`` (if any) into `model` and `stepper` and return
-    where it stood; otherwise, or without one, a fresh start."""
+def resume_state(folder: Path, resume: bool) -> dict[str, Any] | None:
+    """With `resume`, the checkpoint ``folder/last.pt`` (if any); otherwise None."""
     path = folder / "last.pt"
     if not (resume and path.exists()):
-        return Progress(epoch=-1, dice=-1.0, best_dice=-1.0, best_epoch=-1, stale=0)
+        return None
     state = load_checkpoint(path)
+    log.info("resumed from %s at epoch %d", path, state["epoch"] + 1)
+    return state
+
+
+def restore(state: Mapping[str, Any] | None, model: nn.Module, stepper: Stepper) -> Progress:
+    """Load the checkpoint `state` into `model` and `stepper` and return where it stood; a
+    fresh start without one."""
+    if state is None:
+        return Progress(epoch=-1, dice=-1.0, best_dice=-1.0, best_epoch=-1, stale=0)
     model.load_state_dict(state["model"])
     stepper.load_state_dict(state)
-    log.info("resumed from %s at epoch %d", path, state["epoch"] + 1)
     return Progress(
         epoch=state["epoch"],
         dice=state.get("dice", math.nan),  # not in checkpoints of earlier versions

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from segflow.tasks.tracking.training import (
 from segflow.tasks.train.augment import Augmentation
 from segflow.tasks.train.balance import Balance
 from segflow.tasks.train.checkpoints import kept_weights, load_checkpoint
+from segflow.tasks.train.distributed_launch import spread
 from segflow.tasks.train.keeping import Kept, keep_learned, member_baseline, member_threshold
 from segflow.tasks.train.loop import EpochReport, FitResult, LoopSettings, fit
 from segflow.tasks.train.patches import PatchDataset
@@ -104,23 +106,10 @@ def member_loss(balance: Balance, plan: SamplingPlan, name: str) -> nn.Module:
     )
 
 
-def fit_member(
-    balance: Balance,
-    member: int,
-    folder: Path,
-    settings: MemberSettings,
-    on_epoch: Callable[[EpochReport], None] | None = None,
-    on_snapshot: Callable[[nn.Module, EpochReport], None] | None = None,
-) -> tuple[UNet, FitResult, Kept]:
-    """Train member `member` with checkpoints in `folder` (no tracking); ``on_epoch`` and then
-    ``on_snapshot`` (with the model in training) follow each epoch.
-
-    Returns
-    -------
-    tuple
-        The model on the CPU in fp32 with the weights :func:`keep_learned` picks, the fit
-        result, and those weights' outcome.
-    """
+def member_parts(
+    balance: Balance, member: int, settings: MemberSettings
+) -> tuple[UNet, PatchDataset, nn.Module]:
+    """Member `member`'s initial model (seeded), patches and loss: the same on every rank."""
     plan = member_plan(balance, member, settings)
     torch.manual_seed(settings.seed + member)
     model = UNet(settings.unet)
@@ -133,7 +122,36 @@ def fit_member(
         augmentation=settings.augmentation,
         binary_class=balance.binary_class,
     )
-    loss_fn = member_loss(balance, plan, settings.loss)
+    return model, data, member_loss(balance, plan, settings.loss)
+
+
+def fit_rank(balance: Balance, member: int, folder: Path, settings: MemberSettings) -> None:
+    """Member `member`'s training on a rank other than 0 (the work :func:`fit_member` sends)."""
+    model, data, loss_fn = member_parts(balance, member, settings)
+    fit(model, data, balance.val_ids, loss_fn, settings.loop, checkpoint_dir=folder,
+        config=settings.config)  # fmt: skip
+
+
+def fit_member(
+    balance: Balance,
+    member: int,
+    folder: Path,
+    settings: MemberSettings,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+    on_snapshot: Callable[[nn.Module, EpochReport], None] | None = None,
+) -> tuple[UNet, FitResult, Kept]:
+    """Train member `member` with checkpoints in `folder` (no tracking); ``on_epoch`` and then
+    ``on_snapshot`` (with the model in training) follow each epoch. With
+    ``settings.loop.nproc`` > 1 (or under torchrun) this process is rank 0 of a data-parallel
+    run (:func:`~segflow.tasks.train.distributed_launch.spread`).
+
+    Returns
+    -------
+    tuple
+        The model on the CPU in fp32 with the weights :func:`keep_learned` picks, the fit
+        result, and those weights' outcome.
+    """
+    model, data, loss_fn = member_parts(balance, member, settings)
 
     def epoch_done(report: EpochReport) -> None:
         if on_epoch is not None:
@@ -141,16 +159,18 @@ def fit_member(
         if on_snapshot is not None:
             on_snapshot(model, report)
 
-    result = fit(
-        model,
-        data,
-        balance.val_ids,
-        loss_fn,
-        settings.loop,
-        checkpoint_dir=folder,
-        config=settings.config,
-        on_epoch=epoch_done,
-    )
+    job = partial(fit_rank, balance, member, folder, settings)
+    with spread(settings.loop.nproc, settings.loop.device, job):
+        result = fit(
+            model,
+            data,
+            balance.val_ids,
+            loss_fn,
+            settings.loop,
+            checkpoint_dir=folder,
+            config=settings.config,
+            on_epoch=epoch_done,
+        )
     val_dice = {"best": result.best_dice, "last": result.last_dice}
     trivial = member_baseline(balance, settings.loop)
     preferred = kept_weights(settings.weights, result.stopped)

@@ -3,6 +3,9 @@
 Checkpoints hold everything needed to continue exactly (model, optimizer, scheduler, scaler,
 epoch, early-stopping state, the data order is a function of the epoch) and are written
 atomically, so a run killed at any moment resumes from its last complete epoch.
+
+In a process group (:mod:`segflow.tasks.train.distributed`) every rank runs :func:`fit` on its
+share of each batch; rank 0 alone validates, checkpoints and reports, and decides when to stop.
 """
 
 from __future__ import annotations
@@ -19,7 +22,16 @@ from torch.utils.data import DataLoader
 
 from segflow.tasks.runtime.allocator import retain_freed_memory
 from segflow.tasks.runtime.device import resolve_device, resolve_precision
-from segflow.tasks.train.checkpoints import Progress, resume_progress, save_progress
+from segflow.tasks.train.checkpoints import Progress, restore, resume_state, save_progress
+from segflow.tasks.train.distributed import (
+    Lockstep,
+    current_ranks,
+    data_parallel,
+    pool_epoch,
+    rank_batch,
+    rank_compute,
+    share,
+)
 from segflow.tasks.train.patches import EpochSampler, PatchDataset
 from segflow.tasks.train.steps import (
     Compute,
@@ -48,6 +60,7 @@ class LoopSettings:
     patience: int  # epochs without a better val Dice before stopping; 0: never
     max_seconds: float | None  # time budget of the whole run
     resume: bool  # continue from the checkpoint folder's last.pt
+    nproc: int  # ranks `segflow train` starts (under torchrun: torchrun's); batch_size splits
 
 
 @dataclass(frozen=True)
@@ -110,10 +123,11 @@ def resolve_compute(settings: LoopSettings) -> Compute:
 def make_loader(
     train_data: PatchDataset, sampler: EpochSampler, settings: LoopSettings, device: torch.device
 ) -> DataLoader:
-    """Batches of `train_data` in the order of `sampler`; the incomplete last batch is dropped."""
+    """Batches of `train_data` in the order of `sampler`, each the rank's share of
+    ``settings.batch_size``; the incomplete last batch is dropped."""
     return DataLoader(
         train_data,
-        batch_size=settings.batch_size,
+        batch_size=rank_batch(settings.batch_size, sampler.world),
         sampler=sampler,
         num_workers=settings.num_workers,
         persistent_workers=settings.num_workers > 0,
@@ -139,36 +153,6 @@ def make_stepper(
     )
     scaler = torch.amp.GradScaler(compute.device.type, enabled=compute.amp_dtype == torch.float16)
     return Stepper(optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule), scaler)
-
-
-def _budget(
-    max_seconds: float | None,
-) -> tuple[float | None, Callable[[], float] | None]:
-    """(deadline on ``time.monotonic()``, elapsed share of the budget), or Nones without one."""
-    if max_seconds is None:
-        return None, None
-    started_at = time.monotonic()
-    return started_at + max_seconds, lambda: (time.monotonic() - started_at) / max_seconds
-
-
-def _validate(
-    model: nn.Module,
-    train_data: PatchDataset,
-    val_ids: list[str],
-    settings: LoopSettings,
-    compute: Compute,
-) -> ValidationScores:
-    """Score `model` on the `val_ids` images of the training store, in tiles."""
-    return validate(
-        model,
-        train_data.store,
-        val_ids,
-        train_data.normalization,
-        tile=settings.val_tile,
-        amp_dtype=compute.amp_dtype,
-        max_tiles=settings.val_max_tiles,
-        binary_class=train_data.binary_class,
-    )
 
 
 def _ahead(
@@ -197,6 +181,58 @@ def stop_reason(progress: Progress, patience: int, deadline: float | None) -> st
     return None
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What :func:`fit` keeps for the end of each epoch (rank 0's part)."""
+
+    model: nn.Module
+    train_data: PatchDataset
+    val_ids: list[str]
+    settings: LoopSettings
+    compute: Compute
+    stepper: Stepper
+    checkpoint_dir: Path
+    config: Mapping[str, Any]
+    deadline: float | None
+    on_epoch: Callable[[EpochReport], None] | None
+
+
+def _close_epoch(
+    run: _Run,
+    progress: Progress,
+    epoch: int,
+    started: float,
+    trained: tuple[float, int, float],
+    train_scores: tuple[float | None, float | None],
+) -> float:
+    """Validate, checkpoint and report `epoch`, which started at `started`
+    (``time.perf_counter()``) and `trained` (mean loss, patches, seconds) with the train
+    Dice and IoU `train_scores`; returns the seconds validation took."""
+    train_loss, seen, seconds = trained
+    data, settings = run.train_data, run.settings
+    scores = validate(
+        run.model,
+        data.store,
+        run.val_ids,
+        data.normalization,
+        tile=settings.val_tile,
+        amp_dtype=run.compute.amp_dtype,
+        max_tiles=settings.val_max_tiles,
+        binary_class=data.binary_class,
+    )
+    validation_seconds = time.perf_counter() - started - seconds
+    improved = progress.update(epoch, scores.dice)
+    # The data order is a pure function of (seed, epoch, index): this is its state.
+    order = {"seed": data.plan.seed, "epoch": epoch, "length": len(data)}
+    save_progress(run.checkpoint_dir, run.model, run.stepper, progress, order, run.config)
+    if run.on_epoch is not None:
+        lr = run.stepper.scheduler.get_last_lr()[0]
+        ahead = (*_ahead(epoch, started, settings, run.deadline), *train_scores)
+        speed = (seconds, seen / seconds)
+        run.on_epoch(EpochReport(epoch, train_loss, scores, lr, *speed, improved, *ahead))
+    return validation_seconds
+
+
 def fit(
     model: nn.Module,
     train_data: PatchDataset,
@@ -213,47 +249,45 @@ def fit(
 
     With ``settings.resume``, continues from ``checkpoint_dir/last.pt``; a finished run is
     extended by asking for more epochs (the cosine schedule then stretches over the new total).
-    Every checkpoint stores `config`.
+    Every checkpoint stores `config`. In a process group, every rank calls it; rank 0 alone
+    reads and writes checkpoints, validates and calls `on_epoch`.
     """
     retain_freed_memory()  # 3.9 -> 4.8 patches/s here: activations stay mapped between steps
-    deadline, time_progress = _budget(settings.max_seconds)
-    compute = resolve_compute(settings)
+    ranks = current_ranks()
+    lockstep = Lockstep(ranks, settings.max_seconds)
+    compute = rank_compute(resolve_compute(settings), ranks)
     model.to(compute.device)
     if compute.channels_last:
         model.to(memory_format=torch.channels_last)
     loss_fn = CountingLoss(loss_fn).to(compute.device)  # the train Dice and IoU
-    sampler = EpochSampler(len(train_data))
+    sampler = EpochSampler(len(train_data), ranks.rank, ranks.world)
     loader = make_loader(train_data, sampler, settings, compute.device)
-    stepper = make_stepper(model, settings, len(loader), compute, time_progress)
-    progress = resume_progress(checkpoint_dir, model, stepper, settings.resume)
+    stepper = make_stepper(model, settings, len(loader), compute, lockstep.time_progress)
+    state = resume_state(checkpoint_dir, settings.resume) if ranks.leader else None
+    progress = restore(share(state, ranks), model, stepper)
+    trained = data_parallel(model, compute, ranks)
+    run = _Run(model, train_data, val_ids, settings, compute, stepper, checkpoint_dir, config,
+               lockstep.deadline, on_epoch)  # fmt: skip
     stopped, validation_seconds = None, 0.0
     for epoch in range(progress.epoch + 1, settings.epochs):
         sampler.set_epoch(epoch)
         # Leave time for this epoch's validation, so the budget covers the whole run.
-        train_deadline = None if deadline is None else deadline - validation_seconds
-        started = time.perf_counter()
+        train_deadline = None if run.deadline is None else run.deadline - validation_seconds
+        batches, step_deadline = lockstep.epoch(loader, train_deadline)
+        desc, started = f"epoch {epoch + 1}/{settings.epochs}", time.perf_counter()
         train_loss, seen = train_one_epoch(
-            model,
-            loader,
-            loss_fn,
-            stepper,
-            compute,
-            deadline=train_deadline,
-            desc=f"epoch {epoch + 1}/{settings.epochs}",
+            trained, batches, loss_fn, stepper, compute, deadline=step_deadline, desc=desc
         )
         seconds = time.perf_counter() - started
-        scores = _validate(model, train_data, val_ids, settings, compute)
-        validation_seconds = time.perf_counter() - started - seconds
-        improved = progress.update(epoch, scores.dice)
-        # The data order is a pure function of (seed, epoch, index): this is its state.
-        order = {"seed": train_data.plan.seed, "epoch": epoch, "length": len(train_data)}
-        save_progress(checkpoint_dir, model, stepper, progress, order, config)
-        if on_epoch is not None:
-            lr = stepper.scheduler.get_last_lr()[0]
-            ahead = (*_ahead(epoch, started, settings, deadline), *loss_fn.scores())
-            speed = (seconds, seen / seconds)
-            on_epoch(EpochReport(epoch, train_loss, scores, lr, *speed, improved, *ahead))
-        if stopped := stop_reason(progress, settings.patience, train_deadline):
+        train_loss, seen = pool_epoch(loss_fn, train_loss, seen, compute.device, ranks)
+        train_scores = loss_fn.scores()  # on every rank: each one's counts start again
+        if ranks.leader:
+            epoch_done = (train_loss, seen, seconds)
+            validation_seconds = _close_epoch(run, progress, epoch, started, epoch_done,
+                                              train_scores)  # fmt: skip
+            stopped = stop_reason(progress, settings.patience, train_deadline)
+        stopped, progress = share((stopped, progress), ranks)  # rank 0 decides for all
+        if stopped:
             break
     best = (progress.best_epoch, progress.best_dice)
     return FitResult(progress.epoch + 1, *best, progress.dice, stopped or "epochs")

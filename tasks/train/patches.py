@@ -1,8 +1,9 @@
 """Training patches drawn from a dataset store by a sampling plan, as a torch Dataset.
 
 Patch ``k`` of epoch ``e`` is a pure function of ``(plan.seed, e, k)``: the data order does not
-depend on the number of DataLoader workers, and a resumed run sees exactly the patches an
-uninterrupted run would have seen.
+depend on the number of DataLoader workers nor on the number of ranks (each takes its share of
+the epoch's indices), and a resumed run sees exactly the patches an uninterrupted run would
+have seen.
 """
 
 from __future__ import annotations
@@ -38,20 +39,26 @@ def read_patch(
 
 
 class EpochSampler(Sampler[int]):
-    """Indices ``epoch * length + k`` for ``k < length``: the dataset decodes the epoch."""
+    """Indices ``epoch * length + k``: the dataset decodes the epoch.
 
-    def __init__(self, length: int) -> None:
-        self.length = length
+    Rank `rank` of `world` takes ``k = rank + world * i`` for ``i < length // world``, so the
+    ranks' shares are disjoint, equally long, and together the epoch of one process (less the
+    remainder of ``length / world``); one rank takes every ``k < length``.
+    """
+
+    def __init__(self, length: int, rank: int = 0, world: int = 1) -> None:
+        self.length, self.rank, self.world = length, rank, world
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
-        return iter(range(self.epoch * self.length, (self.epoch + 1) * self.length))
+        first = self.epoch * self.length + self.rank
+        return iter(range(first, first + self.world * len(self), self.world))
 
     def __len__(self) -> int:
-        return self.length
+        return self.length // self.world
 
 
 class PatchDataset(Dataset):

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from segflow.tasks.runtime.device import autocast
@@ -68,7 +67,7 @@ def cosine_schedule(
 
 def train_one_epoch(
     model: nn.Module,
-    loader: DataLoader,
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
     loss_fn: nn.Module,
     stepper: Stepper,
     compute: Compute,
@@ -79,7 +78,8 @@ def train_one_epoch(
 ) -> tuple[float, int]:
     """Train over `loader` once; returns (mean loss, patches seen).
 
-    Batches are ``(images (N, C, P, P) float32, targets)``. Stops early, between steps, once
+    Batches are ``(images (N, C, P, P) float32, targets)``, from a DataLoader (its length sizes
+    the progress bar) or any iterable of them. Stops early, between steps, once
     ``time.monotonic()`` passes `deadline`; ``on_step(step, loss)`` follows every step.
     """
     model.train()

@@ -224,3 +224,25 @@ def test_bad_train_config_fails_before_work():
         TrainConfig(store="x", ensemble_mode="folds")
     with pytest.raises(ValueError):
         TrainConfig(store="x", fg_oversample=1.5)
+
+
+def test_train_flow_on_two_processes_logs_once_per_epoch(tmp_path, workdir, monkeypatch):
+    """`nproc=2`: a helper rank trains beside the flow's process; rank 0 alone validates,
+    logs and checkpoints, so MLflow has one value per epoch."""
+    from segflow.tasks.train import distributed_launch
+
+    helpers, start = [], distributed_launch._start
+    monkeypatch.setattr(distributed_launch, "_start", lambda *a: helpers.append(a[0]) or start(*a))
+    store = make_store(tmp_path, count=6, size=64)
+    config = TrainConfig(
+        store=str(store), workdir=str(workdir), registered_model="tiny-ddp", nproc=2, **TINY
+    )
+    summary = train_unet(config)
+    client = MlflowClient()
+    assert client.get_run(summary.run_id).data.params["nproc"] == "2"
+    for metric in ("val/dice", "train/loss", "train/patches_per_second"):
+        assert [m.step for m in client.get_metric_history(summary.run_id, metric)] == [0, 1]
+    last = load_checkpoint(workdir / "training" / "unet" / "member_0" / "last.pt")
+    assert last["epoch"] == 1 and last["config"]["nproc"] == 2
+    assert summary.learned and load_model(summary.model_uri).ensemble.members
+    assert helpers == [1]  # rank 1 started beside this process, rank 0
