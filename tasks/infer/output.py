@@ -165,8 +165,9 @@ def prepare_predictions(
 
 
 def label_instances(out: str, names: list[str], *, min_size: int, block: int) -> dict[str, int]:
-    """Connected-component instance labels of each named image's mask, objects smaller than
-    `min_size` pixels dropped, stored as the label ``instances`` in `block`² shards (see
+    """Connected-component instance labels of each named image's mask, block by block (a few
+    blocks in memory), objects smaller than `min_size` pixels dropped, stored as the label
+    ``instances`` in `block`² shards (see
     :func:`segflow.tasks.storage.predictions.write_instances`).
 
     Returns

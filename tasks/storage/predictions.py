@@ -27,9 +27,9 @@ from typing import Any, Literal
 
 import numpy as np
 import zarr
-from skimage import measure, morphology
 from zarr.codecs import BloscCodec
 
+from segflow.tasks.storage.instances import label_blocks, write_nearest_levels
 from segflow.tasks.storage.ngff import NGFF_VERSION, image_label, level_shapes, multiscales
 from segflow.tasks.storage.paths import local_path
 
@@ -258,38 +258,24 @@ def write_block(
     _writable(image["labels/mask/0"])[0, y0:y1, x0:x1] = class_ids(probs, threshold)
 
 
-# Connected components need the whole mask in memory (skimage labels one array at a time).
-MAX_INSTANCE_PIXELS = 2**28
-
-
 def write_instances(out: str | Path, name: str, *, min_size: int, block: int) -> int:
-    """Label the connected foreground components of an image's mask (scikit-image), drop
-    those smaller than `min_size` pixels, and store them as the NGFF label ``instances``, with
-    the mask's pyramid levels (nearest pixel).
+    """Label the 8-connected foreground components of an image's mask block by block, drop
+    those smaller than `min_size` pixels (measured whole across blocks), and store them as the
+    NGFF label ``instances`` (uint32, ids 1..n), with the mask's pyramid levels (nearest pixel)
+    (see :mod:`segflow.tasks.storage.instances`: memory holds a few blocks, whatever the size).
 
     Returns the number of objects.
-
-    Raises
-    ------
-    ValueError
-        Masks above ``MAX_INSTANCE_PIXELS`` (they would not fit in memory at once).
     """
     image = zarr.open_group(local_path(out) / name, mode="r+")
     mask = image["labels/mask/0"]
-    _, height, width = mask.shape
-    if height * width > MAX_INSTANCE_PIXELS:
-        raise ValueError(f"{name}: {height}x{width} is too large for instance labelling")
-    foreground = np.asarray(mask[0]) > 0
-    kept = morphology.remove_small_objects(foreground, max_size=max(0, min_size - 1))
-    labels = measure.label(kept, connectivity=2)
     labels_group = image["labels"]
     meta = {"version": NGFF_VERSION, "source": {"image": "../../"}}
     levels = _label_image(
         labels_group, "instances", level_shapes(mask.shape[1:]), block, "uint32", meta
     )
-    for level, array in enumerate(levels):
-        array[0] = labels[:: 2**level, :: 2**level].astype(np.uint32)
+    objects = label_blocks(mask, levels[0], min_size=min_size, block=block)
+    write_nearest_levels(levels, block)
     ome = dict(labels_group.attrs["ome"])
     ome["labels"] = sorted(set(ome["labels"]) | {"instances"})
     labels_group.attrs["ome"] = ome
-    return int(labels.max())
+    return objects
