@@ -37,11 +37,12 @@ def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Pope
 
 
 def stop(process: subprocess.Popen, sig: int) -> None:
-    """Send `sig` to the process group, then SIGKILL it if it has not exited within 20 s."""
+    """Send `sig` to the process group, then SIGKILL it if it has not exited within 60 s (a
+    loaded 2-core machine took over 20 s to stop the server and its runner once)."""
     if process.poll() is None:
         os.killpg(process.pid, sig)
         try:
-            process.wait(timeout=20)
+            process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()

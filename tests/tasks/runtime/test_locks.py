@@ -14,7 +14,7 @@ import pytest
 
 from segflow.tasks.runtime import locks
 from segflow.tasks.runtime.locks import LockHeld, hold, holds
-from tests.images import make_store
+from tests.images import make_source, make_store
 
 SEGFLOW = Path(sys.executable).with_name("segflow")
 
@@ -131,8 +131,9 @@ def _flow_and_config(command: str, tmp: Path):
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_flow_itself_takes_the_lock(tmp_path, command):
-    """Deployments run the flows without the CLI: each flow takes its lock before any task."""
-    (tmp_path / "src").mkdir()
+    """Deployments run the flows without the CLI: each flow takes its lock before any task
+    that writes (ingest reads its source and split first: a bad split creates nothing)."""
+    make_source(tmp_path / "src", n=2)
     flow, config, locked = _flow_and_config(command, tmp_path)
     holder = start_holder(locked)
     try:
