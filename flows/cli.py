@@ -36,6 +36,7 @@ from segflow.flows.summaries import (
     pipeline_text,
     train_text,
 )
+from segflow.flows.synth_command import add_synth_command
 from segflow.tasks.runtime.watchdog import start_watchdog
 
 # Entry points `name = "module:function"`: function(commands) adds the sub-parser `name` to
@@ -48,32 +49,6 @@ Subcommands = argparse._SubParsersAction  # what add_subparsers() returns; argpa
 def _show(summary: BaseModel, as_json: bool, text: Callable[[typing.Any], str]) -> None:
     """Print `summary` as JSON, or as the terminal text `text` makes of it."""
     print(summary.model_dump_json(indent=2) if as_json else text(summary))
-
-
-def _synth(ns: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from segflow.tasks.demo.large import write_large_pair
-    from segflow.tasks.demo.synth import SynthSpec, write_dataset
-
-    spec = SynthSpec(
-        channels=ns.channels,
-        dtype=ns.dtype,
-        fg_fraction=ns.fg_fraction,
-        num_classes=ns.num_classes,
-        objects=ns.objects,
-    )
-    size = ns.size
-    pairs = write_dataset(
-        ns.out_dir, count=ns.count, size=size, spec=spec, seed=ns.seed, image_format=ns.format
-    )
-    print(f"wrote {len(pairs)} image/mask pairs under {ns.out_dir}")
-    if ns.large:
-        # The large pair is binary whatever --num-classes asks of the others.
-        binary = replace(spec, num_classes=2)
-        image, mask = write_large_pair(ns.out_dir, size=ns.large, spec=binary, seed=ns.seed)
-        print(f"wrote {ns.large}x{ns.large} tiled BigTIFF {image} and mask {mask}")
-    return 0
 
 
 def _ingest(ns: argparse.Namespace) -> int:
@@ -180,45 +155,6 @@ def _demo(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _image_size(text: str) -> tuple[int, int]:
-    """``"256"`` -> (256, 256), ``"320x480"`` -> (320, 480)."""
-    sides = text.lower().split("x")
-    if len(sides) not in (1, 2) or not all(side.isdigit() and int(side) > 0 for side in sides):
-        raise argparse.ArgumentTypeError(f"{text!r} is not N or HxW (positive integers)")
-    return (int(sides[0]), int(sides[-1]))
-
-
-def _add_synth_command(commands: Subcommands) -> None:
-    synth = commands.add_parser("synth", help="generate a synthetic image/mask dataset")
-    synth.add_argument("out_dir", metavar="OUT_DIR", type=Path)
-    synth.add_argument("--count", type=int, default=12, help="number of pairs (default 12)")
-    synth.add_argument(
-        "--size", type=_image_size, default="256", help="N or HxW in pixels (default 256)"
-    )
-    synth.add_argument("--channels", type=int, default=1, choices=(1, 3, 4))
-    synth.add_argument("--dtype", default="uint8", choices=("uint8", "uint16"))
-    synth.add_argument(
-        "--fg-fraction", type=float, default=0.08, help="target foreground fraction (default 0.08)"
-    )
-    synth.add_argument("--num-classes", type=int, default=2, help="classes incl. background")
-    synth.add_argument(
-        "--objects",
-        default="mixed",
-        choices=("mixed", "thin", "spots"),
-        help="blobs and curves, only thin curves, or only small clustered spots (default mixed)",
-    )
-    synth.add_argument("--format", default="png", choices=("png", "tif", "jpg"))
-    synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument(
-        "--large",
-        type=int,
-        default=0,
-        metavar="SIZE",
-        help="also write one SIZE x SIZE tiled BigTIFF pair, tile by tile",
-    )
-    synth.set_defaults(run=_synth)
-
-
 # One command per stage flow: name, help, config, positional fields, run, what --json prints.
 _STAGE_COMMANDS = (
     ("ingest", "ingest image/mask pairs into a Zarr store", IngestConfig, ("source", "store"),
@@ -291,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser
     )
-    _add_synth_command(commands)
+    add_synth_command(commands)
     _add_stage_commands(commands)
     _add_pipeline_commands(commands)
     _add_entry_point_commands(commands)

@@ -7,7 +7,7 @@ name of a training run (tags, run names, artifact paths) is written here.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +34,7 @@ def start_training_run(
     dataset_sha256: str,
     train_samples: int,
     flow_run_id: str | None,
-    class_names: Sequence[str],
-    class_fractions: Mapping[str, Sequence[float]],
+    class_fractions: Mapping[str, Mapping[str, float]],
     balance_plan: tuple[Mapping[str, str], str],
 ) -> str:
     """Start a run named `run_name` in the current experiment and record what it trains on;
@@ -50,7 +49,7 @@ def start_training_run(
         ``prefect.flow_run_id`` (empty outside a flow run); the store's train and val splits
         are the run's ``training`` and ``validation`` dataset inputs (digest: the hash).
     class_fractions
-        Kind (``uniform``, ``balanced``) -> per-class pixel fractions, logged as params
+        Kind (``uniform``, ``balanced``) -> class name -> pixel fraction, logged as params
         ``class_fraction.<kind>.<class name>``.
     balance_plan
         The balancing plan's params (``balance.*``) and its markdown, logged as
@@ -60,7 +59,7 @@ def start_training_run(
         fractions = {
             f"class_fraction.{kind}.{name}": f"{value:.4f}"
             for kind, values in class_fractions.items()
-            for name, value in zip(class_names, values, strict=True)
+            for name, value in values.items()
         }
         mlflow.log_params(flat_params(params) | fractions | dict(balance_plan[0]))
         mlflow.log_text(balance_plan[1], "balance_plan.md")

@@ -125,6 +125,44 @@ def _needed(shares: Shares, target: float, classes: Sequence[int]) -> float:
     return need
 
 
+def _as_set(
+    measure: Callable[[int], Shares],
+    natural: Sequence[float],
+    classes: Sequence[int],
+    target: float,
+    patch_size: int,
+    fg_oversample: float,
+) -> Levers:
+    """No lever: the data meets the target (or there is none); sampling as set."""
+    reason = (
+        f"foreground already {min(natural[c] for c in classes):.2%} >= target {target:.2%}"
+        if classes and target > 0
+        else "no target: sampling as set"
+    )
+    achieved = tuple(measure(patch_size).mixed(fg_oversample).tolist())
+    return Levers(
+        target, tuple(natural), achieved, patch_size, 1, fg_oversample, None, (), (reason,)
+    )
+
+
+def _loss_weights(
+    achieved: np.ndarray, rare: Sequence[int], target: float, cap: float
+) -> tuple[list[float] | None, str | None]:
+    """Per-class loss weights that make up what sampling leaves short of `target` (odds ratio,
+    capped), and why; (None, None) when sampling reaches it."""
+    short = [c for c in rare if achieved[c] < target]
+    if not short:
+        return None, None
+    weights = [1.0] * len(achieved)
+    for c in short:
+        weights[c] = float(min(cap, _odds(target) / _odds(achieved[c])))
+    reached = ", ".join(f"class {c} {achieved[c]:.2%} (weight {weights[c]:.2f})" for c in short)
+    return (
+        weights,
+        f"sampling reaches {reached} of the {target:.0%} target; the loss weights make up the rest",
+    )
+
+
 def choose_levers(
     measure: Callable[[int], Shares],
     natural: Sequence[float],
@@ -143,16 +181,7 @@ def choose_levers(
     classes = [c for c in fg_classes if natural[c] > 0]
     rare = [c for c in classes if natural[c] < target]
     if target <= 0 or not rare:
-        shares = measure(patch_size)
-        reason = (
-            f"foreground already {min(natural[c] for c in classes):.2%} >= target {target:.2%}"
-            if classes and target > 0
-            else "no target: sampling as set"
-        )
-        achieved = tuple(shares.mixed(fg_oversample).tolist())
-        return Levers(
-            target, tuple(natural), achieved, patch_size, 1, fg_oversample, None, (), (reason,)
-        )
+        return _as_set(measure, natural, classes, target, patch_size, fg_oversample)
     reasons, levers, probed = [], [], {}
     for window in windows(patch_size, multiple):
         shares = probed[window] = measure(window)
@@ -174,25 +203,16 @@ def choose_levers(
             f"{window}² windows instead of {patch_size}²: a {patch_size}² patch centred on "
             f"foreground holds only {min(probed[patch_size].centred[c] for c in rare):.2%} of it"
         )
-    weights = None
-    short = [c for c in rare if achieved[c] < target]
-    if short:
-        weights = [1.0] * len(natural)
-        for c in short:
-            weights[c] = float(min(weight_cap, _odds(target) / _odds(achieved[c])))
+    weights, why = _loss_weights(achieved, rare, target, weight_cap)
+    if weights is not None:
         levers.append("loss weights")
-        reasons.append(
-            "sampling reaches "
-            + ", ".join(f"class {c} {achieved[c]:.2%} (weight {weights[c]:.2f})" for c in short)
-            + f" of the {target:.0%} target; the loss weights make up the rest"
-        )
-    batch_factor = (patch_size // window) ** 2
+        reasons.append(why)
     return Levers(
         target,
         tuple(natural),
         tuple(achieved.tolist()),
         window,
-        batch_factor,
+        (patch_size // window) ** 2,
         oversample,
         None if weights is None else tuple(weights),
         tuple(levers),

@@ -84,8 +84,13 @@ def open_training_run(
         dataset_sha256=dataset_fingerprint(open_dataset(balance.store)),
         train_samples=len(balance.train_ids),
         flow_run_id=flow_run_id,
-        class_names=balance.class_names,
-        class_fractions={"uniform": balance.fractions_before, "balanced": balance.fractions_after},
+        class_fractions={
+            kind: dict(zip(balance.class_names, fractions, strict=True))
+            for kind, fractions in (
+                ("uniform", balance.fractions_before),
+                ("balanced", balance.fractions_after),
+            )
+        },
         balance_plan=(balance.levers.params(), balance.levers.markdown(balance.class_names)),
     )
     marker.write_text(run_id)
