@@ -33,8 +33,8 @@ BALANCE = SimpleNamespace(
     store="ds.zarr",
     train_ids=["a"],
     class_names=["bg", "fg"],
-    fractions_before=[],
-    fractions_after=[],
+    fractions_before=[0.9, 0.1],
+    fractions_after=[0.8, 0.2],
     levers=SimpleNamespace(params=dict, markdown=lambda names: ""),
 )
 
