@@ -101,9 +101,11 @@ class _MeanLogit(torch.nn.Module):
         return torch.logit(self.mean(x).clamp(1e-6, 1 - 1e-6))
 
 
-def run_arm(name: str, arm: str, seed: int, store: Path, work: Path, epochs: int) -> dict:
+def run_arm(
+    name: str, arm: str, seed: int, store: Path, work: Path, epochs: int, threads: int
+) -> dict:
     """Train arm `arm` with `seed` on `store` and score it on the test split."""
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     overrides = ARMS[arm]
     members = overrides.get("ensemble", 1)
     config = TrainConfig(
@@ -182,6 +184,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20, help="x 256 patches of 256² per run")
     parser.add_argument("--data", type=Path, default=Path("work/bench-imbalance"))
     parser.add_argument("--out", type=Path, default=Path("work/bench-imbalance/results.jsonl"))
+    parser.add_argument("--threads", type=int, default=2, help="torch threads per run")
     parser.add_argument("--table", action="store_true", help="only print the table of --out")
     args = parser.parse_args()
     if args.table:
@@ -192,7 +195,7 @@ def main() -> None:
     for seed in (int(s) for s in args.seeds.split(",")):
         for arm in args.arms.split(","):  # arms in turns, so load hits them alike
             row = in_fresh_process(
-                run_arm, args.set, arm, seed, store, args.data / "work", args.epochs
+                run_arm, args.set, arm, seed, store, args.data / "work", args.epochs, args.threads
             )
             print(json.dumps(row), flush=True)
             with args.out.open("a") as out:
