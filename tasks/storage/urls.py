@@ -1,0 +1,100 @@
+"""Where a store or an input lives: a local path, or an fsspec URL (``s3://``, ``gs://``, ``az://``,
+``memory://``; ``file://`` is a local path).
+
+Remote stores open through zarr's own :class:`zarr.storage.FsspecStore`, files through fsspec.
+Credentials and endpoints come from where the storage libraries look: ``AWS_*`` variables
+(``AWS_ENDPOINT_URL`` included), fsspec's configuration (``FSSPEC_S3_*`` variables,
+``~/.config/fsspec``). On top of that, S3 connections give up within seconds instead of
+retrying for minutes (:data:`S3_DEFAULTS`), so an unreachable endpoint ends a run quickly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import fsspec
+import zarr
+from fsspec.core import url_to_fs
+from zarr.storage import FsspecStore
+
+# Seconds to connect and to wait for a reply, and the attempts per request, for s3://: an
+# unreachable endpoint or a missing bucket fails in seconds (botocore: 60 s and 5 attempts).
+S3_DEFAULTS: dict[str, Any] = {
+    "config_kwargs": {
+        "connect_timeout": 5,
+        "read_timeout": 60,
+        "retries": {"max_attempts": 3, "mode": "standard"},
+    }
+}
+
+
+def is_remote(location: str | Path) -> bool:
+    """Whether `location` is a URL of a filesystem other than the local one."""
+    text = str(location)
+    return "://" in text and not text.startswith("file://")
+
+
+def local_path(location: str | Path) -> Path:
+    """The filesystem path of a local `location` (``file://`` stripped).
+
+    Raises
+    ------
+    ValueError
+        `location` is a remote URL.
+    """
+    if is_remote(location):
+        raise ValueError(f"{location}: a local path is needed here, not a URL")
+    return Path(str(location).removeprefix("file://"))
+
+
+def storage_options(location: str | Path) -> dict[str, Any]:
+    """segflow's options for the filesystem of `location` (fsspec's configuration adds to them
+    and wins)."""
+    protocol = str(location).split("://", 1)[0]
+    return dict(S3_DEFAULTS) if protocol in ("s3", "s3a") else {}
+
+
+def join(location: str | Path, *parts: str) -> str:
+    """`location` with `parts` appended (``/``-separated for URLs)."""
+    if is_remote(location):
+        return "/".join([str(location).rstrip("/"), *(p.strip("/") for p in parts if p)])
+    return str(local_path(location).joinpath(*parts))
+
+
+def name_of(location: str | Path) -> str:
+    """The last part of a path or URL (``s3://b/raw/`` -> ``raw``)."""
+    return PurePosixPath(str(location).rstrip("/").split("://", 1)[-1]).name
+
+
+def filesystem(location: str | Path) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The fsspec filesystem of `location` and the path within it."""
+    if not is_remote(location):
+        return fsspec.filesystem("file"), str(local_path(location).absolute())
+    return url_to_fs(str(location), **storage_options(location))
+
+
+def zarr_store(location: str | Path, *, read_only: bool = False) -> Path | FsspecStore:
+    """What :func:`zarr.open_group` takes for `location`: the path of a local store, or an
+    :class:`~zarr.storage.FsspecStore` of a remote one."""
+    if not is_remote(location):
+        return local_path(location)
+    return FsspecStore.from_url(
+        str(location), storage_options=storage_options(location), read_only=read_only
+    )
+
+
+def open_group(location: str | Path, path: str = "", *, mode: str = "r") -> zarr.Group:
+    """The Zarr group at `path` inside the store at `location`."""
+    store = zarr_store(location, read_only=mode == "r")
+    if isinstance(store, Path):
+        return zarr.open_group(store / path if path else store, mode=mode)
+    return zarr.open_group(store, path=path, mode=mode)
+
+
+def exists(location: str | Path, key: str = "") -> bool:
+    """Whether the object or file `key` (``/``-separated) exists under `location`."""
+    if not is_remote(location):
+        return local_path(location).joinpath(key).exists()
+    fs, root = filesystem(location)
+    return fs.exists(f"{root.rstrip('/')}/{key}" if key else root)
