@@ -20,7 +20,8 @@ from segflow.tasks.infer.tasks import (
     prepare_predictions,
 )
 from segflow.tasks.runtime.locks import hold
-from segflow.tasks.storage.paths import local_path, read_index
+from segflow.tasks.storage.paths import read_index
+from segflow.tasks.storage.urls import is_remote, local_path
 from segflow.tasks.tracking.runs import configure_tracking, tracking_uri
 
 
@@ -43,7 +44,7 @@ def writer_lock(config: InferConfig) -> AbstractContextManager[Path]:
     The CLI takes it first (it is re-entrant), so a second writer fails at once, before
     Prefect starts.
     """
-    return hold(local_path(config.output))
+    return hold(config.output if is_remote(config.output) else local_path(config.output))
 
 
 @flow(

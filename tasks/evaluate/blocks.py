@@ -7,7 +7,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import zarr
 
 from segflow.tasks.evaluate.plan import Plan
 from segflow.tasks.evaluate.scoring import (
@@ -20,7 +19,7 @@ from segflow.tasks.evaluate.scoring import (
 )
 from segflow.tasks.runtime.cluster import map_unordered
 from segflow.tasks.storage.dataset import open_dataset
-from segflow.tasks.storage.paths import local_path
+from segflow.tasks.storage.urls import open_group
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +51,7 @@ def read_block_tally(
     """Tally one block ``(y0, y1, x0, x1)`` of image `name`, reading only that block of the
     prediction store and of the dataset store's mask."""
     y0, y1, x0, x1 = region
-    image = zarr.open_group(local_path(predictions) / name, mode="r")
+    image = open_group(predictions, name, mode="r")
     probs = np.asarray(image["0"][:, y0:y1, x0:x1])
     mask = np.asarray(image["labels/mask/0"][0, y0:y1, x0:x1])
     truth = np.asarray(open_dataset(store).mask(name)[y0:y1, x0:x1])

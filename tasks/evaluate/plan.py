@@ -10,8 +10,8 @@ import zarr
 from segflow.tasks.evaluate.scoring import Layout
 from segflow.tasks.storage.dataset import Dataset, open_dataset
 from segflow.tasks.storage.grid import blocks
-from segflow.tasks.storage.paths import local_path
 from segflow.tasks.storage.predictions import LineageError, block_done, recorded_lineage
+from segflow.tasks.storage.urls import open_group
 
 
 @dataclass(frozen=True)
@@ -44,9 +44,8 @@ def plan_evaluation(predictions: str, store: str, split: str | None) -> Plan:
         image or with no lineage recorded (:func:`check_same_pixels`), a differently sized
         image, or blocks not yet written (with the command that finishes them).
     """
-    path = local_path(predictions)
     try:
-        root = zarr.open_group(path, mode="r")
+        root = open_group(predictions)
     except FileNotFoundError:
         raise ValueError(f"{predictions}: no prediction store here") from None
     meta = dict(root.attrs.get("segflow", {}))
@@ -78,7 +77,7 @@ def plan_evaluation(predictions: str, store: str, split: str | None) -> Plan:
         if str(probs.dtype) != layout.dtype or probs.shards[1] != layout.block:
             raise ValueError(f"{predictions}/{name}: stored unlike the other images")
         regions[name] = blocks(truth.shape, layout.block)
-        undone = [r for r in regions[name] if not block_done(path, name, r, layout.block)]
+        undone = [r for r in regions[name] if not block_done(predictions, name, r, layout.block)]
         if undone:
             raise ValueError(
                 f"{predictions}/{name}: {len(undone)} of {len(regions[name])} blocks not "

@@ -8,14 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import zarr
 from matplotlib.figure import Figure
 
 from segflow.tasks.evaluate.blocks import Evaluation
 from segflow.tasks.evaluate.plan import Plan, evaluation_key
 from segflow.tasks.evaluate.scoring import THRESHOLDS
 from segflow.tasks.storage.dataset import dataset_fingerprint, open_dataset
-from segflow.tasks.storage.paths import local_path
+from segflow.tasks.storage.urls import open_group
 from segflow.tasks.tracking.evaluation import (
     EvaluationArtifacts,
     EvaluationRun,
@@ -86,7 +85,7 @@ def thumbnail(
     step = max(1, -(-max(truth.shape) // max_side))
     view = np.s_[::step, ::step]
     image = np.asarray(dataset.image(name)[(slice(None), *view)])
-    mask = zarr.open_group(local_path(plan.predictions) / name, mode="r")["labels/mask/0"]
+    mask = open_group(plan.predictions, name, mode="r")["labels/mask/0"]
     return (
         image,
         plan.layout.truth_ids(np.asarray(truth[view])),

@@ -13,7 +13,6 @@ from segflow.tasks.infer.sources import Source
 from segflow.tasks.storage.bundle import ModelBundle, bundle_digest, load_bundle
 from segflow.tasks.storage.dataset import Dataset, dataset_fingerprint, open_dataset
 from segflow.tasks.storage.image_io import sha256_file
-from segflow.tasks.storage.paths import local_path
 from segflow.tasks.storage.predictions import (
     PREDICTIONS_SCHEMA_VERSION,
     check_lineage,
@@ -23,6 +22,7 @@ from segflow.tasks.storage.predictions import (
 )
 from segflow.tasks.storage.pyramid import write_pyramid
 from segflow.tasks.storage.stored_bundle import bundle_cache, extract_bundle, store_bundle
+from segflow.tasks.storage.urls import filesystem, open_group, zarr_store
 from segflow.tasks.tracking.model import fetch_bundle
 from segflow.tasks.tracking.registry import resolve_model
 
@@ -31,13 +31,15 @@ def zarr_sha256(path: str) -> str:
     """The checksum of a Zarr array input: its ``sha256`` attribute where it has one (the
     arrays of a dataset store carry their source file's), else a SHA-256 over every file of the
     array (metadata and encoded chunks, by relative path), streamed without decoding."""
-    root = Path(path)
-    recorded = zarr.open_array(root, mode="r").attrs.get("sha256")
+    recorded = zarr.open_array(zarr_store(path, read_only=True), mode="r").attrs.get("sha256")
     if isinstance(recorded, str):
         return recorded
+    fs, root = filesystem(path)
     digest = hashlib.sha256()
-    for file in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(f"{file.relative_to(root).as_posix()}:{sha256_file(file)};".encode())
+    for file in sorted(fs.find(root)):
+        with fs.open(file, "rb") as stream:
+            sha = hashlib.file_digest(stream, "sha256").hexdigest()
+        digest.update(f"{file[len(root.rstrip('/')) + 1 :]}:{sha};".encode())
     return digest.hexdigest()
 
 
@@ -132,7 +134,7 @@ def prepare_predictions(
     lineage = input_lineage(sources)
     check_schema(out)  # before anything is written
     check_lineage(out, lineage)
-    root = zarr.open_group(local_path(out), mode="a")
+    root = open_group(out, mode="a")
     bundle, digest = _copy_bundle(root, out, model_uri)
     model = load_bundle(bundle)
     classes = model.config.num_classes

@@ -12,6 +12,10 @@ once, before Prefect's server starts), and the flow takes it again for deploymen
 without the CLI. It therefore excludes other processes, not other threads. Processes forked
 while it is held (DataLoader workers) share it until they exit; spawned ones (Dask workers,
 Prefect's server) do not inherit it.
+
+A store on object storage (a URL) has no folder beside it to hold a lock file: its lock file is
+kept in this machine's temporary folder, named after the URL, so it excludes the writers of one
+machine only (README, "Object storage").
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import json
 import os
 import shlex
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -28,12 +33,20 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
+
+from segflow.tasks.storage.urls import is_remote
 
 LOCK_SUFFIX = ".segflow.lock"
 
 
 def lock_path(folder: str | Path) -> Path:
-    """The lock file of `folder`: ``.<name>.segflow.lock`` in its parent."""
+    """The lock file of `folder`: ``.<name>.segflow.lock`` in its parent; for a URL, a file
+    named after it in this machine's temporary folder."""
+    if is_remote(folder):
+        locks = Path(tempfile.gettempdir()) / "segflow-locks"
+        locks.mkdir(exist_ok=True)
+        return locks / f".{quote(str(folder).rstrip('/'), safe='')}{LOCK_SUFFIX}"
     folder = Path(folder).resolve()
     return folder.parent / f".{folder.name}{LOCK_SUFFIX}"
 
@@ -98,7 +111,8 @@ def _record(fd: int) -> None:
 
 @contextmanager
 def hold(folder: str | Path, *, wait: float = 0.0) -> Iterator[Path]:
-    """Hold the writer lock of `folder` (created if missing) for the ``with`` block.
+    """Hold the writer lock of `folder` (a local folder, created if missing, or a URL) for the
+    ``with`` block.
 
     Parameters
     ----------
@@ -115,8 +129,9 @@ def hold(folder: str | Path, *, wait: float = 0.0) -> Iterator[Path]:
     LockHeld
         Another process holds the lock (after `wait` seconds); names its PID and command.
     """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    if not is_remote(folder):
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
     path = lock_path(folder)
     with _registry:
         entry = _held.get(path)

@@ -21,6 +21,13 @@ the image's and the mask's swap the new image sits beside the old mask: the mask
 ``image_sha256`` then differs from the image's ``sha256``, so :func:`committed_samples` (and a
 crash at that moment) shows the sample as not committed rather than as a wrong pair.
 Every sample array lives in its own shards, so parallel writers never share one.
+
+Object storage (a URL) has no rename: a sample is written in place. Its mask's
+``image_sha256`` is withdrawn first when it replaces an earlier version, and written back last,
+in one PUT of the mask's ``zarr.json``: a sample is committed by that one object, so a kill at any
+moment leaves it committed in full (old or new) or not committed, never half-written; the next
+ingest writes it again. What is not atomic there: a reader that opened a sample's arrays before
+it is replaced may read a mix of old and new chunks (train after an ingest, not during it).
 """
 
 from __future__ import annotations
@@ -43,8 +50,9 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from segflow.tasks.runtime import locks
+from segflow.tasks.storage import urls
 from segflow.tasks.storage.dataset import DATASET_CHUNK, DATASET_SCHEMA_VERSION, DATASET_SHARD
-from segflow.tasks.storage.paths import local_path
+from segflow.tasks.storage.urls import local_path
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +67,16 @@ INDEX_LOCK_WAIT = 10.0
 _COMPRESSORS = BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
 
 
-def _refuse_foreign(path: Path) -> None:
-    foreign = path.exists() and not (path / "zarr.json").exists()
-    if foreign and any(path.iterdir()):
-        raise ValueError(f"{path}: exists and is not a Zarr store; refusing to write into it")
+def _refuse_foreign(store: str | Path) -> None:
+    fs, path = urls.filesystem(store)
+    foreign = fs.isdir(path) and not fs.exists(f"{path}/zarr.json")
+    if foreign and fs.ls(path):
+        raise ValueError(f"{store}: exists and is not a Zarr store; refusing to write into it")
+
+
+def _lock_target(store: str | Path) -> str | Path:
+    """What :func:`locks.hold` locks for `store`: its folder, or its URL."""
+    return store if urls.is_remote(store) else local_path(store)
 
 
 def lock_store(store: str | Path, *, wait: float = 0.0):
@@ -75,9 +89,8 @@ def lock_store(store: str | Path, *, wait: float = 0.0):
     LockHeld
         Another process writes the store.
     """
-    path = local_path(store)
-    _refuse_foreign(path)
-    return locks.hold(path, wait=wait)
+    _refuse_foreign(store)
+    return locks.hold(_lock_target(store), wait=wait)
 
 
 def init_store(store: str | Path, *, class_names: tuple[str, ...]) -> zarr.Group:
@@ -90,19 +103,18 @@ def init_store(store: str | Path, *, class_names: tuple[str, ...]) -> zarr.Group
     ValueError
         The path holds something else, another schema version or other class names.
     """
-    path = local_path(store)
-    _refuse_foreign(path)
-    root = zarr.open_group(path, mode="a", zarr_format=3)
+    _refuse_foreign(store)
+    root = urls.open_group(store, mode="a")
     meta = dict(root.attrs).get("segflow")
     if meta is not None:
         if meta.get("schema_version") != DATASET_SCHEMA_VERSION:
             raise ValueError(
-                f"{path}: schema version {meta.get('schema_version')} is not "
+                f"{store}: schema version {meta.get('schema_version')} is not "
                 f"{DATASET_SCHEMA_VERSION}"
             )
         if tuple(meta.get("class_names", ())) != tuple(class_names):
             raise ValueError(
-                f"{path}: holds classes {meta.get('class_names')}, not {list(class_names)}; "
+                f"{store}: holds classes {meta.get('class_names')}, not {list(class_names)}; "
                 "ingest into a new store or pass the same classes"
             )
     else:
@@ -113,7 +125,8 @@ def init_store(store: str | Path, *, class_names: tuple[str, ...]) -> zarr.Group
     for name in ("images", "masks"):
         if name not in root:
             root.create_group(name)
-    remove_staging(path)
+    if not urls.is_remote(store):  # nothing is staged on object storage
+        remove_staging(store)
     return root
 
 
@@ -143,7 +156,7 @@ class StoredSample:
 
 def committed_samples(store: str | Path) -> dict[str, StoredSample]:
     """Samples whose image and mask are both in place and belong together."""
-    root = zarr.open_group(local_path(store), mode="r")
+    root = urls.open_group(store)
     images, masks = root["images"], root["masks"]
     found: dict[str, StoredSample] = {}
     for sample_id in sorted(set(images.array_keys()) & set(masks.array_keys())):
@@ -159,10 +172,19 @@ def committed_samples(store: str | Path) -> dict[str, StoredSample]:
     return found
 
 
-def _create(path: Path, shape: tuple[int, ...], dtype: np.dtype, attrs: Mapping[str, Any]):
+def _create(
+    store: Path | zarr.storage.StoreLike,
+    name: str | None,
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    attrs: Mapping[str, Any],
+):
+    """A new sample array at `name` in `store` (replacing any there)."""
     lead = shape[:-2]
     return zarr.create_array(
-        path,
+        store,
+        name=name,
+        overwrite=True,
         shape=shape,
         dtype=dtype,
         chunks=(*lead, DATASET_CHUNK, DATASET_CHUNK),
@@ -205,17 +227,41 @@ def write_sample(
     image_attrs, mask_attrs
         Must hold ``sha256``; `mask_attrs` also ``image_sha256`` tying the pair together.
     """
+    if urls.is_remote(store):
+        _write_in_place(store, sample_id, image, mask, image_attrs, mask_attrs, workers)
+        return
     path = local_path(store)
     staging = path / _STAGING / f"{sample_id}-{uuid.uuid4().hex[:8]}"
     staged = {"images": staging / "image", "masks": staging / "mask"}
     try:
         for group, data, attrs in (("images", image, image_attrs), ("masks", mask, mask_attrs)):
-            _write(_create(staged[group], data.shape, data.dtype, attrs), data, workers)
+            _write(_create(staged[group], None, data.shape, data.dtype, attrs), data, workers)
         for group in ("images", "masks"):
             _swap_in(staged[group], path / group / sample_id)
     finally:
         # The entry is this writer's: the old arrays after a swap, or a failed write's remains.
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_in_place(
+    store: str,
+    sample_id: str,
+    image: np.ndarray | da.Array,
+    mask: np.ndarray | da.Array,
+    image_attrs: Mapping[str, Any],
+    mask_attrs: Mapping[str, Any],
+    workers: int,
+) -> None:
+    """Write a sample where there is no rename (object storage): withdraw, write, commit."""
+    root = urls.open_group(store, mode="r+")
+    if sample_id in root["masks"]:
+        root[f"masks/{sample_id}"].update_attributes({"image_sha256": None})
+    pending = {**mask_attrs, "image_sha256": None}
+    target = urls.zarr_store(store)
+    for group, data, attrs in (("images", image, image_attrs), ("masks", mask, pending)):
+        array = _create(target, f"{group}/{sample_id}", data.shape, data.dtype, attrs)
+        _write(array, data, workers)
+    array.update_attributes({"image_sha256": mask_attrs["image_sha256"]})  # the commit
 
 
 def _load_renameat2():
@@ -282,9 +328,8 @@ def write_index(store: str | Path, index: Mapping[str, Any]) -> None:
     LockHeld
         Another process (an ingest) still writes the store after that wait.
     """
-    path = local_path(store)
-    with locks.hold(path, wait=INDEX_LOCK_WAIT):
-        root = zarr.open_group(path, mode="r+")
+    with locks.hold(_lock_target(store), wait=INDEX_LOCK_WAIT):
+        root = urls.open_group(store, mode="r+")
         meta = dict(root.attrs["segflow"])
         meta.update(index)
         root.attrs["segflow"] = meta

@@ -31,7 +31,7 @@ from zarr.codecs import BloscCodec
 
 from segflow.tasks.storage.instances import label_blocks, write_nearest_levels
 from segflow.tasks.storage.ngff import NGFF_VERSION, image_label, level_shapes, multiscales
-from segflow.tasks.storage.paths import local_path
+from segflow.tasks.storage.urls import exists, open_group
 
 # 2: each image records its lineage, and all-background shards are written.
 # 3: pyramid levels, label colours and names, the model bundle as Zarr arrays.
@@ -85,7 +85,7 @@ def create_image_arrays(
     ValueError
         An existing image of that name with another shape, classes or block size.
     """
-    root = zarr.open_group(local_path(out), mode="a")
+    root = open_group(out, mode="a")
     height, width = shape
     if name in root:
         existing = root[f"{name}/0"]
@@ -146,12 +146,11 @@ def _label_image(
 def block_done(
     out: str | Path, name: str, region: tuple[int, int, int, int], block: int, level: int = 0
 ) -> bool:
-    """Whether every shard of `region` of pyramid `level`, in both arrays, is on disk (shard
-    files are written atomically, and written whatever they hold)."""
+    """Whether every shard of `region` of pyramid `level`, in both arrays, is stored (shard
+    files, and objects, are written whole, whatever they hold)."""
     y0, y1, x0, x1 = region
-    root = local_path(out) / name
     return all(
-        (root / arr / "c" / "0" / str(iy) / str(ix)).exists()
+        exists(out, f"{name}/{arr}/c/0/{iy}/{ix}")
         for arr in (str(level), f"labels/mask/{level}")
         for iy in range(y0 // block, -(-y1 // block))
         for ix in range(x0 // block, -(-x1 // block))
@@ -171,10 +170,9 @@ def check_schema(out: str | Path) -> None:
     OldStoreError
         `out` holds predictions of another ``schema_version``.
     """
-    path = local_path(out)
-    if not (path / "zarr.json").exists():
+    if not exists(out, "zarr.json"):
         return
-    version = zarr.open_group(path, mode="r").attrs.get("segflow", {}).get("schema_version")
+    version = open_group(out).attrs.get("segflow", {}).get("schema_version")
     if version not in (None, PREDICTIONS_SCHEMA_VERSION):
         raise OldStoreError(
             f"{out}: a prediction store of schema {version}, this segflow writes schema "
@@ -207,10 +205,9 @@ def check_lineage(out: str | Path, lineage: Mapping[str, Mapping[str, Any]]) -> 
         An image of `out` predicted from an image with another sha256, or with no lineage
         recorded: resuming it would mix data.
     """
-    path = local_path(out)
-    if not (path / "zarr.json").exists():
+    if not exists(out, "zarr.json"):
         return
-    root = zarr.open_group(path, mode="r")
+    root = open_group(out)
     for name, new in lineage.items():
         if name not in root:
             continue
@@ -253,7 +250,7 @@ def write_block(
 ) -> None:
     """Write one block's probabilities, then its mask (the mask shard marks it done)."""
     y0, y1, x0, x1 = region
-    image = zarr.open_group(local_path(out) / name, mode="r+")
+    image = open_group(out, name, mode="r+")
     _writable(image["0"])[:, y0:y1, x0:x1] = to_stored(probs, probability_dtype)
     _writable(image["labels/mask/0"])[0, y0:y1, x0:x1] = class_ids(probs, threshold)
 
@@ -266,7 +263,7 @@ def write_instances(out: str | Path, name: str, *, min_size: int, block: int) ->
 
     Returns the number of objects.
     """
-    image = zarr.open_group(local_path(out) / name, mode="r+")
+    image = open_group(out, name, mode="r+")
     mask = image["labels/mask/0"]
     labels_group = image["labels"]
     meta = {"version": NGFF_VERSION, "source": {"image": "../../"}}

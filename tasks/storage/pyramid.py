@@ -12,11 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import zarr
 
 from segflow.tasks.storage.grid import blocks
-from segflow.tasks.storage.paths import local_path
 from segflow.tasks.storage.predictions import block_done
+from segflow.tasks.storage.urls import open_group
 
 
 def halve_mean(values: np.ndarray) -> np.ndarray:
@@ -42,7 +41,7 @@ def write_pyramid(out: str | Path, name: str, block: int) -> int:
 
     Returns the number of level blocks written now (0: the pyramid was already complete).
     """
-    image = zarr.open_group(local_path(out) / name, mode="r+")
+    image = open_group(out, name, mode="r+")
     written = 0
     level = 1
     while str(level) in image:

@@ -17,7 +17,7 @@ import numpy as np
 import zarr
 
 from segflow.tasks.storage.bundle import bundle_digest
-from segflow.tasks.storage.paths import local_path
+from segflow.tasks.storage.urls import open_group
 
 _FILE_CHUNK = 8 * 2**20  # bytes per chunk of a bundle file
 
@@ -60,7 +60,7 @@ def extract_bundle(out: str | Path, dest: str | Path, digest: str) -> Path:
     if dest.is_dir():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    group = zarr.open_group(local_path(out) / "model", mode="r")
+    group = open_group(out, "model", mode="r")
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
     try:
         for _, array in group.arrays():
