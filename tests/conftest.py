@@ -6,4 +6,4 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
 # Session servers on 127.0.0.1 (moto's S3 API), started only by the tests that ask for them.
-pytest_plugins = ["tests.servers"]
+pytest_plugins = ["tests.servers", "tests.cluster"]

@@ -1,4 +1,10 @@
-"""Dask clusters: a LocalCluster sized to the machine by default, or any existing cluster."""
+"""Dask clusters: a LocalCluster sized to the machine by default, or any existing cluster.
+
+An existing cluster (``dask scheduler`` and ``dask worker`` processes, dask-cuda's
+``dask cuda worker``) runs segflow's functions in its workers' own processes and working
+directories: they import segflow from their environment and must reach the data by URL or by
+the same absolute paths as the client.
+"""
 
 from __future__ import annotations
 
@@ -56,6 +62,19 @@ def dask_client(address: str | None = None, *, workers: int | None = None) -> It
             yield client
     finally:  # after the cluster's close, whose INFO lines are as noisy
         quiet.setLevel(level)
+
+
+def advertised_resources(client: Client) -> set[str]:
+    """The names of the resources (``GPU``...) that at least one worker of the cluster offers,
+    as given by ``dask worker --resources "GPU=1"``; empty for segflow's LocalCluster."""
+    # n_workers=-1: some releases of distributed list only the first 5 workers by default
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    return {
+        name
+        for worker in workers
+        for name, amount in (worker.get("resources") or {}).items()
+        if amount > 0
+    }
 
 
 def map_unordered(
