@@ -109,7 +109,8 @@ def _print_pipeline(summary: BaseModel, as_json: bool) -> None:
 
 def _pipeline(ns: argparse.Namespace) -> int:
     try:
-        config = load_pipeline_config(ns.source, ns.workdir, ns.config, ns.overrides)
+        stores = [f"stores={ns.stores}"] if ns.stores else []
+        config = load_pipeline_config(ns.source, ns.workdir, ns.config, [*stores, *ns.overrides])
     except ValidationError:
         raise  # main() reports it
     except (OSError, ValueError) as exc:
@@ -180,8 +181,18 @@ def _add_pipeline_commands(commands: Subcommands) -> None:
     pipeline = commands.add_parser(
         "pipeline", help="ingest, train, infer and evaluate in one flow; skips unchanged stages"
     )
-    pipeline.add_argument("source", metavar="SRC", help="folder with images/ and masks/")
-    pipeline.add_argument("workdir", metavar="WORKDIR", help="where everything is written")
+    pipeline.add_argument(
+        "source", metavar="SRC", help="folder or URL (s3://...) with images/ and masks/"
+    )
+    pipeline.add_argument(
+        "workdir", metavar="WORKDIR", help="where runs, checkpoints and records are written"
+    )
+    pipeline.add_argument(
+        "--stores",
+        metavar="FOLDER_OR_URL",
+        help="where the dataset and prediction stores go, e.g. s3://bucket/segflow "
+        "(default WORKDIR)",
+    )
     pipeline.add_argument(
         "--config", type=Path, help="YAML or TOML file: sections ingest, train, infer, evaluate"
     )

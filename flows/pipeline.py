@@ -27,6 +27,7 @@ from segflow.flows.summaries import pipeline_markdown
 from segflow.flows.train import train_unet
 from segflow.tasks.pipeline.ledger import Ledger, source_fingerprint, stage_key
 from segflow.tasks.storage.dataset import dataset_fingerprint, open_dataset
+from segflow.tasks.storage.urls import exists, read_bytes
 from segflow.tasks.tracking.registry import resolve_model
 from segflow.tasks.tracking.runs import configure_tracking
 
@@ -52,7 +53,7 @@ class PipelineSummary(BaseModel):
 def ingest_key(ingest: IngestConfig) -> str:
     """The ingest stage's key: its settings, the source's files and the split file's bytes
     (which may live outside the source)."""
-    split = Path(ingest.split_file).read_bytes() if ingest.split_file else b""
+    split = read_bytes(ingest.split_file) if ingest.split_file else b""
     source = source_fingerprint(ingest.source)
     return stage_key(ingest.model_dump(), source, hashlib.sha256(split).hexdigest())
 
@@ -101,7 +102,7 @@ def run_pipeline(config: PipelineConfig) -> PipelineSummary:
         "ingest",
         key,
         lambda _: ingest_dataset(ingest),
-        lambda _: (Path(config.store) / "zarr.json").exists(),
+        lambda _: exists(config.store, "zarr.json"),
     )
 
     data = dataset_fingerprint(open_dataset(config.store))
@@ -123,7 +124,7 @@ def run_pipeline(config: PipelineConfig) -> PipelineSummary:
         "infer",
         key,
         lambda _: _infer_every_image(infer),
-        lambda _: Path(infer.output, "zarr.json").exists(),
+        lambda _: exists(infer.output, "zarr.json"),
     )
 
     evaluate = config.evaluate_config(infer.output)

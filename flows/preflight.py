@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from segflow.flows.config import EvaluateConfig, InferConfig, IngestConfig, TrainConfig
 from segflow.flows.errors import UsageError
+from segflow.tasks.storage import urls
 
 _MAKE_STORE = "make one with `segflow ingest SRC STORE`"
 _MAKE_MODEL = "train one with `segflow train STORE`, or run `segflow demo`"
@@ -23,12 +24,19 @@ def check_dataset_store(path: str, role: str) -> None:
     """Raise :class:`UsageError` unless `path` is a segflow dataset store; `role` names it."""
     from segflow.tasks.storage.dataset import open_dataset
 
-    if not Path(path).exists():
+    check_reachable(path, role)
+    if not urls.exists(path):
         raise UsageError(f"{role} {path} does not exist ({_MAKE_STORE})")
     try:
         open_dataset(path)
     except ValueError as exc:
         raise UsageError(f"{role} {exc} ({_MAKE_STORE})") from None
+
+
+def check_reachable(location: str, role: str) -> None:
+    """Raise :class:`UsageError` when `location` is a URL whose storage does not answer."""
+    if problem := urls.reach_problem(location):
+        raise UsageError(f"{role} {problem}")
 
 
 def check_source(config: IngestConfig) -> None:
@@ -38,6 +46,7 @@ def check_source(config: IngestConfig) -> None:
     from segflow.tasks.ingest.pairs import find_pairs
     from segflow.tasks.ingest.source_split import source_split
 
+    check_reachable(config.source, "source")
     try:
         pairs, _ = find_pairs(config.source, config.pair_layout())
         source_split(config.source, pairs, config.split_file)
@@ -46,8 +55,12 @@ def check_source(config: IngestConfig) -> None:
 
 
 def _check_writable_store(path: str, role: str) -> None:
-    """A store to write: absent or a folder. What an existing folder holds is the writer's
-    to judge (a store that a killed ingest left half-initialised is resumed, not refused)."""
+    """A store to write: absent or a folder (or a reachable URL). What an existing folder holds
+    is the writer's to judge (a store that a killed ingest left half-initialised is resumed,
+    not refused)."""
+    check_reachable(path, role)
+    if urls.is_remote(path):
+        return
     if Path(path).exists() and not Path(path).is_dir():
         raise UsageError(f"{role} {path} is a file (give a new or existing store folder)")
 
@@ -83,6 +96,7 @@ def check_model(model: str, workdir: str) -> None:
 def _check_infer_input(config: InferConfig) -> None:
     from segflow.tasks.infer.sources import find_sources
 
+    check_reachable(config.input, "input")
     try:
         find_sources(config.input, split=config.split, limits=config.size_limits())
     except (OSError, ValueError, KeyError) as exc:
@@ -108,7 +122,8 @@ def check_config(config: BaseModel) -> None:
         check_model(config.model, config.workdir)
         _check_writable_store(config.output, "output")
     elif isinstance(config, EvaluateConfig):
-        if not (Path(config.predictions) / "zarr.json").is_file():
+        check_reachable(config.predictions, "predictions")
+        if not urls.exists(config.predictions, "zarr.json"):
             raise UsageError(
                 f"predictions {config.predictions}: no prediction store here "
                 "(make one with `segflow infer INPUT OUT`)"

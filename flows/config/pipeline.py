@@ -55,7 +55,12 @@ class PipelineConfig(Frozen):
         description="Folder holding the image and mask sub-folders, or train/, val/ and test/ "
         "folders that each hold them (a sample's folder gives its split).",
     )
-    workdir: str = Field(..., description="Where the store, runs and predictions go.")
+    workdir: str = Field(..., description="Where the runs, checkpoints and records go.")
+    stores: str | None = Field(
+        None,
+        description="Folder or URL (s3://bucket/prefix) for the dataset and prediction stores; "
+        "default: the work dir.",
+    )
     ingest: IngestStage = Field(default_factory=IngestStage, description="Ingest settings.")
     train: TrainStage = Field(default_factory=TrainStage, description="Training settings.")
     infer: InferStage = Field(default_factory=InferStage, description="Inference settings.")
@@ -65,8 +70,10 @@ class PipelineConfig(Frozen):
 
     @property
     def store(self) -> str:
-        """The dataset store the ingest stage writes: ``WORKDIR/dataset.zarr``."""
-        return str(Path(self.workdir) / "dataset.zarr")
+        """The dataset store the ingest stage writes: ``STORES/dataset.zarr``."""
+        from segflow.tasks.storage.urls import join  # zarr and fsspec: not for `--help`
+
+        return join(self.stores or self.workdir, "dataset.zarr")
 
     def ingest_config(self) -> IngestConfig:
         """The ingest stage's config: `source` into :attr:`store`."""
@@ -83,10 +90,12 @@ class PipelineConfig(Frozen):
         named by the model and its training run (version numbers restart with a new
         tracking database)."""
         name = model.removeprefix("models:/").removeprefix("runs:/").replace("/", "-")
-        output = Path(self.workdir) / "predictions" / f"{name}-{run_id[:8]}.zarr"
+        from segflow.tasks.storage.urls import join
+
+        output = join(self.stores or self.workdir, "predictions", f"{name}-{run_id[:8]}.zarr")
         return InferConfig(
             input=self.store,
-            output=str(output),
+            output=output,
             model=model,
             workdir=self.workdir,
             **self.infer.model_dump(),

@@ -2,16 +2,16 @@
 
 A :class:`Source` names one image and how to open it; Dask workers open it themselves, so no
 pixels travel through the scheduler and no image is ever loaded whole (PNG/JPEG excepted:
-those formats cannot be read by region, and are decoded once per worker).
+those formats cannot be read by region, and are decoded once per worker). Inputs are local
+paths or URLs (``s3://b/in/``, ``s3://b/in/*.tif``, ``s3://b/dataset.zarr``); a remote TIFF's
+tiles are fetched as regions need them.
 """
 
 from __future__ import annotations
 
-import glob
 from collections import defaultdict
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -20,7 +20,9 @@ import zarr
 from zarr.experimental.cache_store import CacheStore
 from zarr.storage import MemoryStore
 
+from segflow.tasks.storage import files, urls
 from segflow.tasks.storage.dataset import open_dataset
+from segflow.tasks.storage.files import Location
 from segflow.tasks.storage.image_io import (
     TIFF_SUFFIXES,
     ImageInfo,
@@ -31,6 +33,7 @@ from segflow.tasks.storage.image_io import (
     name_problem,
     probe_image,
     read_image,
+    tiff_handle,
 )
 
 Kind = Literal["store", "zarr", "tiff", "image"]
@@ -44,7 +47,8 @@ TIFF_CACHE_BYTES = 64 * 2**20
 
 @dataclass(frozen=True)
 class Source:
-    """One input image: `kind` and `path` say how to open it, `key` which array inside."""
+    """One input image: `kind` and `path` (a local path or a URL) say how to open it, `key`
+    which array inside."""
 
     name: str
     kind: Kind
@@ -64,10 +68,13 @@ class Source:
         return array[:, y0:y1, x0:x1]
 
 
-def _version(source: Source) -> int:
-    """The file's modification time for single files (a rewritten file is opened afresh,
-    not served from the per-process cache of openers and decoded tiles); 0 for stores."""
-    return Path(source.path).stat().st_mtime_ns if source.kind in ("tiff", "image") else 0
+def _version(source: Source) -> int | str:
+    """The file's modification time (remote: its ETag) for single files (a rewritten file is
+    opened afresh, not served from the per-process cache of openers and decoded tiles); 0 for
+    stores."""
+    if source.kind in ("tiff", "image"):
+        return files.version(files.location(source.path))
+    return 0
 
 
 def forget_opened() -> None:
@@ -77,16 +84,16 @@ def forget_opened() -> None:
 
 
 @lru_cache(maxsize=4)
-def _open(kind: Kind, path: str, key: str, version: int):  # version: part of the cache key
+def _open(kind: Kind, path: str, key: str, version: int | str):  # version: in the cache key
     if kind == "store":
         return open_dataset(path).image(key)
     if kind == "zarr":
-        array = zarr.open_array(path, mode="r")
+        array = zarr.open_array(urls.zarr_store(path, read_only=True), mode="r")
         return array if array.ndim == 3 else _Lift(array)
     if kind == "tiff":
         # tifffile's Zarr store hands out decoded tiles, so caching its values caches decoding.
         tiles = CacheStore(
-            tifffile.imread(path, aszarr=True),
+            tifffile.imread(tiff_handle(files.location(path)), aszarr=True),
             cache_store=MemoryStore(),
             max_size=TIFF_CACHE_BYTES,
         )
@@ -104,8 +111,8 @@ class _Lift:
         return self.array[index[1:]][None]
 
 
-def _tiff_source(path: Path, limits: SizeLimits | None) -> Source:
-    with tifffile.TiffFile(path) as tif:
+def _tiff_source(path: Location, limits: SizeLimits | None) -> Source:
+    with files.opened(path, block=files.HEADER_BLOCK) as source, tifffile.TiffFile(source) as tif:
         series = tif.series[0]
         axes, shape, dtype = series.axes, series.shape, np.dtype(series.dtype)
         tiled = bool(series.keyframe.is_tiled)
@@ -118,27 +125,27 @@ def _tiff_source(path: Path, limits: SizeLimits | None) -> Source:
     if limits is not None:
         # A strip TIFF's regions decode whole strips (a single-strip one: the whole image).
         check_size(ImageInfo(path, chw[1], chw[2], chw[0], dtype, tiled), limits)
-    return Source(path.stem, "tiff", str(path), shape=chw, dtype=str(dtype))
+    return Source(files.stem_of(path), "tiff", str(path), shape=chw, dtype=str(dtype))
 
 
-def _file_source(path: Path, limits: SizeLimits | None) -> Source:
-    if path.suffix.lower() in TIFF_SUFFIXES:
+def _file_source(path: Location, limits: SizeLimits | None) -> Source:
+    if files.suffix_of(path).lower() in TIFF_SUFFIXES:
         return _tiff_source(path, limits)
     info = probe_image(path)
     if limits is not None:
         check_size(info, limits)  # PNG/JPEG are decoded whole, once per worker
     shape = (info.channels, info.height, info.width)
-    return Source(path.stem, "image", str(path), shape=shape, dtype=str(info.dtype))
+    return Source(files.stem_of(path), "image", str(path), shape=shape, dtype=str(info.dtype))
 
 
 def _file_sources(
-    files: list[Path], limits: SizeLimits | None
+    found: list[Location], limits: SizeLimits | None
 ) -> tuple[list[Source], list[tuple[str, str]]]:
     """Sources of image files; a file is rejected for its name (hidden, reserved, or the same
     stem as another input: both named), or when it cannot be opened or is too large."""
-    by_name: dict[str, list[Path]] = defaultdict(list)
-    for file in files:
-        by_name[file.stem].append(file)
+    by_name: dict[str, list[Location]] = defaultdict(list)
+    for file in found:
+        by_name[files.stem_of(file)].append(file)
     sources, rejected = [], []
     for name, paths in sorted(by_name.items()):
         for file in paths:
@@ -156,7 +163,7 @@ def _file_sources(
     return sources, rejected
 
 
-def _store_sources(path: Path, split: str | None) -> tuple[list[Source], list[tuple[str, str]]]:
+def _store_sources(path: Location, split: str | None) -> tuple[list[Source], list[tuple[str, str]]]:
     dataset = open_dataset(path)
     sources, rejected = [], []
     for sample in dataset.samples(split):
@@ -172,7 +179,7 @@ def find_sources(
     spec: str, *, split: str | None = None, limits: SizeLimits | None = None
 ) -> tuple[list[Source], list[tuple[str, str]]]:
     """Inputs named by `spec`: a segflow dataset store (optionally one `split`), a Zarr array,
-    a (Big)TIFF, a PNG/JPEG, a folder or a glob of images.
+    a (Big)TIFF, a PNG/JPEG, a folder or a glob of images; each a local path or a URL.
 
     An image's name (its file stem, sample id or array name) names its prediction, so names
     that are hidden, reserved in a prediction store (``model``) or shared by two files are
@@ -187,28 +194,31 @@ def find_sources(
     ------
     FileNotFoundError
         Nothing matches `spec`.
+    StorageError
+        A remote `spec` whose storage does not answer.
     """
-    path = Path(spec)
-    if (path / "zarr.json").exists():
-        root = zarr.open(path, mode="r")
+    path = files.location(spec)
+    if files.exists(files.child(path, "zarr.json")):
+        root = zarr.open(urls.zarr_store(path, read_only=True), mode="r")
         if isinstance(root, zarr.Group) and "segflow" in root.attrs:
             return _store_sources(path, split)
         if isinstance(root, zarr.Array) and root.ndim in (2, 3):
-            name = path.name.removesuffix(".zarr")
+            name = files.name_of(path).removesuffix(".zarr")
             if problem := name_problem(name):
                 return [], [(str(path), problem)]
             shape = tuple(root.shape) if root.ndim == 3 else (1, *root.shape)
             return [Source(name, "zarr", str(path), "", shape, str(root.dtype))], []
         raise ValueError(f"{spec}: a Zarr group that is not a segflow dataset store")
-    if path.is_dir():
+    if files.is_dir(path):
         # Hidden images are listed, and rejected for their name; other hidden files are skipped.
-        files = sorted(p for p in path.iterdir() if looks_like_image(p.name) and p.is_file())
-    elif path.is_file():
-        files = [path]
+        listed = files.entries(path)
+        found = [p for p, folder in listed if looks_like_image(files.name_of(p)) and not folder]
+    elif files.is_file(path):
+        found = [path]
     else:
-        files = sorted(Path(p) for p in glob.glob(spec) if looks_like_image(Path(p).name))
-    if not files:
+        found = [p for p in files.glob(spec) if looks_like_image(files.name_of(p))]
+    if not found:
         raise FileNotFoundError(
             f"{spec}: no images found (store, Zarr array, TIFF, PNG/JPEG, folder or glob)"
         )
-    return _file_sources(files, limits)
+    return _file_sources(found, limits)

@@ -98,8 +98,8 @@ class MaskRules:
     foreground_value: int | None
     invert: bool
 
-    def lookup(self, values: np.ndarray, path: Path) -> np.ndarray:
-        """:func:`class_lookup` of `values` found in the mask file `path`.
+    def lookup(self, values: np.ndarray, path: str | Path) -> np.ndarray:
+        """:func:`class_lookup` of `values` found in the mask file `path` (a path or a URL).
 
         Raises
         ------

@@ -16,6 +16,7 @@ import numpy as np
 
 from segflow.tasks.ingest.masks import MaskRules, class_counts, single_channel
 from segflow.tasks.ingest.pairs import Pair
+from segflow.tasks.storage import files
 from segflow.tasks.storage.dataset import DATASET_SHARD, open_dataset
 from segflow.tasks.storage.dataset_writer import StoredSample, write_sample
 from segflow.tasks.storage.image_io import (
@@ -108,7 +109,7 @@ def _check_mask_header(image: ImageInfo, mask: ImageInfo) -> None:
     if (image.height, image.width) != (mask.height, mask.width):
         raise InputError(
             mask.path,
-            f"mask is {mask.height}x{mask.width} but image {image.path.name} is "
+            f"mask is {mask.height}x{mask.width} but image {files.name_of(image.path)} is "
             f"{image.height}x{image.width}",
         )
     if mask.dtype == np.uint16 and mask.channels > 1:

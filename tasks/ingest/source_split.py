@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from segflow.tasks.ingest.pairs import Pair
+from segflow.tasks.storage import files
 from segflow.tasks.storage.dataset import SPLITS
 
 _CHOICES = ", ".join(SPLITS)
@@ -82,7 +83,7 @@ def _from_csv(text: str, path: str) -> dict[str, str]:
 
 
 def read_split_file(path: str | Path) -> dict[str, str]:
-    """Sample id -> split name from a ``.json`` or ``.csv`` split file.
+    """Sample id -> split name from a ``.json`` or ``.csv`` split file (a path or a URL).
 
     JSON holds ``{"train": [ids], "val": [ids], "test": [ids]}`` (any of the three) or
     ``{id: split}``; CSV holds rows ``id,split`` with an optional header ``id,split``.
@@ -94,13 +95,17 @@ def read_split_file(path: str | Path) -> dict[str, str]:
         ``SPLITS``, or an id given two splits.
     """
     readers = {".json": _from_json, ".csv": _from_csv}
-    reader = readers.get(Path(path).suffix.lower())
+    where = files.location(path)
+    suffix = files.suffix_of(where)
+    reader = readers.get(suffix.lower())
     if reader is None:
-        raise ValueError(f"{path}: a split file is .json or .csv, not {Path(path).suffix!r}")
+        raise ValueError(f"{path}: a split file is .json or .csv, not {suffix!r}")
     try:
-        text = Path(path).read_text(encoding="utf-8-sig")  # -sig: spreadsheets write a BOM
+        text = files.read_text(where, encoding="utf-8-sig")  # -sig: spreadsheets write a BOM
     except OSError as exc:
-        raise ValueError(f"{path}: cannot read the split file ({exc.strerror})") from None
+        # fsspec's FileNotFoundError carries the key, not strerror
+        problem = exc.strerror or ("No such file" if isinstance(exc, FileNotFoundError) else exc)
+        raise ValueError(f"{path}: cannot read the split file ({problem})") from None
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not UTF-8 text") from None
     return reader(text, str(path))
@@ -133,5 +138,5 @@ def source_split(source: str, pairs: Sequence[Pair], split_file: str | None) -> 
                 f"(not among the image/mask pairs in {source})"
             )
         assigned |= listed
-        origins.append(f"file:{Path(split_file).resolve()}")
+        origins.append(f"file:{files.resolved(files.location(split_file))}")
     return SourceSplit(assigned, "+".join(origins) or "fractions")

@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from segflow.tasks.storage.urls import filesystem, is_remote
+
 LEDGER = "pipeline.json"
 
 
@@ -25,7 +27,17 @@ def stage_key(*parts: Any) -> str:
 
 def source_fingerprint(folder: str | Path) -> str:
     """SHA-256 over the relative path, size and modification time of every file under
-    `folder`: changes when a file is added, removed, replaced or edited."""
+    `folder` (of every object under a URL: size and ETag or modification time): changes
+    when a file is added, removed, replaced or edited."""
+    if is_remote(folder):
+        fs, root = filesystem(folder)
+        found = fs.find(root, detail=True)
+        return stage_key(
+            sorted(
+                (name[len(root.rstrip("/")) + 1 :], info.get("size"), str(info.get("ETag")))
+                for name, info in found.items()
+            )
+        )
     root = Path(folder)
     entries = sorted(
         (str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)

@@ -7,6 +7,9 @@ Layout (a public contract; ``DATASET_SCHEMA_VERSION`` changes when it does)::
     masks/<sample_id>       (H, W) uint8 class ids, same chunking
 
 This module reads a store (the API later stages use); :mod:`.dataset_writer` writes one.
+A store on object storage is read through a bounded in-memory cache of the bytes fetched
+(:data:`REMOTE_CACHE_BYTES`), so training's random patches do not fetch the same chunks again
+every epoch.
 """
 
 from __future__ import annotations
@@ -20,11 +23,19 @@ from typing import Any
 
 import dask.array as da
 import zarr
+from zarr.experimental.cache_store import CacheStore
+from zarr.storage import MemoryStore
+
+from segflow.tasks.storage.urls import is_remote, zarr_store
 
 SPLITS = ("train", "val", "test")
 DATASET_SCHEMA_VERSION = 1
 DATASET_CHUNK = 256  # inner chunk side
 DATASET_SHARD = 1024  # shard side: every sample lives in shards of its own
+
+# Bytes of a remote store kept in memory per opened store (least recently used evicted): the
+# encoded chunks of a few thousand 256² RGB patches.
+REMOTE_CACHE_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -101,8 +112,11 @@ def open_dataset(path: str | Path) -> Dataset:
     ValueError
         Not a segflow store, or written with another schema version.
     """
+    store = zarr_store(path, read_only=True)
+    if is_remote(path):
+        store = CacheStore(store, cache_store=MemoryStore(), max_size=REMOTE_CACHE_BYTES)
     try:
-        root = zarr.open_group(str(path), mode="r")
+        root = zarr.open_group(store, mode="r")
     except FileNotFoundError:
         raise ValueError(f"{path}: no Zarr store here") from None
     meta = root.attrs.get("segflow")

@@ -1,16 +1,23 @@
-"""Image files: what their headers say, size limits checked before decoding, and decoding."""
+"""Image files: what their headers say, size limits checked before decoding, and decoding.
+
+Files are local paths or URLs (:mod:`segflow.tasks.storage.files`): a remote file's header is
+read in small blocks, a tiled TIFF's tiles one by one, so neither is downloaded whole.
+"""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import dask.array as da
 import numpy as np
 import tifffile
 import zarr
 from PIL import Image
+
+from segflow.tasks.storage import files
+from segflow.tasks.storage.files import Location
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff"})
 
@@ -72,7 +79,7 @@ class InputError(ValueError):
 class ImageInfo:
     """What the file header says, read without decoding pixels."""
 
-    path: Path
+    path: Location  # a local Path, or a URL
     height: int
     width: int
     channels: int
@@ -85,7 +92,7 @@ class ImageInfo:
 
     @property
     def is_tiff(self) -> bool:
-        return self.path.suffix.lower() in TIFF_SUFFIXES
+        return files.suffix_of(self.path).lower() in TIFF_SUFFIXES
 
     @property
     def decoded_bytes(self) -> int:
@@ -142,12 +149,8 @@ class ImageFormat:
 
 
 def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """Hex SHA-256 of a file (a path or a URL), read in blocks."""
+    return files.sha256(files.location(path), block)
 
 
 def _pil_mode_info(mode: str) -> tuple[int, np.dtype]:
@@ -178,11 +181,14 @@ def probe_image(path: str | Path) -> ImageInfo:
     InputError
         Unreadable file, unsupported layout or dtype, or zero pixels.
     """
-    path = Path(path)
+    path = files.location(path)
     tiled = False
     try:
-        if path.suffix.lower() in TIFF_SUFFIXES:
-            with tifffile.TiffFile(path) as tif:
+        if files.suffix_of(path).lower() in TIFF_SUFFIXES:
+            with (
+                files.opened(path, block=files.HEADER_BLOCK) as source,
+                tifffile.TiffFile(source) as tif,
+            ):
                 series = tif.series[0]
                 axes, shape, dtype = series.axes, series.shape, np.dtype(series.dtype)
                 tiled = bool(series.keyframe.is_tiled)
@@ -195,7 +201,7 @@ def probe_image(path: str | Path) -> ImageInfo:
             else:
                 (channels, height, width) = shape
         else:
-            with Image.open(path) as im:
+            with files.opened(path, block=files.HEADER_BLOCK) as source, Image.open(source) as im:
                 width, height = im.size
                 channels, dtype = _pil_mode_info(im.mode)
     except InputError:
@@ -233,11 +239,11 @@ def read_image(info: ImageInfo) -> np.ndarray:
     """
     try:
         if info.is_tiff:
-            with tifffile.TiffFile(info.path) as tif:
+            with files.opened(info.path) as source, tifffile.TiffFile(source) as tif:
                 series = tif.series[0]
                 array = _to_chw(series.asarray(), series.axes)
         else:
-            with Image.open(info.path) as im:
+            with files.opened(info.path) as source, Image.open(source) as im:
                 im.load()
                 # Palette ("P") images give their indices: the class ids of a palette mask.
                 array = _to_chw(np.asarray(im))
@@ -249,17 +255,27 @@ def read_image(info: ImageInfo) -> np.ndarray:
     return array
 
 
+def tiff_handle(path: Location) -> Path | IO[bytes]:
+    """What tifffile reads a TIFF's tiles from: a local file's path (tifffile opens it), or an
+    open file of a remote object, fetching each read plus
+    :data:`~segflow.tasks.storage.files.HEADER_BLOCK` bytes (``tifffile.imread(...,
+    aszarr=True)`` keeps it open and reads from it as tiles are asked for)."""
+    return path if isinstance(path, Path) else files.open_remote(path, block=files.HEADER_BLOCK)
+
+
 def open_lazy(info: ImageInfo, chunks: tuple[int, int]) -> da.Array:
     """A TIFF as a lazy ``(C, H, W)`` Dask array read through tifffile's Zarr interface.
 
     Chunks are `chunks` in (H, W) and whole along C. Decoding errors surface at compute time.
+    A remote TIFF stays open while the array lives and its tiles are fetched as chunks are
+    computed, each with at most :data:`~segflow.tasks.storage.files.HEADER_BLOCK` bytes more.
     """
     if not info.is_tiff:
         raise InputError(info.path, "only TIFF files can be read lazily; convert it to tiled TIFF")
-    with tifffile.TiffFile(info.path) as tif:
+    with tifffile.TiffFile(tiff_handle(info.path)) as tif:
         axes = tif.series[0].axes
-    source = zarr.open_array(tifffile.imread(info.path, aszarr=True), mode="r")
-    array = da.from_zarr(source)
+        tiles = tif.aszarr()  # what tifffile.imread(..., aszarr=True) returns
+    array = da.from_zarr(zarr.open_array(tiles, mode="r"))
     if axes == "YX":
         array = array[None]
     elif axes == "YXS":

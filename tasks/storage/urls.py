@@ -20,7 +20,10 @@ from zarr.storage import FsspecStore
 
 # Seconds to connect and to wait for a reply, and the attempts per request, for s3://: an
 # unreachable endpoint or a missing bucket fails in seconds (botocore: 60 s and 5 attempts).
+# No listings cache: other processes (Dask workers) add samples and blocks that a cached
+# listing of this process would not show.
 S3_DEFAULTS: dict[str, Any] = {
+    "use_listings_cache": False,
     "config_kwargs": {
         "connect_timeout": 5,
         "read_timeout": 60,
@@ -72,6 +75,38 @@ def filesystem(location: str | Path) -> tuple[fsspec.AbstractFileSystem, str]:
     if not is_remote(location):
         return fsspec.filesystem("file"), str(local_path(location).absolute())
     return url_to_fs(str(location), **storage_options(location))
+
+
+def read_bytes(location: str | Path) -> bytes:
+    """The whole content of the file or object at `location`."""
+    fs, path = filesystem(location)
+    return fs.cat_file(path)
+
+
+def reach_problem(location: str | Path) -> str | None:
+    """None when `location` is local or its bucket answers; else one line naming the URL and
+    the problem (unreachable endpoint, missing bucket, no credentials, access denied), within
+    seconds (:data:`S3_DEFAULTS`)."""
+    if not is_remote(location):
+        return None
+    try:
+        fs, path = filesystem(location)
+        fs.info(path.split("/", 1)[0])
+    except FileNotFoundError:
+        return f"{location}: the bucket {path.split('/', 1)[0]!r} does not exist"
+    except PermissionError:
+        return f"{location}: access denied (check the credentials and the bucket's policy)"
+    except Exception as exc:  # botocore's own errors: connection, credentials, endpoint
+        name = type(exc).__name__
+        if name == "NoCredentialsError":
+            return (
+                f"{location}: no credentials found (set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)"
+            )
+        if "Connect" in name or "Endpoint" in name:
+            return f"{location}: cannot reach the storage endpoint ({exc})"
+        return f"{location}: {name}: {exc}"
+    return None
 
 
 def zarr_store(location: str | Path, *, read_only: bool = False) -> Path | FsspecStore:
