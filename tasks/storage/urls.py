@@ -28,7 +28,7 @@ S3_DEFAULTS: dict[str, Any] = {
         "connect_timeout": 5,
         "read_timeout": 60,
         "retries": {"max_attempts": 3, "mode": "standard"},
-    }
+    },
 }
 
 
