@@ -107,10 +107,20 @@ def _print_pipeline(summary: BaseModel, as_json: bool) -> None:
     _show(summary, as_json, lambda s: pipeline_text(s, os.environ["PREFECT_HOME"]))
 
 
+def _pipeline_overrides(ns: argparse.Namespace) -> list[str]:
+    """``--stores`` and ``--dask-address`` as overrides, before the user's ``--set``."""
+    given = [f"stores={ns.stores}"] if ns.stores else []
+    if ns.dask_address:
+        given += [f"{stage}.dask_address={ns.dask_address}" for stage in DASK_STAGES]
+    return [*given, *ns.overrides]
+
+
+DASK_STAGES = ("ingest", "infer", "evaluate")
+
+
 def _pipeline(ns: argparse.Namespace) -> int:
     try:
-        stores = [f"stores={ns.stores}"] if ns.stores else []
-        config = load_pipeline_config(ns.source, ns.workdir, ns.config, [*stores, *ns.overrides])
+        config = load_pipeline_config(ns.source, ns.workdir, ns.config, _pipeline_overrides(ns))
     except ValidationError:
         raise  # main() reports it
     except (OSError, ValueError) as exc:
@@ -192,6 +202,11 @@ def _add_pipeline_commands(commands: Subcommands) -> None:
         metavar="FOLDER_OR_URL",
         help="where the dataset and prediction stores go, e.g. s3://bucket/segflow "
         "(default WORKDIR)",
+    )
+    pipeline.add_argument(
+        "--dask-address",
+        metavar="ADDRESS",
+        help="run ingest, inference and evaluation on this Dask scheduler (tcp://host:8786)",
     )
     pipeline.add_argument(
         "--config", type=Path, help="YAML or TOML file: sections ingest, train, infer, evaluate"

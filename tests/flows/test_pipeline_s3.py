@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from dask.distributed import Client, get_task_stream
+from dask.utils import key_split
 
 from segflow.flows.config.pipeline import load_pipeline_config
 from segflow.flows.infer import infer_images
@@ -33,16 +35,18 @@ def test_the_pipeline_on_s3_through_a_cluster_writes_what_a_local_run_writes(
     write_dataset(local_source, count=8, size=(600, 560), seed=0)
     source = upload(local_source, s3.url("raw"))
     cluster = dask_cluster([], [])  # started after `s3`: the workers see its AWS variables
-    on_cluster = [f"{stage}.dask_address={cluster.address}" for stage in ("ingest", "evaluate")]
-    settings = [*TINY, *on_cluster, f"infer.dask_address={cluster.address}", "infer.split=null"]
     work = tmp_path / "work"
     args = [SEGFLOW, "pipeline", source, work, "--stores", s3.url("stores"), "--json"]
-    args += [f"--set={item}" for item in settings]
+    args += ["--dask-address", cluster.address]
+    args += [f"--set={item}" for item in [*TINY, "infer.split=null"]]
     env = {**os.environ, "SEGFLOW_HOME": str(tmp_path / "home")}
-    done = subprocess.run(
-        list(map(str, args)), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
-    )
+    with Client(cluster.address) as client, get_task_stream(client) as stream:
+        done = subprocess.run(
+            list(map(str, args)), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+        )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    ran = {key_split(record["key"]) for record in stream.data}
+    assert {"ingest_pair_with", "predict_block", "read_block_tally"} <= ran, ran  # on the cluster
     summary = json.loads(done.stdout)
     assert summary["store"] == s3.url("stores", "dataset.zarr")
     assert summary["predictions"].startswith(s3.url("stores", "predictions/"))
