@@ -23,9 +23,10 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
-from segflow.flows.env import use_local_defaults
+from segflow.flows.env import ready_for_prefect, use_local_defaults
 
 use_local_defaults()
+ready_for_prefect()
 
 import infer_throughput as bench  # noqa: E402
 

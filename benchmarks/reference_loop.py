@@ -40,9 +40,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from segflow.flows.env import use_local_defaults
+from segflow.flows.env import ready_for_prefect, use_local_defaults
 
 use_local_defaults()
+ready_for_prefect()
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

@@ -55,7 +55,11 @@ class IngestConfig(Frozen):
     test_fraction: Fraction = Field(0.15, description="Share of samples in the test split.")
     seed: int = Field(0, ge=0, description="Seed of the train/val/test split.")
     workers: int | None = Field(
-        None, ge=1, le=1024, description="Dask worker processes (default: one per CPU core)."
+        None,
+        ge=1,
+        le=1024,
+        description="Dask worker processes (default: one per CPU core; this process alone for "
+        "a job under 512 MiB decoded, which a cluster would not speed up).",
     )
     dask_address: str | None = Field(
         None, description="Scheduler address of an existing Dask cluster (default: start one)."

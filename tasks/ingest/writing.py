@@ -1,7 +1,8 @@
 """Write many pairs into the dataset store: prepare the store, then fan the pairs out.
 
-Pairs are ingested in this process when one local worker is asked for (no cluster start-up
-cost), else on a Dask LocalCluster or an existing cluster. A pair that fails beyond bad input
+Pairs are ingested in this process when one local worker is asked for, or when the job is too
+small to pay for a cluster (:func:`planned_workers`), else on a Dask LocalCluster or an
+existing cluster. A pair that fails beyond bad input
 (an ``OSError``: disk full, permissions) ends the writing with :class:`SampleWriteError`, which
 names it and carries the outcomes so far, so the caller can index what was committed.
 """
@@ -19,6 +20,7 @@ from segflow.tasks.ingest.pairs import Pair
 from segflow.tasks.ingest.samples import PairOutcome, SampleChecks, ingest_pair, ingest_pair_with
 from segflow.tasks.runtime.cluster import dask_client, default_workers
 from segflow.tasks.storage.dataset_writer import StoredSample, committed_samples, init_store
+from segflow.tasks.storage.image_io import InputError, probe_image
 
 _log = logging.getLogger(__name__)
 
@@ -51,6 +53,30 @@ def prepare_store(store: str | Path, class_names: Sequence[str]) -> dict[str, St
     return committed_samples(store)
 
 
+# Below this many decoded bytes (images and masks) an ingest runs in its own process:
+# starting and stopping a LocalCluster costs 2-4 s here, and two workers save about 6 s per GB
+# over one process (65 vs 106 MB/s; benchmarks/README.md, "Ingest throughput").
+IN_PROCESS_BYTES = 512 * 2**20
+_PROBED = 16  # headers read to estimate a job's size
+
+
+def planned_workers(pairs: Sequence[Pair], workers: int | None, dask_address: str | None) -> int:
+    """The worker processes for `pairs`: `workers` when given (or a cluster's address), else 1
+    for a job under :data:`IN_PROCESS_BYTES` (estimated from the headers of its first pairs),
+    else one per CPU core."""
+    if workers is not None or dask_address:
+        return workers or default_workers()
+    sizes = []
+    for pair in pairs[:_PROBED]:
+        try:
+            info = probe_image(pair.image)
+        except InputError:
+            continue  # rejected later, with its reason
+        sizes.append(info.decoded_bytes + info.pixels)  # the image and its uint8 mask
+    estimate = sum(sizes) / max(1, len(sizes)) * len(pairs)
+    return 1 if estimate < IN_PROCESS_BYTES else default_workers()
+
+
 def write_samples(
     pairs: Sequence[Pair],
     store: str | Path,
@@ -73,8 +99,8 @@ def write_samples(
     stored
         What the store already holds (from :func:`prepare_store`): unchanged pairs are skipped.
     workers
-        Dask worker processes, ``None`` for one per CPU core; with 1 and no `dask_address` the
-        pairs are ingested in this process, one after the other.
+        Dask worker processes, ``None`` to choose (:func:`planned_workers`); with 1 and no
+        `dask_address` the pairs are ingested in this process, one after the other.
     dask_address
         Scheduler of an existing cluster; ``None`` starts a LocalCluster of `workers`.
     log
@@ -87,7 +113,7 @@ def write_samples(
     Exception
         Whatever else a pair raises beyond bad input (bad input is a ``rejected`` outcome).
     """
-    workers = workers or default_workers()
+    workers = planned_workers(pairs, workers, dask_address)
     options = {"store": store, "rules": rules, "checks": checks, "workers": workers}
     done: list[PairOutcome] = []
     if workers == 1 and not dask_address:

@@ -72,3 +72,15 @@ def test_dask_fan_out_reports_the_dashboard_and_every_pair(tmp_path):
     ]
     assert len(messages) == 1 and messages[0].startswith("Dask dashboard: http")
     assert sorted(committed_samples(store)) == [f"s{i:02d}" for i in range(4)]
+
+
+def test_a_small_job_runs_in_this_process_and_a_large_one_on_a_cluster(tmp_path, monkeypatch):
+    from segflow.tasks.ingest import writing
+    from segflow.tasks.runtime.cluster import default_workers
+
+    pairs, _ = find_pairs(make_source(tmp_path / "src", n=4, size=(40, 56)), LAYOUT)
+    assert writing.planned_workers(pairs, None, None) == 1  # 4 x 40 x 56 is no job for a cluster
+    assert writing.planned_workers(pairs, 3, None) == 3  # as asked
+    assert writing.planned_workers(pairs, None, "tcp://h:8786") == default_workers()
+    monkeypatch.setattr(writing, "IN_PROCESS_BYTES", 4 * 40 * 56 * 2)  # images + masks: not less
+    assert writing.planned_workers(pairs, None, None) == default_workers()
