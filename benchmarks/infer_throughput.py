@@ -1,40 +1,50 @@
 """Inference throughput: segflow's tiled Dask inference against MONAI and the bare-model floor.
 
 Same model (a base-16, depth-4 U-Net; weights do not matter for speed), same normalisation,
-same precision on every row of one (image, precision) group. The 1-channel model is trained
-for `--train-seconds` (120) on 256² crops of the smallest synthetic image and its mask, so the
-seam check below sees a network that segments; the RGB model (HRF) is random init. Throughput is
-megapixels of the input image per second:
+same precision, memory layout and torch threads on every row of one (image, precision) group.
+The 1-channel model is trained for `--train-seconds` (120) on 256² crops of the smallest
+synthetic image and its mask, so the seam check below sees a network that segments; the RGB
+model (HRF) is random init. Throughput is megapixels of the input image per second:
 
-- floor: the bare model forward over the non-overlapping tiles of the image (edge tiles cut
-  to the image, batch `--batch`, inputs already normalised and in memory), one process,
-  2 torch threads: the least compute any tiled method must do with the model as given;
-  "floor, BatchNorm folded": the same with the model segflow's workers run
-  (`segflow.models.fusion.fold_batch_norm`);
-- MONAI: `monai.inferers.sliding_window_inference` on the whole image as one in-memory
-  tensor (N=1), roi = tile, MONAI's default overlap 0.25 with mode="gaussian", best of
-  sw_batch_size 1 and 8; only the call is timed. "MONAI" runs in a fresh spawned process
-  with glibc's default malloc, as MONAI's users run it (the /MONAI column); "MONAI
-  kept-memory" runs in this process after segflow's warm-up switched malloc to keeping freed
-  memory (`tasks/runtime/allocator.py`), i.e. MONAI given segflow's allocator fix (the /MONAI*
+- floor: the bare forward pass of **the network segflow's workers run**
+  (`segflow.tasks.infer.blocks.worker_model`: BatchNorm folded by
+  `segflow.models.fusion.fold_batch_norm`, weights in segflow's memory layout
+  `segflow.flows.config.infer.CHANNELS_LAST`), at segflow's `--precision` (fp32, or bf16
+  autocast via `segflow.tasks.runtime.device.resolve_precision`), with segflow's default
+  torch threads and batch for one worker (`resolve_parallelism`), over segflow's output tiles
+  of the image (`--tile` pieces, the last of an axis absorbing a remainder under half a tile,
+  as `segflow.tasks.storage.grid.pieces` cuts them) *without* the margin, inputs already
+  normalised and in memory, one process: the least compute any tiled method running that
+  network must do. The "/floor" column divides by it.
+- floor, unfolded (`--unfolded-floor`, on by default): the same forward of the model as
+  given (BatchNorm not folded), the floor of the tables before 2026-12; its column
+  "/unfold." gives the earlier definition of the ratio in the same run.
+- MONAI (`--monai`, on by default): `monai.inferers.sliding_window_inference` on the whole
+  image as one in-memory tensor (N=1), roi = tile, MONAI's default overlap 0.25 with
+  mode="gaussian", best of sw_batch_size 1 and 8, the model as given (unfolded) in the same
+  layout and precision; only the call is timed. "MONAI" runs in a fresh spawned process with
+  glibc's default malloc, as MONAI's users run it (the /MONAI column); "MONAI kept-memory"
+  runs in this process after segflow's warm-up switched malloc to keeping freed memory
+  (`tasks/runtime/allocator.py`), i.e. MONAI given segflow's allocator fix (the /MONAI*
   column);
 - segflow xW: `segflow.tasks.infer.blocks.predict_blocks` (the plain function the flow calls)
   with W workers of cores/W torch threads, overlap-tile blend (output tile `--tile`, margin
-  `--margin`; defaults are `InferConfig`'s), on a tiled TIFF written beforehand. Its time
+  `--margin`; defaults are `InferConfig`'s), on a tiled TIFF written beforehand, with the
+  settings `InferConfig.block_settings` builds (segflow's default path). Its time
   **includes reading and decoding the TIFF and writing the Zarr prediction store**
   (probabilities uint8 + mask): that is the job.
   One worker runs in-process (predict_blocks starts no cluster for it), and no cluster is alive
-  while it, the floor and MONAI are timed; W >= 2 runs afterwards on a Dask LocalCluster
+  while it, the floors and MONAI are timed; W >= 2 runs afterwards on a Dask LocalCluster
   started once before timing (its start is printed separately) and warmed up.
   `prepare_predictions` (store creation, bundle copy) is not timed; its cost is printed.
-- segflow gaussian x1: as segflow x1 with blend="gaussian", overlap 0.25 (MONAI's geometry).
+- segflow gaussian x1 (`--gaussian`, on by default): as segflow x1 with blend="gaussian",
+  overlap 0.25 (MONAI's geometry).
 
-fp32 rows use the default (NCHW) memory format, bf16 rows bf16 autocast + channels_last (for
-every method; `--fp32-channels-last` turns channels_last on for fp32 too). For floor, MONAI and
-the whole-image reference the model's weights are converted too (`model.to(memory_format=...)`);
-segflow rows run segflow's own code (weights converted too). "tiles" is the number of tile
-forwards each method makes; segflow's overlap-tile forwards are `tile + 2 margin` wide (the
-last tile of an axis absorbs a remainder under half a tile; `segflow.tasks.storage.grid.pieces`).
+Every method runs segflow's layout (channels_last at both precisions); `--fp32-nchw` runs
+every method, segflow included, in NCHW for fp32 rows (the setting of the tables before
+2026-12; not segflow's default). "tiles" is the number of tile forwards each method makes;
+segflow's overlap-tile forwards are `tile + 2 margin` wide, the floor's `tile` (the same
+output tiles; `segflow.tasks.storage.grid.pieces`).
 
 Seam error (synthetic sizes <= `--seam-max`): Dice between segflow's stored mask and the
 mask of one forward of the whole image by the same network (BatchNorm folded, as segflow's
@@ -46,15 +56,27 @@ beside it: Dice of that whole-image mask against the unfolded model's, i.e. what
 changes.
 
 Every row is the best of `--repeat` (3) calls, so all methods are timed warm (oneDNN kernels
-built for every tile shape, heap grown). The one-worker methods take turns (floor, folded
+built for every tile shape, heap grown). The one-worker methods take turns (floor, unfolded
 floor, MONAI, segflow, one call each per round), so a slow spell of the machine reaches all
 of them rather than one row. segflow's first call on each image is printed too ("1st s"):
 that is what one image alone costs a fresh worker.
 
-Run (about 30 minutes on the project machine; needs `pip install -e '.[bench]'`):
+Run (all rows; an estimated 20-30 minutes on a quiet project machine; MONAI rows need
+`pip install -e '.[bench]'`):
 
     .venv/bin/python benchmarks/infer_throughput.py --sizes 2048 4096 \\
         --hrf ../shared/data/hrf/images/01_h.jpg --precisions fp32 bf16
+
+The floor ratios alone (segflow x1 against both floors; about 5 minutes, estimated), or one
+row (`--sizes` with no value: no synthetic image):
+
+    .venv/bin/python benchmarks/infer_throughput.py --sizes 2048 4096 \\
+        --hrf ../shared/data/hrf/images/01_h.jpg --precisions fp32 bf16 \\
+        --workers 1 --no-monai --no-gaussian --train-seconds 0 --repeat 5
+    .venv/bin/python benchmarks/infer_throughput.py --sizes 4096 --precisions bf16 \\
+        --workers 1 --no-monai --no-gaussian --train-seconds 0 --repeat 5
+    .venv/bin/python benchmarks/infer_throughput.py --sizes --precisions fp32 \\
+        --hrf ../shared/data/hrf/images/01_h.jpg --workers 1 --no-monai --no-gaussian --repeat 5
 
 Smoke test (seconds): `--sizes 512 --precisions bf16 --workers 1`.
 """
@@ -63,7 +85,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import math
 import os
 import shutil
 import tempfile
@@ -83,26 +104,29 @@ import tifffile  # noqa: E402
 import torch  # noqa: E402
 import zarr  # noqa: E402
 from distributed import Client  # noqa: E402
-from monai.data.utils import dense_patch_slices  # noqa: E402
-from monai.inferers import sliding_window_inference  # noqa: E402
 from PIL import Image  # noqa: E402
 from spawned import in_fresh_process  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 from segflow.flows.config import InferConfig  # noqa: E402
+from segflow.flows.config.infer import CHANNELS_LAST  # noqa: E402
 from segflow.models.fusion import fold_batch_norm  # noqa: E402
 from segflow.models.losses import build_loss  # noqa: E402
 from segflow.models.unet import UNet, build_unet  # noqa: E402
 from segflow.tasks.demo.large import write_large_pair  # noqa: E402
 from segflow.tasks.demo.synth import SynthSpec  # noqa: E402
-from segflow.tasks.infer.blocks import predict_blocks, resolve_parallelism  # noqa: E402
+from segflow.tasks.infer.blocks import (  # noqa: E402
+    predict_blocks,
+    resolve_parallelism,
+    worker_model,
+)
 from segflow.tasks.infer.output import prepare_predictions  # noqa: E402
 from segflow.tasks.infer.sources import Source, find_sources, forget_opened  # noqa: E402
 from segflow.tasks.infer.tiling import Tiling, spans  # noqa: E402
 from segflow.tasks.runtime.cluster import dask_client  # noqa: E402
 from segflow.tasks.runtime.device import autocast, resolve_precision  # noqa: E402
 from segflow.tasks.storage.bundle import ModelBundle, load_bundle, save_bundle  # noqa: E402
-from segflow.tasks.storage.grid import blocks  # noqa: E402
+from segflow.tasks.storage.grid import blocks, pieces  # noqa: E402
 from segflow.tasks.train.steps import Compute, Stepper, train_one_epoch  # noqa: E402
 
 AMP = {"fp32": None, "bf16": torch.bfloat16}
@@ -194,14 +218,20 @@ def normalised(bundle: ModelBundle, source: Source) -> torch.Tensor:
     return torch.from_numpy(bundle.normalize(whole(source)[None]))
 
 
-def floor_run(model, image: torch.Tensor, tile: int, batch: int, amp, fmt) -> float:
-    """Seconds of the bare forward over non-overlapping tiles (edge tiles cut to the image)."""
-    _, _, height, width = image.shape
+def output_tiles(shape: tuple[int, int], tile: int) -> list[tuple[int, int, int, int]]:
+    """segflow's overlap-tile output tiles ``(y0, y1, x0, x1)`` of an (H, W) image, without
+    the margin: `tile` pieces, the last of an axis absorbing a remainder under tile/2."""
+    return [
+        (y0, y1, x0, x1) for y0, y1 in pieces(shape[0], tile) for x0, x1 in pieces(shape[1], tile)
+    ]
+
+
+def floor_run(model, image: torch.Tensor, tiles: list, batch: int, amp, fmt) -> float:
+    """Seconds of the bare forward over `tiles` ``(y0, y1, x0, x1)`` of the in-memory image,
+    `batch` equally shaped tiles per forward."""
     groups: dict[tuple[int, int], list[torch.Tensor]] = defaultdict(list)
-    for y in range(0, height, tile):
-        for x in range(0, width, tile):
-            part = image[0, :, y : y + tile, x : x + tile]
-            groups[tuple(part.shape[-2:])].append(part)
+    for y0, y1, x0, x1 in tiles:
+        groups[y1 - y0, x1 - x0].append(image[0, :, y0:y1, x0:x1])
     batches = [
         torch.stack(parts[i : i + batch]).contiguous(memory_format=fmt)
         for parts in groups.values()
@@ -216,6 +246,8 @@ def floor_run(model, image: torch.Tensor, tile: int, batch: int, amp, fmt) -> fl
 
 def monai_run(model, image: torch.Tensor, tile: int, sw_batch: int, amp, fmt) -> float:
     """Seconds of one `sliding_window_inference` call on the whole in-memory image."""
+    from monai.inferers import sliding_window_inference  # only where MONAI rows run
+
     x = image.contiguous(memory_format=fmt)
     start = time.perf_counter()
     with torch.inference_mode(), autocast(torch.device("cpu"), amp):
@@ -257,6 +289,8 @@ def monai_shipped(
 
 
 def monai_tiles(shape: tuple[int, int], tile: int) -> int:
+    from monai.data.utils import dense_patch_slices
+
     size = tuple(max(s, tile) for s in shape)  # MONAI pads images smaller than the roi
     interval = tuple(tile if s == tile else int(tile * 0.75) for s in size)
     return len(dense_patch_slices(size, (tile, tile), interval))
@@ -353,6 +387,35 @@ def best(run: Callable[..., float], repeat: int, *args) -> float:
     return min(run(*args) for _ in range(repeat))
 
 
+RATIOS = {"floor": "/floor", "unfolded": "/unfold.", "monai": "/MONAI", "kept": "/MONAI*"}
+
+
+def print_rows(
+    groups: dict[tuple[str, str], list[tuple]],
+    rates: dict[tuple[str, str], tuple[float, dict[str, float]]],
+) -> None:
+    """The table: one row per method of each (image, precision) group, with its throughput
+    divided by each baseline's (folded floor, unfolded floor, MONAI, MONAI*) where measured."""
+    header = (
+        f"{'image':14s} {'prec':5s} {'method':29s} {'tiles':>6s} {'s':>7s} {'1st s':>7s} "
+        f"{'MP/s':>7s} " + " ".join(f"{name:>8s}" for name in RATIOS.values())
+    )
+    print(header)
+    print("-" * len(header))
+    for (label, precision), group in groups.items():
+        megapixels, base = rates[label, precision]
+        for name, tiles, seconds, first in group:
+            rate = megapixels / seconds
+            cold = "" if first is None else f"{first:.2f}"
+            ratios = " ".join(
+                f"{rate / base[key]:8.2f}" if key in base else f"{'-':>8s}" for key in RATIOS
+            )
+            print(
+                f"{label:14s} {precision:5s} {name:29s} {tiles:6d} {seconds:7.2f} {cold:>7s} "
+                f"{rate:7.2f} {ratios}"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="*", default=[2048, 4096])
@@ -370,10 +433,19 @@ def main() -> None:
     parser.add_argument("--seam-max", type=int, default=2048)
     parser.add_argument("--train-seconds", type=float, default=120.0)
     parser.add_argument("--gaussian", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--fp32-channels-last", action="store_true")
+    parser.add_argument("--monai", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--unfolded-floor", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--fp32-nchw",
+        action="store_true",
+        help="fp32 rows in NCHW for every method, segflow included (the tables before "
+        "2026-12; segflow's default is channels_last)",
+    )
     args = parser.parse_args()
     cores = os.cpu_count() or 1
-    torch.set_num_threads(min(2, cores))
+    threads = cpu.torch_threads  # segflow's default for one worker: all cores
+    torch.set_num_threads(threads)
+    device = torch.device("cpu")
     tmp = Path(tempfile.mkdtemp(prefix="segflow-infer-bench-"))
 
     start = time.perf_counter()
@@ -403,9 +475,15 @@ def main() -> None:
             f"base-16 U-Net trained {time.perf_counter() - start:.0f} s on 256² crops of "
             f"synth {min(seam_sizes)}² (final loss {loss:.3f}); it runs the 1-channel rows"
         )
+    first_model = "trained" if stress != bundles[args.channels] else "random x20"
     models = {c: load_bundle(path) for c, path in bundles.items()}
     for bundle in models.values():
         bundle.ensemble.eval()
+
+    def layout(precision: str) -> torch.memory_format:
+        """segflow's memory layout (`CHANNELS_LAST`), or NCHW for fp32 with --fp32-nchw."""
+        nchw = not CHANNELS_LAST or (args.fp32_nchw and precision == "fp32")
+        return torch.contiguous_format if nchw else torch.channels_last
 
     def settings_for(precision: str, threads: int, blend: str) -> dict:
         return {
@@ -416,7 +494,7 @@ def main() -> None:
             "batch": args.batch,
             "precision": precision,
             "device": "cpu",
-            "channels_last": precision == "bf16" or args.fp32_channels_last,
+            "channels_last": layout(precision) == torch.channels_last,
             "block": args.block,
             "torch_threads": threads,
         }
@@ -461,7 +539,7 @@ def main() -> None:
     # methods take turns, one call each per round, so a slow spell of the machine hits
     # all of them rather than one row.
     groups: dict[tuple[str, str], list[tuple]] = {}
-    rates: dict[tuple[str, str], tuple[float, float, float, float]] = {}
+    rates: dict[tuple[str, str], tuple[float, dict[str, float]]] = {}
     sources: dict[str, Source] = {}
     warm_up(1, None)
     for label, tiff, check_seam in inputs:
@@ -472,73 +550,82 @@ def main() -> None:
         megapixels = shape[0] * shape[1] / 1e6
         image = normalised(bundle, source)
         for precision in args.precisions:
-            amp = AMP[precision]
-            fmt = (
-                torch.channels_last
-                if precision == "bf16" or args.fp32_channels_last
-                else torch.contiguous_format
-            )
-            torch.set_num_threads(min(2, cores))
+            amp = resolve_precision(precision, device)  # as segflow's workers resolve it
+            fmt = layout(precision)
+            torch.set_num_threads(threads)
             # Weights in the same format as the input: with 1-channel input,
             # x.contiguous(memory_format=channels_last) is a no-op and only the weights'
             # format switches the network to NHWC.
             model.to(memory_format=fmt)
-            with torch.inference_mode(), autocast(torch.device("cpu"), amp):
-                for n in {1, args.batch, *MONAI_BATCHES}:  # warm the kernels
+            # The network segflow's workers run: BatchNorm folded, weights in `fmt`; loaded by
+            # segflow's own code (and cached there, under a key of its own).
+            bundle_dir = bundles[source.shape[0]]
+            served = worker_model(str(bundle_dir), "floor", device, fmt == torch.channels_last)
+            folded = served.ensemble
+            with torch.inference_mode(), autocast(device, amp):
+                warm = {1, args.batch} | (set(MONAI_BATCHES) if args.monai else set())
+                for n in warm:  # build the kernels
                     x = image[:, :, : args.tile, : args.tile].repeat(n, 1, 1, 1)
                     model(x.contiguous(memory_format=fmt))
-            folded = fold_batch_norm(model).to(memory_format=fmt)
+                    if n in (1, args.batch):
+                        folded(x.contiguous(memory_format=fmt))
+            tiles = output_tiles(shape, args.tile)
             methods: dict[str, Callable[[], float]] = {
-                "floor": partial(floor_run, model, image, args.tile, args.batch, amp, fmt),
-                "folded": partial(floor_run, folded, image, args.tile, args.batch, amp, fmt),
+                "floor": partial(floor_run, folded, image, tiles, args.batch, amp, fmt),
             }
-            for b in MONAI_BATCHES:
-                methods[f"monai {b}"] = partial(monai_run, model, image, args.tile, b, amp, fmt)
+            if args.unfolded_floor:
+                methods["unfolded"] = partial(floor_run, model, image, tiles, args.batch, amp, fmt)
+            if args.monai:
+                for b in MONAI_BATCHES:
+                    methods[f"monai {b}"] = partial(monai_run, model, image, args.tile, b, amp, fmt)
             for blend in blends:
                 methods[blend] = partial(
-                    segflow_once, source, precision, 1, blend, None, bundles[source.shape[0]]
+                    segflow_once, source, precision, 1, blend, None, bundle_dir
                 )
             times: dict[str, list[float]] = defaultdict(list)
             for _ in range(args.repeat):
                 for name, run in methods.items():
-                    torch.set_num_threads(min(2, cores))
+                    torch.set_num_threads(threads)
                     times[name].append(run())
-            floor_s, folded_s = min(times["floor"]), min(times["folded"])
-            monai_s = {b: min(times[f"monai {b}"]) for b in MONAI_BATCHES}
-            monai_b = min(monai_s, key=monai_s.get)
-            floor_tiles = math.ceil(shape[0] / args.tile) * math.ceil(shape[1] / args.tile)
-            shipped_s = in_fresh_process(  # glibc defaults, as MONAI's users run it
-                monai_shipped,
-                bundles[source.shape[0]],
-                tiff,
-                args.tile,
-                precision,
-                fmt == torch.channels_last,
-                min(2, cores),
-                args.repeat,
-            )
-            shipped_b = min(shipped_s, key=shipped_s.get)
-            rates[label, precision] = (
-                megapixels,
-                megapixels / floor_s,
-                megapixels / shipped_s[shipped_b],
-                megapixels / monai_s[monai_b],
-            )
-            windows = monai_tiles(shape, args.tile)
+            floor_s = min(times["floor"])
             group = groups[label, precision] = [
-                ("floor (bare forward)", floor_tiles, floor_s, None),
-                ("floor, BatchNorm folded", floor_tiles, folded_s, None),
-                (f"MONAI sw_batch {shipped_b}", windows, shipped_s[shipped_b], None),
-                (f"MONAI kept-memory sw {monai_b}", windows, monai_s[monai_b], None),
+                ("floor: workers' net (folded)", len(tiles), floor_s, None)
             ]
+            base = {"floor": megapixels / floor_s}
+            if args.unfolded_floor:
+                unfolded_s = min(times["unfolded"])
+                group.append(("floor, unfolded (as given)", len(tiles), unfolded_s, None))
+                base["unfolded"] = megapixels / unfolded_s
+            if args.monai:
+                monai_s = {b: min(times[f"monai {b}"]) for b in MONAI_BATCHES}
+                monai_b = min(monai_s, key=monai_s.get)
+                shipped_s = in_fresh_process(  # glibc defaults, as MONAI's users run it
+                    monai_shipped,
+                    bundle_dir,
+                    tiff,
+                    args.tile,
+                    precision,
+                    fmt == torch.channels_last,
+                    threads,
+                    args.repeat,
+                )
+                shipped_b = min(shipped_s, key=shipped_s.get)
+                base["monai"] = megapixels / shipped_s[shipped_b]
+                base["kept"] = megapixels / monai_s[monai_b]
+                windows = monai_tiles(shape, args.tile)
+                group += [
+                    (f"MONAI sw_batch {shipped_b}", windows, shipped_s[shipped_b], None),
+                    (f"MONAI kept-memory sw {monai_b}", windows, monai_s[monai_b], None),
+                ]
+            rates[label, precision] = (megapixels, base)
             for blend in blends:
                 group.append(segflow_row(source, 1, blend, times[blend]))
                 out = out_path(source, precision, 1, blend)
                 if check_seam:
-                    torch.set_num_threads(min(2, cores))
+                    torch.set_num_threads(threads)
                     seam, folding = seam_dice(model, source, out, bundle, amp, fmt, args.margin)
-                    seams.append((label, precision, "trained", blend, seam, folding))
-                    if stress != bundles[source.shape[0]]:
+                    seams.append((label, precision, first_model, blend, seam, folding))
+                    if stress != bundle_dir:
                         segflow_once(source, precision, 1, blend, None, stress)
                         noise = load_bundle(stress)
                         net = noise.ensemble.eval().to(memory_format=fmt)
@@ -566,37 +653,18 @@ def main() -> None:
                 row = segflow_row(source, workers, "overlap-tile", times)
                 group.insert(len(group) - (1 if args.gaussian else 0), row)  # before gaussian
                 shutil.rmtree(out_path(source, precision, workers, "overlap-tile"))
-    rows: list[tuple] = []
-    for (label, precision), group in groups.items():
-        megapixels, floor_rate, monai_rate, kept_rate = rates[label, precision]
-        for name, tiles, seconds, first in group:
-            rate = megapixels / seconds
-            rows.append(
-                (label, precision, name, tiles, seconds, first, rate, rate / floor_rate,
-                 rate / monai_rate, rate / kept_rate)
-            )  # fmt: skip
     print(
         f"torch {torch.__version__}, {cores} cores, tile {args.tile}, margin {args.margin}, "
-        f"block {args.block}, batch {args.batch}, repeat {args.repeat} (best of)"
+        f"block {args.block}, batch {args.batch}, repeat {args.repeat} (best of); floor, "
+        f"MONAI and segflow x1: {threads} torch threads, layout "
+        + ", ".join(f"{p} {layout(p)}" for p in args.precisions)
+        + "; /floor: against the folded floor (the network segflow's workers run)"
     )
     for workers, seconds in cluster_start.items():
         print(f"Dask LocalCluster start, {workers} workers (not timed): {seconds:.1f} s")
     if prepares:
         print(f"prepare_predictions (not timed): {min(prepares):.2f}-{max(prepares):.2f} s")
-    header = (
-        f"{'image':14s} {'prec':5s} {'method':29s} {'tiles':>6s} {'s':>7s} {'1st s':>7s} "
-        f"{'MP/s':>7s} "
-        f"{'/floor':>7s} {'/MONAI':>7s} {'/MONAI*':>7s}"
-    )
-    print(header)
-    print("-" * len(header))
-    for label, precision, name, tiles, seconds, first, rate, vs_floor, vs_monai, vs_kept in rows:
-        cold = "" if first is None else f"{first:.2f}"
-        print(
-            f"{label:14s} {precision:5s} {name:29s} {tiles:6d} {seconds:7.2f} {cold:>7s} "
-            f"{rate:7.2f} "
-            f"{vs_floor:7.2f} {vs_monai:7.2f} {vs_kept:7.2f}"
-        )
+    print_rows(groups, rates)
     if seams:
         print(
             "\nseam error: Dice of segflow's mask vs a whole-image forward of the same "

@@ -33,7 +33,7 @@ def _check_labels(pred: Tensor, target: Tensor, num_classes: int) -> None:
     _check_ids("target", target, num_classes)
 
 
-def _counts_from_matrix(matrix: Tensor) -> Tensor:
+def counts_from_matrix(matrix: Tensor) -> Tensor:
     """(..., K, K) confusion matrices (rows true, columns predicted) -> (..., K, 4) counts."""
     tp = matrix.diagonal(dim1=-2, dim2=-1)
     fp = matrix.sum(-2) - tp
@@ -61,7 +61,7 @@ def confusion_counts(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
     _check_labels(pred, target, num_classes)
     flat = target.reshape(-1).long() * num_classes + pred.reshape(-1).long()
     matrix = torch.bincount(flat, minlength=num_classes**2).reshape(num_classes, num_classes)
-    return _counts_from_matrix(matrix)
+    return counts_from_matrix(matrix)
 
 
 def confusion_counts_per_image(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
@@ -72,7 +72,7 @@ def confusion_counts_per_image(pred: Tensor, target: Tensor, num_classes: int) -
     n, k = pred.shape[0], num_classes
     image = torch.arange(n, device=pred.device).view(n, 1, 1)
     flat = ((image * k + target.long()) * k + pred.long()).reshape(-1)
-    return _counts_from_matrix(torch.bincount(flat, minlength=n * k * k).reshape(n, k, k))
+    return counts_from_matrix(torch.bincount(flat, minlength=n * k * k).reshape(n, k, k))
 
 
 def _ratio(numerator: Tensor, denominator: Tensor) -> Tensor:

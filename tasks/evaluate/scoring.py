@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from segflow.models.metrics import (
-    confusion_counts,
+    counts_from_matrix,
     dice_from_counts,
     iou_from_counts,
     precision_from_counts,
@@ -87,6 +87,24 @@ class Tally:
         return int(self.counts[0].sum())
 
 
+def block_counts(mask: np.ndarray, truth: np.ndarray, k: int) -> np.ndarray:
+    """One-vs-rest counts ``(K, 4)`` of predicted ids `mask` against `truth`, by one NumPy
+    ``bincount`` over the pairs: 3x faster than torch's on uint8 blocks, which widens them to
+    int64 first (benchmarks/README.md, "Evaluation throughput").
+
+    Raises
+    ------
+    ValueError
+        An id outside ``[0, k)``.
+    """
+    for name, ids in (("mask", mask), ("truth", truth)):
+        if ids.size and int(ids.max()) >= k:
+            raise ValueError(f"{name} ids must be in [0, {k - 1}], got up to {int(ids.max())}")
+    pairs = truth.astype(np.intp) * k + mask
+    matrix = np.bincount(pairs.ravel(), minlength=k * k).reshape(k, k)
+    return counts_from_matrix(torch.from_numpy(matrix)).numpy()
+
+
 def tally_block(probs: np.ndarray, mask: np.ndarray, truth: np.ndarray, layout: Layout) -> Tally:
     """Confusion counts and probability-level histograms of one block.
 
@@ -107,8 +125,7 @@ def tally_block(probs: np.ndarray, mask: np.ndarray, truth: np.ndarray, layout: 
         counts ``(K, 4)`` and histogram ``(C, 2, L)``, int64.
     """
     truth = layout.truth_ids(truth)
-    k = len(layout.class_names)
-    counts = confusion_counts(torch.from_numpy(mask), torch.from_numpy(truth), k).numpy()
+    counts = block_counts(mask, truth, len(layout.class_names))
     levels = layout.levels
     histogram = np.empty((probs.shape[0], 2, levels), np.int64)
     for c in range(probs.shape[0]):
