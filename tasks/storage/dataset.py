@@ -116,7 +116,7 @@ def open_dataset(path: str | Path) -> Dataset:
     if is_remote(path):
         store = CacheStore(store, cache_store=MemoryStore(), max_size=REMOTE_CACHE_BYTES)
     try:
-        root = zarr.open_group(store, mode="r")
+        root = zarr.open_group(store, mode="r", zarr_format=3)
     except FileNotFoundError:
         raise ValueError(f"{path}: no Zarr store here") from None
     meta = root.attrs.get("segflow")

@@ -24,6 +24,9 @@ from zarr.storage import FsspecStore
 # listing of this process would not show.
 S3_DEFAULTS: dict[str, Any] = {
     "use_listings_cache": False,
+    # One request per whole-object read (above 1, s3fs first asks each object's size, for
+    # parallel ranged reads of objects over 50 MB, which segflow never reads whole).
+    "max_concurrency": 1,
     "config_kwargs": {
         "connect_timeout": 5,
         "read_timeout": 60,
@@ -120,11 +123,12 @@ def zarr_store(location: str | Path, *, read_only: bool = False) -> Path | Fsspe
 
 
 def open_group(location: str | Path, path: str = "", *, mode: str = "r") -> zarr.Group:
-    """The Zarr group at `path` inside the store at `location`."""
+    """The Zarr (v3) group at `path` inside the store at `location`."""
     store = zarr_store(location, read_only=mode == "r")
     if isinstance(store, Path):
-        return zarr.open_group(store / path if path else store, mode=mode)
-    return zarr.open_group(store, path=path, mode=mode)
+        return zarr.open_group(store / path if path else store, mode=mode, zarr_format=3)
+    # zarr_format: no look for v2 metadata (.zgroup, .zattrs: a request each on S3).
+    return zarr.open_group(store, path=path, mode=mode, zarr_format=3)
 
 
 def exists(location: str | Path, key: str = "") -> bool:
