@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import zarr
 
+from segflow.tasks.storage import urls
 from tests.crash.commands import kill_when, left_running, run, start
 from tests.images import save, tiny_bundle
 
@@ -18,8 +18,9 @@ def _bundle(folder):
     return tiny_bundle(folder, seed=0, head_scale=20.0)
 
 
-def _all_arrays(store) -> dict[str, np.ndarray]:
-    found, groups = {}, [("", zarr.open_group(store, mode="r"))]
+def all_arrays(store) -> dict[str, np.ndarray]:
+    """Every array of the Zarr store at `store` (a path or URL), by its path in the store."""
+    found, groups = {}, [("", urls.open_group(store))]
     while groups:
         prefix, group = groups.pop()
         for name, array in group.arrays():
@@ -44,7 +45,7 @@ def kill_and_rerun(tmp_path, home, seed: int, kills: int) -> None:
         started = kill_when(proc, lambda: (out / "zarr.json").exists(), delay=delay)
         assert not left_running(started)
     run(["infer", images, out, *common], home, tmp_path / "rerun.log")
-    want, got = _all_arrays(reference), _all_arrays(out)
+    want, got = all_arrays(reference), all_arrays(out)
     assert sorted(got) == sorted(want) and len(want) >= 6
     for path, array in want.items():
         np.testing.assert_array_equal(got[path], array, err_msg=path)
