@@ -17,6 +17,7 @@ from segflow.tasks.evaluate.blocks import default_evaluation_workers
 from segflow.tasks.evaluate.report import per_image_table, report
 from segflow.tasks.evaluate.tasks import log_evaluation, plan_evaluation, score_blocks
 from segflow.tasks.runtime.cluster import default_workers
+from segflow.tasks.storage.urls import use_options
 from segflow.tasks.tracking.runs import configure_tracking
 
 
@@ -37,6 +38,7 @@ def evaluate_predictions(config: EvaluateConfig) -> EvaluateSummary:
     """Score ``config.predictions`` against the masks of ``config.store`` chunk by chunk, log
     the result to MLflow (next to the model's training run) and to the Prefect UI, and
     optionally promote the model to the champion alias."""
+    use_options(config.storage_options)
     tracking_uri = configure_tracking(Path(config.workdir), config.experiment)
     plan = plan_evaluation(config.predictions, config.store, config.split)
     evaluation = score_blocks(

@@ -21,7 +21,7 @@ from segflow.tasks.infer.tasks import (
 )
 from segflow.tasks.runtime.locks import hold
 from segflow.tasks.storage.paths import read_index
-from segflow.tasks.storage.urls import is_remote, local_path
+from segflow.tasks.storage.urls import is_remote, local_path, use_options
 from segflow.tasks.tracking.runs import configure_tracking, tracking_uri
 
 
@@ -58,6 +58,7 @@ def infer_images(config: InferConfig) -> InferSummary:
     Re-running on the same output resumes: blocks already written are skipped. The output's
     writer lock is held throughout: a second writer fails at once (``LockHeld``).
     """
+    use_options(config.storage_options)
     with writer_lock(config):
         return _infer(config)
 

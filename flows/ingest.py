@@ -25,6 +25,7 @@ from segflow.tasks.ingest.tasks import (
 )
 from segflow.tasks.ingest.writing import SampleWriteError
 from segflow.tasks.storage.dataset_writer import lock_store
+from segflow.tasks.storage.urls import use_options
 
 
 class IngestSummary(BaseModel):
@@ -86,6 +87,7 @@ def ingest_dataset(config: IngestConfig) -> IngestSummary:
         A sample could not be written (disk full, ...); the samples committed before it are
         indexed first, so the store stays complete and usable.
     """
+    use_options(config.storage_options)
     pairs, unpaired = find_pairs(config.source, config.pair_layout())
     given = source_split(config.source, pairs, config.split_file)
     with writer_lock(config):

@@ -4,6 +4,7 @@ the parsed options: each setting's default, bounds and description stay in the c
 from __future__ import annotations
 
 import argparse
+import json
 import typing
 from collections.abc import Sequence
 
@@ -48,6 +49,8 @@ def add_config_options(
             kind = {"nargs": "+"}
         elif typing.Literal in kinds:
             kind = {"choices": typing.get_args(kinds[typing.Literal])}
+        elif dict in kinds:
+            kind = {"type": json.loads, "metavar": "JSON"}
         else:
             kind = {}
         flag = "--" + name.replace("_", "-")

@@ -27,7 +27,7 @@ from segflow.flows.summaries import pipeline_markdown
 from segflow.flows.train import train_unet
 from segflow.tasks.pipeline.ledger import Ledger, source_fingerprint, stage_key
 from segflow.tasks.storage.dataset import dataset_fingerprint, open_dataset
-from segflow.tasks.storage.urls import exists, read_bytes
+from segflow.tasks.storage.urls import exists, read_bytes, use_options
 from segflow.tasks.tracking.registry import resolve_model
 from segflow.tasks.tracking.runs import configure_tracking
 
@@ -92,6 +92,7 @@ def run_pipeline(config: PipelineConfig) -> PipelineSummary:
 
     Each stage is the stage's own flow, run as a subflow with the stage's config.
     """
+    use_options(config.storage_options)
     ledger = Ledger(config.workdir)
     stages: dict[str, StageReport] = {}
 

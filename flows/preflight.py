@@ -112,6 +112,7 @@ def check_config(config: BaseModel) -> None:
         A path that does not exist or is of the wrong kind, a store that is not a segflow
         store, a model that is not registered (with those that are), a bad split file.
     """
+    urls.use_options(getattr(config, "storage_options", {}))
     if isinstance(config, IngestConfig):
         check_source(config)
         _check_writable_store(config.store, "store")

@@ -20,6 +20,7 @@ from segflow.flows.config import TrainConfig
 from segflow.flows.runs import named_by, train_labels
 from segflow.flows.summaries import train_markdown
 from segflow.tasks.runtime.locks import hold
+from segflow.tasks.storage.urls import use_options
 from segflow.tasks.tracking.runs import tracking_uri
 from segflow.tasks.train.distributed import current_ranks
 from segflow.tasks.train.distributed_launch import (
@@ -83,6 +84,7 @@ def train_unet(config: TrainConfig) -> TrainSummary:
     The run folder's writer lock is held throughout, and the store's while the sampling plan is
     written: a second writer of either fails (``LockHeld``).
     """
+    use_options(config.storage_options)
     with writer_lock(config):
         return _train(config)
 

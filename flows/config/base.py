@@ -40,5 +40,18 @@ def max_tiled_pixels_field() -> Any:
     )
 
 
+def storage_options_field() -> Any:
+    """`storage_options` of every stage config: fsspec options per protocol."""
+    return Field(
+        default_factory=dict,
+        description='fsspec options per protocol for URLs, as JSON, e.g. {"s3": {"endpoint_url": '
+        '"https://s3.example.com"}}; they add to AWS_* variables and fsspec\'s config. Values show '
+        "in Prefect's UI: keep secrets in the environment.",
+    )
+
+
+StorageOptions = dict[str, dict[str, Any]]
+
+
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from segflow.flows.config.base import Frozen
+from segflow.flows.config.base import Frozen, StorageOptions, storage_options_field
 
 
 class EvaluateConfig(Frozen):
@@ -35,3 +35,4 @@ class EvaluateConfig(Frozen):
         description="Dask workers (default: in-process up to 2^28 pixels, else one per core).",
     )
     dask_address: str | None = Field(None, description="Use this Dask scheduler instead.")
+    storage_options: StorageOptions = storage_options_field()

@@ -6,7 +6,13 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
-from segflow.flows.config.base import Frozen, max_pixels_field, max_tiled_pixels_field
+from segflow.flows.config.base import (
+    Frozen,
+    StorageOptions,
+    max_pixels_field,
+    max_tiled_pixels_field,
+    storage_options_field,
+)
 
 if TYPE_CHECKING:
     from segflow.tasks.infer.blocks import BlockSettings, Parallelism
@@ -90,6 +96,7 @@ class InferConfig(Frozen):
         None, ge=1, description="Torch threads per worker (default: cores / workers)."
     )
     dask_address: str | None = Field(None, description="Use this Dask scheduler instead.")
+    storage_options: StorageOptions = storage_options_field()
     instances: bool = Field(False, description="Also label connected components (objects).")
     min_object_size: int = Field(0, ge=0, description="Instances: drop smaller objects (px).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to predict.")

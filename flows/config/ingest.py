@@ -6,7 +6,14 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field, model_validator
 
-from segflow.flows.config.base import Fraction, Frozen, max_pixels_field, max_tiled_pixels_field
+from segflow.flows.config.base import (
+    Fraction,
+    Frozen,
+    StorageOptions,
+    max_pixels_field,
+    max_tiled_pixels_field,
+    storage_options_field,
+)
 
 if TYPE_CHECKING:
     from segflow.tasks.ingest.masks import MaskRules
@@ -64,6 +71,7 @@ class IngestConfig(Frozen):
     dask_address: str | None = Field(
         None, description="Scheduler address of an existing Dask cluster (default: start one)."
     )
+    storage_options: StorageOptions = storage_options_field()
     max_pixels: int = max_pixels_field()
     max_tiled_pixels: int = max_tiled_pixels_field()
 

@@ -11,7 +11,7 @@ import yaml
 from pydantic import Field, create_model, model_validator
 from pydantic.fields import FieldInfo
 
-from segflow.flows.config.base import Frozen
+from segflow.flows.config.base import Frozen, StorageOptions, storage_options_field
 from segflow.flows.config.evaluate import EvaluateConfig
 from segflow.flows.config.infer import InferConfig
 from segflow.flows.config.ingest import IngestConfig
@@ -36,10 +36,12 @@ def _stage(model: type[Frozen], paths: tuple[str, ...], **defaults: Any) -> type
     )
 
 
-IngestStage = _stage(IngestConfig, ("source", "store"))
-TrainStage = _stage(TrainConfig, ("store", "workdir", "resume"))
-InferStage = _stage(InferConfig, ("input", "output", "model", "workdir"), split="test")
-EvaluateStage = _stage(EvaluateConfig, ("predictions", "store", "workdir", "experiment"))
+# Set by the pipeline for every stage: the stores, the work dir, the storage options.
+_SHARED = ("storage_options",)
+IngestStage = _stage(IngestConfig, ("source", "store", *_SHARED))
+TrainStage = _stage(TrainConfig, ("store", "workdir", "resume", *_SHARED))
+InferStage = _stage(InferConfig, ("input", "output", "model", "workdir", *_SHARED), split="test")
+EvaluateStage = _stage(EvaluateConfig, ("predictions", "store", "workdir", "experiment", *_SHARED))
 
 
 class PipelineConfig(Frozen):
@@ -61,6 +63,7 @@ class PipelineConfig(Frozen):
         description="Folder or URL (s3://bucket/prefix) for the dataset and prediction stores; "
         "default: the work dir.",
     )
+    storage_options: StorageOptions = storage_options_field()
     ingest: IngestStage = Field(default_factory=IngestStage, description="Ingest settings.")
     train: TrainStage = Field(default_factory=TrainStage, description="Training settings.")
     infer: InferStage = Field(default_factory=InferStage, description="Inference settings.")
@@ -77,12 +80,21 @@ class PipelineConfig(Frozen):
 
     def ingest_config(self) -> IngestConfig:
         """The ingest stage's config: `source` into :attr:`store`."""
-        return IngestConfig(source=self.source, store=self.store, **self.ingest.model_dump())
+        return IngestConfig(
+            source=self.source,
+            store=self.store,
+            storage_options=self.storage_options,
+            **self.ingest.model_dump(),
+        )
 
     def train_config(self, *, resume: bool = False) -> TrainConfig:
         """The training stage's config on :attr:`store`; `resume` continues an interrupted run."""
         return TrainConfig(
-            store=self.store, workdir=self.workdir, resume=resume, **self.train.model_dump()
+            store=self.store,
+            workdir=self.workdir,
+            resume=resume,
+            storage_options=self.storage_options,
+            **self.train.model_dump(),
         )
 
     def infer_config(self, model: str, run_id: str) -> InferConfig:
@@ -98,6 +110,7 @@ class PipelineConfig(Frozen):
             output=output,
             model=model,
             workdir=self.workdir,
+            storage_options=self.storage_options,
             **self.infer.model_dump(),
         )
 
@@ -109,6 +122,7 @@ class PipelineConfig(Frozen):
             store=self.store,
             workdir=self.workdir,
             experiment=self.train.experiment,
+            storage_options=self.storage_options,
             **self.evaluate.model_dump(),
         )
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
-from segflow.flows.config.base import Frozen
+from segflow.flows.config.base import Frozen, StorageOptions, storage_options_field
 
 if TYPE_CHECKING:
     from segflow.models.unet import UNetConfig
@@ -22,6 +22,7 @@ class TrainConfig(Frozen):
 
     store: str = Field(..., description="Dataset store written by `segflow ingest`.")
     workdir: str = Field("work", description="Checkpoints, MLflow database and artifacts go here.")
+    storage_options: StorageOptions = storage_options_field()
     run_name: str = Field(
         "unet", pattern=r"^[A-Za-z0-9_.-]+$", description="Name of the run (checkpoint folder)."
     )

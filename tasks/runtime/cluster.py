@@ -15,7 +15,9 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 import dask
-from dask.distributed import Client, LocalCluster, as_completed
+from dask.distributed import Client, LocalCluster, WorkerPlugin, as_completed
+
+from segflow.tasks.storage.urls import given_options, use_options
 
 T = TypeVar("T")
 
@@ -27,6 +29,25 @@ LOOPBACK = "127.0.0.1"
 def default_workers() -> int:
     """One worker per CPU core."""
     return os.cpu_count() or 1
+
+
+class StorageOptions(WorkerPlugin):
+    """Gives every worker, those that join later included, the run's storage options."""
+
+    name = "segflow-storage-options"
+
+    def __init__(self, options: dict) -> None:
+        self.options = options
+
+    def setup(self, worker) -> None:
+        use_options(self.options)
+
+
+def _with_options(client: Client) -> Client:
+    """`client`, its workers given this process's storage options (when there are any)."""
+    if options := given_options():
+        client.register_plugin(StorageOptions(options))
+    return client
 
 
 @contextmanager
@@ -41,7 +62,7 @@ def dask_client(address: str | None = None, *, workers: int | None = None) -> It
     """
     if address:
         with Client(address) as client:
-            yield client
+            yield _with_options(client)
         return
     settings = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
     quiet = logging.getLogger("distributed")
@@ -59,7 +80,7 @@ def dask_client(address: str | None = None, *, workers: int | None = None) -> It
             ) as cluster,
             Client(cluster) as client,
         ):
-            yield client
+            yield _with_options(client)
     finally:  # after the cluster's close, whose INFO lines are as noisy
         quiet.setLevel(level)
 

@@ -4,8 +4,9 @@
 Remote stores open through zarr's own :class:`zarr.storage.FsspecStore`, files through fsspec.
 Credentials and endpoints come from where the storage libraries look: ``AWS_*`` variables
 (``AWS_ENDPOINT_URL`` included), fsspec's configuration (``FSSPEC_S3_*`` variables,
-``~/.config/fsspec``). On top of that, S3 connections give up within seconds instead of
-retrying for minutes (:data:`S3_DEFAULTS`), so an unreachable endpoint ends a run quickly.
+``~/.config/fsspec``), and a run's ``storage_options`` (:func:`use_options`). On top of that,
+S3 connections give up within seconds instead of retrying for minutes (:data:`S3_DEFAULTS`), so
+an unreachable endpoint ends a run quickly.
 """
 
 from __future__ import annotations
@@ -33,6 +34,25 @@ S3_DEFAULTS: dict[str, Any] = {
         "retries": {"max_attempts": 3, "mode": "standard"},
     },
 }
+
+
+# Options given by a run's config (``storage_options``), per protocol, applied to this process
+# by :func:`use_options` and to Dask workers by segflow.tasks.runtime.cluster.
+_GIVEN: dict[str, dict[str, Any]] = {}
+
+
+def use_options(options: dict[str, dict[str, Any]]) -> None:
+    """Add `options` (per protocol: ``{"s3": {"endpoint_url": ...}}``) to fsspec's
+    configuration of this process, which every filesystem opened from now on takes (under the
+    keyword arguments segflow passes itself, :data:`S3_DEFAULTS`)."""
+    for protocol, values in options.items():
+        fsspec.config.conf.setdefault(protocol, {}).update(values)
+        _GIVEN.setdefault(protocol, {}).update(values)
+
+
+def given_options() -> dict[str, dict[str, Any]]:
+    """The options :func:`use_options` applied to this process (for its Dask workers)."""
+    return {protocol: dict(values) for protocol, values in _GIVEN.items()}
 
 
 def is_remote(location: str | Path) -> bool:
