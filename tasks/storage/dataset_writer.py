@@ -38,6 +38,7 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -252,16 +253,27 @@ def _write_in_place(
     mask_attrs: Mapping[str, Any],
     workers: int,
 ) -> None:
-    """Write a sample where there is no rename (object storage): withdraw, write, commit."""
+    """Write a sample where there is no rename (object storage): withdraw the old one, encode
+    the new arrays into a local staging folder and upload their objects in batches, then commit.
+
+    Encoding locally spares a request per shard: zarr's sharding codec reads a shard back
+    before writing it, even in a new array (benchmarks/README.md, "Object storage").
+    """
     root = urls.open_group(store, mode="r+")
     if sample_id in root["masks"]:
         root[f"masks/{sample_id}"].update_attributes({"image_sha256": None})
     pending = {**mask_attrs, "image_sha256": None}
-    target = urls.zarr_store(store)
-    for group, data, attrs in (("images", image, image_attrs), ("masks", mask, pending)):
-        array = _create(target, f"{group}/{sample_id}", data.shape, data.dtype, attrs)
-        _write(array, data, workers)
-    array.update_attributes({"image_sha256": mask_attrs["image_sha256"]})  # the commit
+    fs, path = urls.filesystem(store)
+    with tempfile.TemporaryDirectory(prefix="segflow-upload-") as tmp:
+        for group, data, attrs in (("images", image, image_attrs), ("masks", mask, pending)):
+            staged = Path(tmp) / group
+            _write(_create(staged, None, data.shape, data.dtype, attrs), data, workers)
+            remote = f"{path}/{group}/{sample_id}"
+            if fs.exists(remote):  # withdrawn: an old array's chunks must not outlive it
+                fs.rm(remote, recursive=True)
+            fs.put(f"{staged}/", f"{remote}/", recursive=True)
+    committed = zarr.open_array(urls.zarr_store(store), path=f"masks/{sample_id}", mode="r+")
+    committed.update_attributes({"image_sha256": mask_attrs["image_sha256"]})  # the commit
 
 
 def _load_renameat2():
