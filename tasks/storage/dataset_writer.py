@@ -22,8 +22,9 @@ the image's and the mask's swap the new image sits beside the old mask: the mask
 crash at that moment) shows the sample as not committed rather than as a wrong pair.
 Every sample array lives in its own shards, so parallel writers never share one.
 
-Object storage (a URL) has no rename: a sample is written in place. Its mask's
-``image_sha256`` is withdrawn first when it replaces an earlier version, and written back last,
+Object storage (a URL) has no rename: a sample's arrays are encoded into a local staging
+folder and their objects uploaded to their final keys. Its mask's ``image_sha256`` is withdrawn
+first when it replaces an earlier version (whose objects are then deleted), and written back last,
 in one PUT of the mask's ``zarr.json``: a sample is committed by that one object, so a kill at any
 moment leaves it committed in full (old or new) or not committed, never half-written; the next
 ingest writes it again. What is not atomic there: a reader that opened a sample's arrays before
