@@ -33,12 +33,8 @@ it is replaced may read a mix of old and new chunks (train after an ingest, not 
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import logging
-import os
 import shutil
-import sys
 import tempfile
 import uuid
 from collections.abc import Mapping
@@ -54,6 +50,7 @@ from zarr.codecs import BloscCodec
 from segflow.tasks.runtime import locks
 from segflow.tasks.storage import urls
 from segflow.tasks.storage.dataset import DATASET_CHUNK, DATASET_SCHEMA_VERSION, DATASET_SHARD
+from segflow.tasks.storage.swap import swap_in
 from segflow.tasks.storage.urls import local_path
 
 log = logging.getLogger(__name__)
@@ -239,7 +236,7 @@ def write_sample(
         for group, data, attrs in (("images", image, image_attrs), ("masks", mask, mask_attrs)):
             _write(_create(staged[group], None, data.shape, data.dtype, attrs), data, workers)
         for group in ("images", "masks"):
-            _swap_in(staged[group], path / group / sample_id)
+            swap_in(staged[group], path / group / sample_id)
     finally:
         # The entry is this writer's: the old arrays after a swap, or a failed write's remains.
         shutil.rmtree(staging, ignore_errors=True)
@@ -275,59 +272,6 @@ def _write_in_place(
             fs.put(f"{staged}/", f"{remote}/", recursive=True)
     committed = zarr.open_array(urls.zarr_store(store), path=f"masks/{sample_id}", mode="r+")
     committed.update_attributes({"image_sha256": mask_attrs["image_sha256"]})  # the commit
-
-
-def _load_renameat2():
-    """libc's ``renameat2`` (glibc >= 2.28), or None where there is none."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        function = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [
-        ctypes.c_int,
-        ctypes.c_char_p,
-        ctypes.c_int,
-        ctypes.c_char_p,
-        ctypes.c_uint,
-    ]
-    function.restype = ctypes.c_int
-    return function
-
-
-_RENAMEAT2 = _load_renameat2()
-_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
-
-
-def exchange(first: Path, second: Path) -> bool:
-    """Swap two existing paths in one atomic step; False where the OS or filesystem cannot.
-
-    Raises
-    ------
-    OSError
-        The exchange failed for another reason (a path missing, permissions).
-    """
-    if _RENAMEAT2 is None:
-        return False
-    a, b = os.fsencode(first), os.fsencode(second)
-    if _RENAMEAT2(_AT_FDCWD, a, _AT_FDCWD, b, _RENAME_EXCHANGE) == 0:
-        return True
-    code = ctypes.get_errno()
-    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-        return False  # e.g. a filesystem without RENAME_EXCHANGE
-    raise OSError(code, os.strerror(code), str(first), None, str(second))
-
-
-def _swap_in(staged: Path, final: Path) -> None:
-    """Put `staged` at `final`; an earlier `final` ends up in `staged`'s folder."""
-    if not final.exists():
-        os.replace(staged, final)
-    elif not exchange(staged, final):
-        # No atomic exchange: move the old array aside first (a moment without it, never a
-        # half-written one), then the new one in.
-        os.replace(final, staged.with_name(staged.name + "-old"))
-        os.replace(staged, final)
 
 
 def write_index(store: str | Path, index: Mapping[str, Any]) -> None:

@@ -8,7 +8,7 @@ import distributed
 import pytest
 import torch
 
-from segflow.tasks.infer.blocks import block_resources, worker_device
+from segflow.tasks.infer.placement import block_resources, worker_device
 
 
 @pytest.mark.parametrize(

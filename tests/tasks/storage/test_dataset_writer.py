@@ -12,7 +12,7 @@ import pytest
 import zarr
 
 from segflow.tasks.runtime.locks import LockHeld, hold, lock_path
-from segflow.tasks.storage import dataset_writer
+from segflow.tasks.storage import dataset_writer, swap
 from segflow.tasks.storage.dataset import open_dataset
 from segflow.tasks.storage.dataset_writer import (
     committed_samples,
@@ -103,8 +103,8 @@ def reference(tmp_path: Path, seed: int) -> dict[str, dict[str, bytes]]:
 @pytest.mark.parametrize("atomic", [True, False], ids=["renameat2", "fallback"])
 def test_replacing_a_sample_never_shows_a_missing_or_half_array(store, monkeypatch, atomic):
     if not atomic:
-        monkeypatch.setattr(dataset_writer, "_RENAMEAT2", None)
-    elif dataset_writer._RENAMEAT2 is None:
+        monkeypatch.setattr(swap, "_RENAMEAT2", None)
+    elif swap._RENAMEAT2 is None:
         pytest.skip("no renameat2 here")
     expected = [reference(store.parent, seed) for seed in (1, 2)]
     put(store, 1)
