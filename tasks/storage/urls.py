@@ -43,8 +43,8 @@ _GIVEN: dict[str, dict[str, Any]] = {}
 
 def use_options(options: dict[str, dict[str, Any]]) -> None:
     """Add `options` (per protocol: ``{"s3": {"endpoint_url": ...}}``) to fsspec's
-    configuration of this process, which every filesystem opened from now on takes (under the
-    keyword arguments segflow passes itself, :data:`S3_DEFAULTS`)."""
+    configuration of this process, which every filesystem opened from now on takes (over
+    segflow's :data:`S3_DEFAULTS`)."""
     for protocol, values in options.items():
         fsspec.config.conf.setdefault(protocol, {}).update(values)
         _GIVEN.setdefault(protocol, {}).update(values)
@@ -75,10 +75,12 @@ def local_path(location: str | Path) -> Path:
 
 
 def storage_options(location: str | Path) -> dict[str, Any]:
-    """segflow's options for the filesystem of `location` (fsspec's configuration adds to them
-    and wins)."""
+    """The options for the filesystem of `location`: segflow's defaults, overridden by
+    fsspec's configuration (a run's `storage_options` included) — passed explicitly, they would
+    otherwise override that configuration."""
     protocol = str(location).split("://", 1)[0]
-    return dict(S3_DEFAULTS) if protocol in ("s3", "s3a") else {}
+    defaults = dict(S3_DEFAULTS) if protocol in ("s3", "s3a") else {}
+    return {**defaults, **fsspec.config.conf.get(protocol, {})}
 
 
 def join(location: str | Path, *parts: str) -> str:

@@ -29,3 +29,13 @@ def test_a_group_on_s3_reads_back(s3: Bucket):
     assert urls.exists(url, "zarr.json")
     assert not urls.exists(url, "nothing/zarr.json")
     assert np.all(urls.open_group(url, "images")["a"][:] == 7)
+
+
+def test_given_options_override_segflows_defaults(monkeypatch):
+    import fsspec
+
+    monkeypatch.setattr(fsspec.config, "conf", {})
+    monkeypatch.setattr(urls, "_GIVEN", {})  # nothing left for later tests
+    urls.use_options({"s3": {"max_concurrency": 4}})
+    assert urls.storage_options("s3://b/x")["max_concurrency"] == 4
+    assert urls.storage_options("s3://b/x")["use_listings_cache"] is False  # defaults kept
