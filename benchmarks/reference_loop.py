@@ -73,12 +73,19 @@ def ingest_store(
     store: Path,
     *,
     foreground_value: int | None = None,
+    num_classes: int = 2,
     fractions: dict[str, float] = FRACTIONS,
     seed: int = 0,
 ) -> Path:
-    """Ingest `source` (images/ + masks/) into a binary store with plain functions."""
-    init_store(store, class_names=("background", "foreground"))
-    settings = IngestConfig(source=str(source), store=str(store), foreground_value=foreground_value)
+    """Ingest `source` (images/ + masks/) into a store of `num_classes` classes (masks of a
+    multi-class source hold class ids) with plain functions."""
+    settings = IngestConfig(
+        source=str(source),
+        store=str(store),
+        foreground_value=foreground_value,
+        num_classes=num_classes,
+    )
+    init_store(store, class_names=settings.resolved_class_names)
     pairs, rejected = find_pairs(source, settings.pair_layout())
     rules = settings.mask_rules()
     checks = SampleChecks(settings.size_limits(), image_format=None)

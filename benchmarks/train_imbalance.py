@@ -85,9 +85,12 @@ def store_of(name: str, data: Path) -> Path:
         count, size, spec, seed = SYNTHETIC[name]
         source, foreground_value = data / name, None
         write_dataset(source, count=count, size=size, spec=spec, seed=seed)
+        num_classes = spec.num_classes
     else:
-        source, foreground_value = DATASETS[name]
-    return ingest_store(source, store, foreground_value=foreground_value)
+        (source, foreground_value), num_classes = DATASETS[name], 2
+    return ingest_store(
+        source, store, foreground_value=foreground_value, num_classes=num_classes
+    )
 
 
 class _MeanLogit(torch.nn.Module):
