@@ -25,11 +25,12 @@ credentials) and stops it at the end. Three parts, each selectable with ``--part
   beside it, not counted: moto holds every object in its own memory.
 
 What this measures: segflow's object-storage path (s3fs, zarr's FsspecStore, HTTP requests,
-segflow's in-place writes and remote read caches) against a local server. moto is a Python
-HTTP server (werkzeug) in a process of its own on loopback, holding objects in memory: no
-network latency or bandwidth limit, but every request costs Python CPU on the same cores as
-segflow (its CPU seconds and the requests it served are printed per run). It is not a
-measurement of real S3 (or MinIO) throughput.
+segflow's staged writes and whole-shard reads, remote read caches) against a local server.
+moto is a Python HTTP server (werkzeug) in a process of its own on loopback, holding objects
+in memory: no network latency or bandwidth limit, but every request costs Python CPU on the
+same cores as segflow (its CPU seconds and the requests it served are printed per run; the
+JSON rows count them by method and by kind: chunk, metadata, list). It is not a measurement
+of real S3 (or MinIO) throughput.
 
 Rows are printed as markdown tables and appended as JSON lines (one per timed run, one summary
 per part, with date, machine and load average) to ``--out``. Run:
@@ -119,17 +120,38 @@ class Server:
         return times.user + times.system, self.log.stat().st_size
 
     def since(self, mark: tuple[float, int]) -> tuple[float, dict[str, int]]:
-        """(CPU seconds the server used, requests it served by HTTP method) since `mark`."""
+        """(CPU seconds the server used, requests it served by HTTP method and kind of object,
+        :func:`request_kind`) since `mark`."""
         cpu, offset = self.mark()
         with self.log.open("rb") as log:
             log.seek(mark[1])
             lines = log.read(offset - mark[1]).decode(errors="replace").splitlines()
-        methods = Counter(m.group(1) for m in map(REQUEST.search, lines) if m)
-        return cpu - mark[0], dict(sorted(methods.items()))
+        found = [m.groups() for m in map(REQUEST.search, lines) if m]
+        kinds = Counter(f"{method} {request_kind(target)}" for method, target in found)
+        return cpu - mark[0], dict(sorted(kinds.items()))
 
 
 # What werkzeug logs for each request: `... "GET /bucket/key HTTP/1.1" 200 -`.
-REQUEST = re.compile(r'"([A-Z]+) \S+ HTTP/1\.1"')
+REQUEST = re.compile(r'"([A-Z]+) (\S+) HTTP/1\.1"')
+
+
+def request_kind(target: str) -> str:
+    """What a request's target (``/bucket/key?query``) names: ``list`` (a listing), ``chunk``
+    (a Zarr chunk or shard, ``/c/`` in its key), ``metadata`` (a ``zarr.json``) or ``other``."""
+    path, _, query = target.partition("?")
+    if "list-type=" in query or "prefix=" in query:
+        return "list"
+    if "/c/" in path:
+        return "chunk"
+    return "metadata" if path.endswith("/zarr.json") else "other"
+
+
+def by_method(requests: dict[str, int]) -> dict[str, int]:
+    """Requests by method from requests by method and kind."""
+    methods: Counter = Counter()
+    for key, count in requests.items():
+        methods[key.split()[0]] += count
+    return dict(sorted(methods.items()))
 
 
 @dataclass(frozen=True)
@@ -149,7 +171,8 @@ class Run:
             "seconds": round(self.seconds, 3),
             "moto_cpu_s": round(self.moto_cpu_s, 2),
             "requests": total,
-            "requests_by_method": self.requests,
+            "requests_by_method": by_method(self.requests),
+            "requests_by_kind": self.requests,
         }
 
 
@@ -557,7 +580,8 @@ class Peaks:
             "moto_peak_mib": round(self.moto / 2**20),
             "moto_cpu_s": round(self.moto_cpu_s, 1),
             "requests": sum(self.requests.values()),
-            "requests_by_method": self.requests,
+            "requests_by_method": by_method(self.requests),
+            "requests_by_kind": self.requests,
         }
 
 

@@ -3,8 +3,9 @@
 :func:`predict_blocks` fans the blocks not yet written out to Dask; each :func:`predict_block`
 reads its input region with a halo from storage, predicts it with
 :func:`segflow.tasks.infer.tiling.predict_region` and writes its own shards, so no pixels pass
-through the scheduler and memory per worker is bounded by a block. Kept free of Prefect so that
-workers import it quickly.
+through the scheduler and memory per worker is bounded by a block; what the blocks of an image
+need from the store is read once (:mod:`segflow.tasks.infer.targets`). Kept free of Prefect so
+that workers import it quickly.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -20,6 +22,7 @@ from dask.distributed import as_completed
 from segflow.models.fusion import fold_batch_norm
 from segflow.tasks.infer.placement import block_resources, worker_device
 from segflow.tasks.infer.sources import Source
+from segflow.tasks.infer.targets import BlockTarget, block_target, block_targets
 from segflow.tasks.infer.tiling import Predictor, Tiling, predict_region
 from segflow.tasks.runtime.allocator import retain_freed_memory
 from segflow.tasks.runtime.cluster import advertised_resources, dask_client, default_workers
@@ -32,7 +35,6 @@ from segflow.tasks.runtime.device import (
 )
 from segflow.tasks.storage.bundle import ModelBundle, load_bundle
 from segflow.tasks.storage.grid import blocks
-from segflow.tasks.storage.paths import read_index
 from segflow.tasks.storage.predictions import ProbabilityDtype, block_done, write_block
 from segflow.tasks.storage.stored_bundle import extract_bundle
 
@@ -158,13 +160,22 @@ def make_predictor(
 
 
 def predict_block(
-    source: Source, out: str, region: Region, settings: BlockSettings
+    source: Source,
+    out: str,
+    region: Region,
+    settings: BlockSettings,
+    target: BlockTarget | None = None,
 ) -> tuple[str, Region]:
     """Predict one block ``region = (y0, y1, x0, x1)`` of one image and write it to the
-    prediction store `out` (probabilities, then the mask that marks the block done)."""
+    prediction store `out` (probabilities, then the mask that marks the block done).
+
+    `target`: shared by the image's blocks (:mod:`~segflow.tasks.infer.targets`); None reads
+    it here.
+    """
     torch.set_num_threads(settings.torch_threads)
     device = worker_device(settings.device)
-    digest = read_index(out)["model_sha256"]
+    target = target or block_target(out, source.name)
+    digest = target.digest
     folder = str(extract_bundle(out, settings.bundle, digest))  # a no-op where it is
     bundle = worker_model(folder, digest, device, settings.channels_last)
     predictor = make_predictor(
@@ -184,20 +195,20 @@ def predict_block(
         probs,
         threshold=bundle.threshold if settings.threshold is None else settings.threshold,
         probability_dtype=settings.probability_dtype,
+        arrays=target.arrays,
     )
     return source.name, region
 
 
 Outcome = tuple[Source, BaseException | None]  # a block's image, and its error if it failed
+Job = tuple[Source, Region, BlockTarget | None]
 
 
-def _in_process(
-    jobs: list[tuple[Source, Region]], out: str, settings: BlockSettings
-) -> Iterator[Outcome]:
+def _in_process(jobs: list[Job], out: str, settings: BlockSettings) -> Iterator[Outcome]:
     """Predict the blocks one after another in this process."""
-    for source, region in jobs:
+    for source, region, target in jobs:
         try:
-            predict_block(source, out, region, settings)
+            predict_block(source, out, region, settings, target)
         except Exception as exc:  # one image's failure must not stop the others
             yield source, exc
         else:
@@ -205,7 +216,7 @@ def _in_process(
 
 
 def _on_dask(
-    jobs: list[tuple[Source, Region]],
+    jobs: list[Job],
     out: str,
     settings: BlockSettings,
     workers: int,
@@ -221,11 +232,10 @@ def _on_dask(
             f"Dask dashboard: {client.dashboard_link}; {len(jobs)} blocks to predict, "
             f"{skipped} already done" + (", one GPU worker each" if resources else "")
         )
+        submit = partial(client.submit, pure=False, resources=resources)
         futures = {
-            client.submit(
-                predict_block, source, out, region, settings, pure=False, resources=resources
-            ): source
-            for source, region in jobs
+            submit(predict_block, source, out, region, settings, target): source
+            for source, region, target in jobs
         }
         for future in as_completed(futures):
             yield futures[future], future.exception()
@@ -253,15 +263,17 @@ def predict_blocks(
     predicted, skipped, failures
         Blocks predicted now, blocks already done, and image name -> ``"ErrorType: message"``.
     """
-    jobs = [
+    todo = [
         (source, region)
         for source in sources
         for region in blocks(source.shape[1:], settings.block)
         if not block_done(out, source.name, region, settings.block)
     ]
-    skipped = sum(len(blocks(s.shape[1:], settings.block)) for s in sources) - len(jobs)
-    if not jobs:
+    skipped = sum(len(blocks(s.shape[1:], settings.block)) for s in sources) - len(todo)
+    if not todo:
         return 0, skipped, {}
+    targets = block_targets(out, list(dict.fromkeys(source.name for source, _ in todo)))
+    jobs = [(source, region, targets[source.name]) for source, region in todo]
     if workers == 1 and not dask_address:  # no cluster for one local worker
         outcomes = _in_process(jobs, out, settings)
     else:

@@ -4,7 +4,8 @@ A :class:`Source` names one image and how to open it; Dask workers open it thems
 pixels travel through the scheduler and no image is ever loaded whole (PNG/JPEG excepted:
 those formats cannot be read by region, and are decoded once per worker). Inputs are local
 paths or URLs (``s3://b/in/``, ``s3://b/in/*.tif``, ``s3://b/dataset.zarr``); a remote TIFF's
-tiles are fetched as regions need them.
+tiles are fetched as regions need them, a remote dataset store's shards whole, once per process
+while its cache holds them.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from segflow.tasks.storage.image_io import (
     read_image,
     tiff_handle,
 )
+from segflow.tasks.storage.staging import WholeObjects
 
 Kind = Literal["store", "zarr", "tiff", "image"]
 
@@ -86,7 +88,7 @@ def forget_opened() -> None:
 @lru_cache(maxsize=4)
 def _open(kind: Kind, path: str, key: str, version: int | str):  # version: in the cache key
     if kind == "store":
-        return open_dataset(path).image(key)
+        return _store_image(path, key)
     if kind == "zarr":
         array = zarr.open_array(urls.zarr_store(path, read_only=True), mode="r")
         return array if array.ndim == 3 else _Lift(array)
@@ -99,6 +101,21 @@ def _open(kind: Kind, path: str, key: str, version: int | str):  # version: in t
         )
         return zarr.open_array(tiles, mode="r")
     return read_image(probe_image(path))  # its size was checked when it was found
+
+
+def _store_image(path: str, key: str) -> zarr.Array:
+    """Image `key` of the dataset store at `path`; on object storage read by whole shards.
+
+    A block reads every inner chunk of most shards it touches and its halo reaches into the
+    shards of the next block, so one GET per shard, cached (the store's bounded cache,
+    :func:`~segflow.tasks.storage.dataset.open_dataset`), beats a GET per inner chunk (an HRF
+    image in 2048² blocks: 76 requests -> 12; benchmarks/README.md, "Object storage").
+    """
+    dataset = open_dataset(path)
+    if not urls.is_remote(path):
+        return dataset.image(key)
+    root = zarr.open_group(WholeObjects(dataset.root.store), mode="r", zarr_format=3)
+    return root[f"images/{key}"]
 
 
 class _Lift:
@@ -199,7 +216,8 @@ def find_sources(
     """
     path = files.location(spec)
     if files.exists(files.child(path, "zarr.json")):
-        root = zarr.open(urls.zarr_store(path, read_only=True), mode="r")
+        # zarr.json exists: no look for v2 metadata (a request per document on object storage)
+        root = zarr.open(urls.zarr_store(path, read_only=True), mode="r", zarr_format=3)
         if isinstance(root, zarr.Group) and "segflow" in root.attrs:
             return _store_sources(path, split)
         if isinstance(root, zarr.Array) and root.ndim in (2, 3):

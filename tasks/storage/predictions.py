@@ -17,6 +17,10 @@ Arrays are written block by block; a block is one or more whole shards of every 
 remainder shorter than half a block joins the last block of its axis), so parallel writers never
 share a shard, and a block is done exactly when its shards exist (resume). Every shard is written,
 an all-background one included, so that being done does not depend on what was predicted.
+
+On object storage (a URL) nothing is written in place (zarr would read each shard back first):
+an image's documents are built in memory and sent, its group's last, and a block's shards are
+encoded in memory and sent whole, the mask's last (:mod:`segflow.tasks.storage.staging`).
 """
 
 from __future__ import annotations
@@ -30,8 +34,10 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from segflow.tasks.storage.instances import label_blocks, write_nearest_levels
+from segflow.tasks.storage.levels import LevelArrays, open_level, writable
 from segflow.tasks.storage.ngff import NGFF_VERSION, image_label, level_shapes, multiscales
-from segflow.tasks.storage.urls import exists, open_group
+from segflow.tasks.storage.staging import memory_group, send_documents, staged
+from segflow.tasks.storage.urls import exists, is_remote, open_group
 
 # 2: each image records its lineage, and all-background shards are written.
 # 3: pyramid levels, label colours and names, the model bundle as Zarr arrays.
@@ -45,17 +51,6 @@ ProbabilityDtype = Literal["uint8", "float16"]
 
 
 _COMPRESSORS = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
-
-
-# An all-background block must still write its shard: the shard's existence marks it done.
-# Zarr 3 keeps this setting on the array object only (not in the metadata; zarr.open_array
-# ignores a `config` argument), so every writer applies it with `_writable`.
-_ALWAYS_WRITE = {"write_empty_chunks": True}
-
-
-def _writable(array: zarr.Array) -> zarr.Array:
-    """`array` set to write every chunk, including those equal to the fill value."""
-    return array.with_config(_ALWAYS_WRITE)
 
 
 def chunk_side(block: int) -> int:
@@ -78,7 +73,8 @@ def create_image_arrays(
 ) -> None:
     """Create (or keep, when compatible) the arrays of one image, every pyramid level of the
     probabilities and of the class-id mask (labelled with `class_names`); data is written
-    later.
+    later. On object storage the image's documents are built in memory and sent, its group's
+    last.
 
     Raises
     ------
@@ -95,8 +91,11 @@ def create_image_arrays(
                 f"{(classes, height, width)} in {block}² blocks; write to a new output"
             )
         return
+    # On object storage the image is built in memory and sent, its group last.
+    documents: dict[str, Any] = {}
+    parent = memory_group(documents) if is_remote(out) else root
     levels = level_shapes(shape)
-    image = root.create_group(
+    image = parent.create_group(
         name, attributes={"ome": multiscales(name, len(levels)), "segflow": dict(attrs)}
     )
     for level, level_shape in enumerate(levels):
@@ -105,6 +104,8 @@ def create_image_arrays(
         "labels", attributes={"ome": {"version": NGFF_VERSION, "labels": ["mask"]}}
     )
     _label_image(labels, "mask", levels, block, "uint8", image_label(class_names))
+    if is_remote(out):
+        send_documents(str(out), name, documents)
 
 
 def _level_array(
@@ -122,7 +123,7 @@ def _level_array(
         fill_value=0,
         overwrite=True,
     )
-    return _writable(array)
+    return writable(array)
 
 
 def _label_image(
@@ -247,12 +248,17 @@ def write_block(
     *,
     threshold: float,
     probability_dtype: ProbabilityDtype,
+    arrays: LevelArrays | None = None,
 ) -> None:
-    """Write one block's probabilities, then its mask (the mask shard marks it done)."""
+    """Write one block's probabilities, then its mask (the mask shard marks it done).
+
+    `arrays`: the image's level 0 (:func:`open_level`), opened once for all its blocks;
+    None opens it here.
+    """
     y0, y1, x0, x1 = region
-    image = open_group(out, name, mode="r+")
-    _writable(image["0"])[:, y0:y1, x0:x1] = to_stored(probs, probability_dtype)
-    _writable(image["labels/mask/0"])[0, y0:y1, x0:x1] = class_ids(probs, threshold)
+    arrays = arrays or open_level(out, name)
+    arrays.probs[:, y0:y1, x0:x1] = to_stored(probs, probability_dtype)
+    arrays.mask[0, y0:y1, x0:x1] = class_ids(probs, threshold)
 
 
 def write_instances(out: str | Path, name: str, *, min_size: int, block: int) -> int:
@@ -267,10 +273,17 @@ def write_instances(out: str | Path, name: str, *, min_size: int, block: int) ->
     mask = image["labels/mask/0"]
     labels_group = image["labels"]
     meta = {"version": NGFF_VERSION, "source": {"image": "../../"}}
-    levels = _label_image(
-        labels_group, "instances", level_shapes(mask.shape[1:]), block, "uint32", meta
-    )
-    objects = label_blocks(mask, levels[0], min_size=min_size, block=block)
+    shapes = level_shapes(mask.shape[1:])
+    if is_remote(out):
+        # Built in memory and sent; the arrays built are then staged at their remote paths.
+        documents: dict[str, Any] = {}
+        built = memory_group(documents).require_group(f"{name}/labels")
+        levels = _label_image(built, "instances", shapes, block, "uint32", meta)
+        send_documents(str(out), f"{name}/labels/instances", documents)
+    else:
+        levels = _label_image(labels_group, "instances", shapes, block, "uint32", meta)
+    levels = [staged(level, out) for level in levels]
+    objects = label_blocks(staged(mask, out), levels[0], min_size=min_size, block=block)
     write_nearest_levels(levels, block)
     ome = dict(labels_group.attrs["ome"])
     ome["labels"] = sorted(set(ome["labels"]) | {"instances"})

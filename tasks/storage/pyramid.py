@@ -4,7 +4,8 @@ Level k+1 is level k halved (sizes rounded up): probabilities by the mean of eac
 (of the pixels inside the image at an odd edge), rounded back to the stored dtype; class ids by
 nearest neighbour (the window's top-left pixel), so every id in a level is a predicted one. A
 level block reads at most 2 x 2 blocks of the level above, so memory stays bounded by a few
-blocks whatever the image size.
+blocks whatever the image size. On object storage the level above is read, and each level
+block written, by whole shards (:mod:`segflow.tasks.storage.staging`), mask last as at level 0.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from segflow.tasks.storage.grid import blocks
+from segflow.tasks.storage.levels import level_arrays
 from segflow.tasks.storage.predictions import block_done
 from segflow.tasks.storage.urls import open_group
 
@@ -43,18 +45,16 @@ def write_pyramid(out: str | Path, name: str, block: int) -> int:
     """
     image = open_group(out, name, mode="r+")
     written = 0
-    level = 1
-    while str(level) in image:
-        probs = image[str(level)].with_config({"write_empty_chunks": True})
-        mask = image[f"labels/mask/{level}"].with_config({"write_empty_chunks": True})
-        above, above_mask = image[str(level - 1)], image[f"labels/mask/{level - 1}"]
-        for region in blocks(probs.shape[1:], block):
+    above = level_arrays(out, image, 0)
+    for level in range(1, len(image.attrs["ome"]["multiscales"][0]["datasets"])):
+        arrays = level_arrays(out, image, level)
+        for region in blocks(arrays.probs.shape[1:], block):
             if block_done(out, name, region, block, level):
                 continue
             y0, y1, x0, x1 = region
             window = (slice(None), slice(2 * y0, 2 * y1), slice(2 * x0, 2 * x1))
-            probs[:, y0:y1, x0:x1] = halve_mean(np.asarray(above[window]))
-            mask[:, y0:y1, x0:x1] = halve_nearest(np.asarray(above_mask[window]))
+            arrays.probs[:, y0:y1, x0:x1] = halve_mean(np.asarray(above.probs[window]))
+            arrays.mask[:, y0:y1, x0:x1] = halve_nearest(np.asarray(above.mask[window]))
             written += 1
-        level += 1
+        above = arrays
     return written

@@ -11,7 +11,7 @@ def test_progress_counts_done_blocks_every_five_percent(monkeypatch):
     regions = list(range(25))  # per image; blocks 0-4 of each image are already written
     monkeypatch.setattr(blocks, "blocks", lambda shape, block: regions)
     monkeypatch.setattr(blocks, "block_done", lambda out, name, region, block: region < 5)
-    monkeypatch.setattr(blocks, "predict_block", lambda source, out, region, settings: None)
+    monkeypatch.setattr(blocks, "predict_block", lambda source, out, region, settings, target: None)
     sources = [SimpleNamespace(name=n, shape=(1, 9, 9)) for n in ("a", "b")]
     reports, lines = [], []
     result = blocks.predict_blocks(

@@ -12,6 +12,7 @@ from segflow.tasks.storage.image_io import sha256_file
 from tests.images import make_store, random_image, save
 from tests.remote import fetched_bytes, record_fetches, upload
 from tests.servers import Bucket
+from tests.tasks.storage.test_staging import operations, record_requests
 
 FIELDS = ("name", "kind", "key", "shape", "dtype")
 
@@ -109,3 +110,21 @@ def test_nothing_at_a_url_is_one_line_naming_it(s3: Bucket):
         assert str(caught.value) == (
             f"{spec}: no images found (store, Zarr array, TIFF, PNG/JPEG, folder or glob)"
         )
+
+
+def test_a_dataset_store_on_s3_is_read_by_whole_shards_fetched_once(
+    tmp_path, s3: Bucket, monkeypatch
+):
+    """Blocks with a halo read every shard they touch in full, or nearly: one GET per shard,
+    kept for the next block, not a GET per inner chunk (benchmarks/README.md)."""
+    store = make_store(tmp_path, count=1, size=1100)  # 2 x 2 shards of 1024², 256² chunks
+    url = upload(store, s3.url("ds.zarr"))
+    forget_opened()
+    ((source,), _), ((local,), _) = find_sources(url), find_sources(str(store))
+    sent = record_requests(monkeypatch)
+    for window in ((0, 600, 0, 1100), (500, 1100, 0, 1100)):  # the second reaches row 1 too
+        np.testing.assert_array_equal(source.region(*window), local.region(*window))
+    shards = [key for op, key, ranged in sent if "/c/" in key]
+    assert len(shards) == len(set(shards)) == 4
+    assert operations(sent)["GET range"] == 0
+    forget_opened()
