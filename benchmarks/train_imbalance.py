@@ -88,9 +88,7 @@ def store_of(name: str, data: Path) -> Path:
         num_classes = spec.num_classes
     else:
         (source, foreground_value), num_classes = DATASETS[name], 2
-    return ingest_store(
-        source, store, foreground_value=foreground_value, num_classes=num_classes
-    )
+    return ingest_store(source, store, foreground_value=foreground_value, num_classes=num_classes)
 
 
 class _MeanLogit(torch.nn.Module):

@@ -97,6 +97,7 @@ def train_text(summary: TrainSummary, workdir: str | Path) -> str:
         f"sqlite:///{Path(workdir).resolve() / 'mlflow.db'})",
         f"val Dice   {summary.val_dice:.4f} {_trivial(summary)}".rstrip(),
         summary.balancing,
+        *([summary.plan] if summary.plan else []),
     ]
     if summary.warning:
         lines.append(f"warning: {summary.warning}")
@@ -117,6 +118,8 @@ def train_markdown(summary: TrainSummary, tracking_uri: str) -> str:
         "",
         f"{summary.balancing.capitalize()} (artifact `balance-plan`).",
     ]
+    if summary.plan:
+        lines += ["", f"{summary.plan.capitalize()} (artifact `budget-plan`)."]
     if summary.warning:
         lines += ["", f"**Warning: {summary.warning}.**"]
     return "\n".join(lines)

@@ -22,6 +22,8 @@ from segflow.flows.summaries import train_markdown
 from segflow.tasks.runtime.locks import hold
 from segflow.tasks.storage.urls import use_options
 from segflow.tasks.tracking.runs import tracking_uri
+from segflow.tasks.train.balance import Balance
+from segflow.tasks.train.budget import BudgetPlan
 from segflow.tasks.train.distributed import current_ranks
 from segflow.tasks.train.distributed_launch import (
     backend,
@@ -33,10 +35,12 @@ from segflow.tasks.train.distributed_launch import (
 from segflow.tasks.train.tasks import (
     balance_classes,
     open_training_run,
+    plan_budget,
+    plan_patches,
     register_model,
     train_model,
 )
-from segflow.tasks.train.training_run import run_folder
+from segflow.tasks.train.training_run import run_folder, stored_plan
 
 
 class TrainSummary(BaseModel):
@@ -55,6 +59,7 @@ class TrainSummary(BaseModel):
     class_fractions_uniform: list[float]
     class_fractions_balanced: list[float]
     balancing: str  # the plan's target, what sampling reached and the levers
+    plan: str | None = None  # the budget plan's line; None without --max-minutes
     trivial: str | None = None
     trivial_dice: float | None = None
     learned: bool = True
@@ -79,8 +84,11 @@ def writer_lock(config: TrainConfig) -> AbstractContextManager[Path]:
 def train_unet(config: TrainConfig) -> TrainSummary:
     """Train a U-Net on ``config.store`` and register it in MLflow.
 
-    Steps: the balance step (sampling plan, stored with the dataset) -> one training task per
-    ensemble member (checkpoints every epoch; ``resume`` continues them) -> model registration.
+    Steps: with ``max_minutes``, the budget plan's patch and batch (from the store) -> the
+    balance step (sampling plan, stored with the dataset) -> with ``max_minutes``, the budget
+    plan's schedule (from a speed probe) -> one training task per ensemble member
+    (checkpoints every epoch; ``resume`` continues them, with the plan they started with) ->
+    model registration.
     The run folder's writer lock is held throughout, and the store's while the sampling plan is
     written: a second writer of either fails (``LockHeld``).
     """
@@ -89,11 +97,30 @@ def train_unet(config: TrainConfig) -> TrainSummary:
         return _train(config)
 
 
-def _train(config: TrainConfig) -> TrainSummary:
+def _planned(config: TrainConfig) -> tuple[TrainConfig, Balance, BudgetPlan | None]:
+    """The balance step, and with a time budget the plan that fills it: `config` with the
+    plan's settings (those the user did not give), the balance and the plan."""
+    budget = config.budget()
+    stored = None if budget is None else stored_plan(config.training_run())
+    if budget is None or stored is not None:  # no budget, or a resume keeps its plan
+        plan = None if stored is None else BudgetPlan.from_dict(stored)
+        config = config if plan is None else config.planned(plan.settings())
+        return config, balance_classes(config.store, config.sampling()), plan
+    sizes = plan_patches(config.store, budget)
+    config = config.planned(sizes.settings())
     balance = balance_classes(config.store, config.sampling())
-    run = open_training_run(balance, config.training_run(), flow_run.get_id())
+    unet = config.unet(balance.in_channels, balance.out_channels)
+    plan = plan_budget(balance, sizes, budget, config.members(unet, balance.levers.batch_factor))
+    return config.planned(plan.settings()), balance, plan
+
+
+def _train(config: TrainConfig) -> TrainSummary:
+    config, balance, plan = _planned(config)
+    run = open_training_run(balance, config.training_run(), flow_run.get_id(), plan)
     settings = config.members(
-        config.unet(balance.in_channels, balance.out_channels), balance.levers.batch_factor
+        config.unet(balance.in_channels, balance.out_channels),
+        balance.levers.batch_factor,
+        None if plan is None else plan.to_dict(),
     )
     members = [train_model(balance, k, run, settings) for k in range(config.ensemble)]
     registered = register_model(
@@ -107,6 +134,7 @@ def _train(config: TrainConfig) -> TrainSummary:
         class_fractions_uniform=balance.fractions_before,
         class_fractions_balanced=balance.fractions_after,
         balancing=balance.levers.line(),
+        plan=None if plan is None else plan.line(),
         trivial=members[0].trivial,
         trivial_dice=members[0].trivial_dice,
         learned=registered.learned,

@@ -94,7 +94,7 @@ class PipelineConfig(Frozen):
             workdir=self.workdir,
             resume=resume,
             storage_options=self.storage_options,
-            **self.train.model_dump(),
+            **self.train.model_dump(exclude_unset=True),  # unset: the budget plan may fill it
         )
 
     def infer_config(self, model: str, run_id: str) -> InferConfig:

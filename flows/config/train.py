@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+from annotated_types import Le
 from pydantic import Field, model_validator
 
 from segflow.flows.config.base import Frozen, StorageOptions, storage_options_field
 
 if TYPE_CHECKING:
     from segflow.models.unet import UNetConfig
+    from segflow.tasks.train.budget import BudgetSettings
     from segflow.tasks.train.ensemble import MemberSettings
     from segflow.tasks.train.loop import LoopSettings
     from segflow.tasks.train.sampling import SamplingSettings
@@ -82,11 +85,18 @@ class TrainConfig(Frozen):
     patience: int = Field(
         10, ge=0, description="Stop after N epochs without a better val Dice (0: never)."
     )
-    max_minutes: float | None = Field(None, gt=0, description="Stop training after N minutes.")
-    weights: Literal["auto", "best", "last"] = Field(
+    max_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="Time budget of each member's training, in minutes. The epochs, patches per "
+        "epoch, patch size and batch not given are then planned to fill it, from the data and a "
+        "short speed probe on the device.",
+    )
+    weights: Literal["auto", "best", "last", "ema"] = Field(
         "auto",
-        description="Weights to register: best val Dice, the last epoch's, or auto = last when "
-        "the schedule ran its course (epochs or time budget), best after early stopping.",
+        description="Weights to register: best val Dice, the last epoch's, their exponential "
+        "moving average (ema), or auto = last when the schedule ran its course (epochs or time "
+        "budget), best after early stopping.",
     )
     resume: bool = Field(False, description="Continue the run's last checkpoint.")
     nproc: int = Field(
@@ -157,9 +167,10 @@ class TrainConfig(Frozen):
             batch_norm=self.batch_norm,
         )
 
-    def loop(self, batch_factor: int = 1) -> LoopSettings:
+    def loop(self, batch_factor: int = 1, plan: Mapping[str, Any] | None = None) -> LoopSettings:
         """How the training loop runs, validates and stops; `batch_factor` times the batch
-        (the balancing plan's smaller windows)."""
+        (the balancing plan's smaller windows); the budget `plan`'s measured validation time
+        is reserved from the first epoch on."""
         from segflow.tasks.train.loop import LoopSettings
 
         return LoopSettings(
@@ -177,18 +188,55 @@ class TrainConfig(Frozen):
             max_seconds=None if self.max_minutes is None else self.max_minutes * 60,
             resume=self.resume,
             nproc=self.nproc,
+            epoch_overhead=0.0 if plan is None else plan["epoch_overhead"],
         )
 
-    def members(self, unet: UNetConfig, batch_factor: int = 1) -> MemberSettings:
+    def budget(self) -> BudgetSettings | None:
+        """What the budget plan fills and starts from: None without `max_minutes`, or when
+        the epochs, patches per epoch, patch size and batch were all given (the fields set
+        explicitly, ``model_fields_set``, are never planned)."""
+        from segflow.tasks.train.budget import PLANNED, BudgetSettings
+
+        free = frozenset(PLANNED) - self.model_fields_set
+        if self.max_minutes is None or not free:
+            return None
+        return BudgetSettings(
+            seconds=self.max_minutes * 60,
+            free=free,
+            epochs=self.epochs,
+            patches_per_epoch=self.patches_per_epoch,
+            patch_size=self.patch_size,
+            batch_size=self.batch_size,
+            max_epochs=self._most("epochs"),
+            max_batch=self._most("batch_size"),
+            multiple=2**self.depth,
+            nproc=self.nproc,
+        )
+
+    @classmethod
+    def _most(cls, name: str) -> int:
+        """The upper bound (``le``) of field `name`."""
+        return next(b.le for b in cls.model_fields[name].metadata if isinstance(b, Le))
+
+    def planned(self, settings: Mapping[str, Any]) -> TrainConfig:
+        """This config with the planned `settings` the user did not give (validated; they
+        count as set from then on)."""
+        update = {k: v for k, v in settings.items() if k not in self.model_fields_set}
+        return type(self).model_validate({**self.model_dump(exclude_unset=True), **update})
+
+    def members(
+        self, unet: UNetConfig, batch_factor: int = 1, plan: Mapping[str, Any] | None = None
+    ) -> MemberSettings:
         """How each ensemble member of architecture `unet` is trained; its checkpoints save
-        this config with the U-Net's. The balancing plan's smaller windows come with
-        `batch_factor` times the batch and the patches per epoch (the same pixels)."""
+        this config with the U-Net's (and the budget `plan`, when there is one). The
+        balancing plan's smaller windows come with `batch_factor` times the batch and the
+        patches per epoch (the same pixels)."""
         from segflow.tasks.train.augment import Augmentation
         from segflow.tasks.train.ensemble import MemberSettings
 
         return MemberSettings(
             unet=unet,
-            loop=self.loop(batch_factor),
+            loop=self.loop(batch_factor, plan),
             members=self.ensemble,
             folds=self.ensemble_mode == "folds",
             loss=self.loss,
@@ -196,5 +244,6 @@ class TrainConfig(Frozen):
             augmentation=Augmentation(elastic=self.elastic),
             weights=self.weights,
             seed=self.seed,
-            config={**self.model_dump(), "unet": unet.to_dict()},
+            config={**self.model_dump(), "unet": unet.to_dict()}
+            | ({} if plan is None else {"plan": dict(plan)}),
         )

@@ -36,6 +36,7 @@ def start_training_run(
     flow_run_id: str | None,
     class_fractions: Mapping[str, Mapping[str, float]],
     balance_plan: tuple[Mapping[str, str], str],
+    budget_plan: tuple[Mapping[str, str], str] | None = None,
 ) -> str:
     """Start a run named `run_name` in the current experiment and record what it trains on;
     returns its id.
@@ -54,6 +55,9 @@ def start_training_run(
     balance_plan
         The balancing plan's params (``balance.*``) and its markdown, logged as
         ``balance_plan.md``.
+    budget_plan
+        The budget plan's params (``plan.*``) and its markdown, logged as ``budget_plan.md``;
+        None: the run has none.
     """
     with mlflow.start_run(run_name=run_name) as run:
         fractions = {
@@ -61,8 +65,11 @@ def start_training_run(
             for kind, values in class_fractions.items()
             for name, value in values.items()
         }
-        mlflow.log_params(flat_params(params) | fractions | dict(balance_plan[0]))
+        plan = {} if budget_plan is None else dict(budget_plan[0])
+        mlflow.log_params(flat_params(params) | fractions | dict(balance_plan[0]) | plan)
         mlflow.log_text(balance_plan[1], "balance_plan.md")
+        if budget_plan is not None:
+            mlflow.log_text(budget_plan[1], "budget_plan.md")
         mlflow.set_tags(
             {
                 "segflow.store": store,

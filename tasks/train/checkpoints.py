@@ -47,23 +47,29 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+# The checkpoints a member may contribute: best val Dice, the last epoch's, the EMA's.
+CANDIDATES = ("best", "last", "ema")
+
+
 def kept_weights(weights: str, stopped: str) -> str:
-    """Which checkpoint a member contributes: ``best`` or ``last``.
+    """Which checkpoint a member contributes: ``best``, ``last`` or ``ema``.
 
     ``auto`` keeps the last epoch's weights when the learning-rate schedule ran its course
     (all epochs, or the time budget it is stretched over), as nnU-Net does: the cosine decay
     ends there, and picking the best of noisy per-epoch val scores adds selection noise. After
-    early stopping the run went past its best, so ``auto`` keeps the best-val weights.
+    early stopping the run went past its best, so ``auto`` keeps the best-val weights. ``ema``
+    (the moving average of the weights, :mod:`segflow.tasks.train.averaging`) is kept only
+    when asked for.
 
     Raises
     ------
     ValueError
-        `weights` is not ``auto``, ``best`` or ``last``.
+        `weights` is not ``auto``, ``best``, ``last`` or ``ema``.
     """
     if weights == "auto":
         return "best" if stopped == "early stopping" else "last"
-    if weights not in ("best", "last"):
-        raise ValueError(f"weights must be auto, best or last, got {weights!r}")
+    if weights not in CANDIDATES:
+        raise ValueError(f"weights must be auto, best, last or ema, got {weights!r}")
     return weights
 
 
@@ -130,11 +136,16 @@ def save_progress(
     sampler: Mapping[str, Any],
     config: Mapping[str, Any],
 ) -> None:
-    """Write ``folder/last.pt`` (everything needed to continue: weights, `stepper`,
-    `progress`, the `sampler` state and `config`) and, after a better epoch, ``best.pt``."""
+    """Write ``folder/last.pt`` (everything needed to continue: weights, `stepper` with its
+    EMA, `progress`, the `sampler` state and `config`), after a better epoch ``best.pt``, and
+    with an EMA ``ema.pt``. ``best.pt`` and ``ema.pt`` hold weights alone, no optimizer state,
+    under ``model`` as ``last.pt``: any of the three loads into the model."""
     weights = model.state_dict()
-    if progress.best_epoch == progress.epoch:  # the best weights alone: no optimizer state
+    if progress.best_epoch == progress.epoch:
         save_checkpoint(folder / "best.pt", {"model": weights, "epoch": progress.epoch})
+    if stepper.average is not None:
+        average = {"model": stepper.average.module.state_dict(), "epoch": progress.epoch}
+        save_checkpoint(folder / "ema.pt", {**average, "updates": stepper.average.updates})
     payload = {"model": weights, **stepper.state_dict(), **progress.state_dict()}
     save_checkpoint(
         folder / "last.pt", {**payload, "sampler": dict(sampler), "config": dict(config)}

@@ -1,9 +1,9 @@
 """Training the ensemble members: each one's plan, seed, loss and loop, in its MLflow run.
 
 A member never contributes weights that do no better than a trivial predictor (every pixel one
-class) on validation when its other checkpoint does better; a member whose checkpoints both
-fail has not learned, and says so; its binary threshold is chosen on validation
-(:mod:`segflow.tasks.train.keeping`).
+class) on validation when another of its checkpoints (best, last, EMA) does better; a member
+whose checkpoints all fail has not learned, and says so; its binary threshold is chosen on
+validation (:mod:`segflow.tasks.train.keeping`).
 """
 
 from __future__ import annotations
@@ -30,9 +30,8 @@ from segflow.tasks.tracking.training import (
 )
 from segflow.tasks.train.augment import Augmentation
 from segflow.tasks.train.balance import Balance
-from segflow.tasks.train.checkpoints import kept_weights, load_checkpoint
 from segflow.tasks.train.distributed_launch import spread
-from segflow.tasks.train.keeping import Kept, keep_learned, member_baseline, member_threshold
+from segflow.tasks.train.keeping import Kept, keep_member_weights
 from segflow.tasks.train.loop import EpochReport, FitResult, LoopSettings, fit
 from segflow.tasks.train.patches import PatchDataset
 from segflow.tasks.train.sampling import SamplingPlan, restrict
@@ -51,7 +50,7 @@ class MemberSettings:
     loss: str
     patches_per_epoch: int
     augmentation: Augmentation
-    weights: str  # auto | best | last: the checkpoint a member contributes
+    weights: str  # auto | best | last | ema: the checkpoint a member contributes
     seed: int  # member k uses seed + k
     config: Mapping[str, Any]  # the flow config and the U-Net's, saved in every checkpoint
 
@@ -67,7 +66,7 @@ class MemberResult:
     best_epoch: int
     best_dice: float
     stopped: str
-    kept: str  # "best" or "last": which weights `checkpoint` holds
+    kept: str  # "best", "last" or "ema": which weights `checkpoint` holds
     val_dice: float  # of the kept weights
     learned: bool  # val_dice beats trivial_dice strictly
     trivial: str  # the best trivial predictor on val: all_background, all_foreground, all_<class>
@@ -148,8 +147,8 @@ def fit_member(
     Returns
     -------
     tuple
-        The model on the CPU in fp32 with the weights :func:`keep_learned` picks, the fit
-        result, and those weights' outcome.
+        The model on the CPU in fp32 with the weights :func:`keep_member_weights` picks, the
+        fit result, and those weights' outcome.
     """
     model, data, loss_fn = member_parts(balance, member, settings)
 
@@ -171,13 +170,8 @@ def fit_member(
             config=settings.config,
             on_epoch=epoch_done,
         )
-    val_dice = {"best": result.best_dice, "last": result.last_dice}
-    trivial = member_baseline(balance, settings.loop)
-    preferred = kept_weights(settings.weights, result.stopped)
-    kept, learned = keep_learned(preferred, val_dice, max(trivial.values()))
-    model.load_state_dict(load_checkpoint(folder / f"{kept}.pt")["model"])
-    threshold = member_threshold(model, balance, settings.loop)
-    return model.cpu().float(), result, Kept(kept, val_dice[kept], learned, trivial, *threshold)
+    kept = keep_member_weights(model, folder, result, settings.weights, balance, settings.loop)
+    return model.cpu().float(), result, kept
 
 
 def epoch_metrics(report: EpochReport, class_names: list[str]) -> dict[str, float]:
@@ -264,6 +258,7 @@ def train_model(
         )
         summary = {"best_epoch": result.best_epoch + 1, "best_val_dice": result.best_dice}
         summary |= {"kept_weights": kept.weights, "kept_val_dice": kept.val_dice}
+        summary |= {f"val_dice.{name}": dice for name, dice in kept.candidates.items()}
         summary |= {"val_threshold": kept.threshold, "val_dice_at_threshold": kept.threshold_dice}
         trivial = {f"val_trivial_dice.{n}": d for n, d in kept.trivial_dice.items()}
         summary |= trivial | {"val_trivial_dice": max(trivial.values())}

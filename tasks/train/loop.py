@@ -1,8 +1,9 @@
 """The training loop: ``fit`` trains epoch after epoch, validating and checkpointing each.
 
 Checkpoints hold everything needed to continue exactly (model, optimizer, scheduler, scaler,
-epoch, early-stopping state, the data order is a function of the epoch) and are written
-atomically, so a run killed at any moment resumes from its last complete epoch.
+the EMA of the weights, epoch, early-stopping state, the data order is a function of the
+epoch) and are written atomically, so a run killed at any moment resumes from its last
+complete epoch.
 
 In a process group (:mod:`segflow.tasks.train.distributed`) every rank runs :func:`fit` on its
 share of each batch; rank 0 alone validates, checkpoints and reports, and decides when to stop.
@@ -22,6 +23,7 @@ from torch.utils.data import DataLoader
 
 from segflow.tasks.runtime.allocator import retain_freed_memory
 from segflow.tasks.runtime.device import resolve_device, resolve_precision
+from segflow.tasks.train.averaging import WeightAverage
 from segflow.tasks.train.checkpoints import Progress, restore, resume_state, save_progress
 from segflow.tasks.train.distributed import (
     Lockstep,
@@ -61,6 +63,9 @@ class LoopSettings:
     max_seconds: float | None  # time budget of the whole run
     resume: bool  # continue from the checkpoint folder's last.pt
     nproc: int  # ranks `segflow train` starts (under torchrun: torchrun's); batch_size splits
+    # validation and checkpoint seconds per epoch, until an epoch has measured them (the budget
+    # plan's probe): the first epoch leaves them out of its share of the budget too
+    epoch_overhead: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -142,9 +147,13 @@ def make_stepper(
     steps_per_epoch: int,
     compute: Compute,
     time_progress: Callable[[], float] | None,
+    *,
+    average: bool = True,
 ) -> Stepper:
     """AdamW, warm-up + cosine decay over all epochs (or over the time budget, through
-    `time_progress`), and a gradient scaler that only fp16 turns on."""
+    `time_progress`), a gradient scaler that only fp16 turns on, and with `average` an EMA of
+    `model`'s weights (:class:`~segflow.tasks.train.averaging.WeightAverage`; `model` as it
+    will be stepped, device and memory format set, not wrapped in DDP)."""
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
     )
@@ -152,7 +161,8 @@ def make_stepper(
         settings.epochs * steps_per_epoch, min(100, steps_per_epoch), time_progress=time_progress
     )
     scaler = torch.amp.GradScaler(compute.device.type, enabled=compute.amp_dtype == torch.float16)
-    return Stepper(optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule), scaler)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    return Stepper(optimizer, scheduler, scaler, WeightAverage(model) if average else None)
 
 
 def _ahead(
@@ -262,13 +272,15 @@ def fit(
     loss_fn = CountingLoss(loss_fn).to(compute.device)  # the train Dice and IoU
     sampler = EpochSampler(len(train_data), ranks.rank, ranks.world)
     loader = make_loader(train_data, sampler, settings, compute.device)
-    stepper = make_stepper(model, settings, len(loader), compute, lockstep.time_progress)
+    # Rank 0 alone averages the weights: it alone checkpoints and validates them.
+    stepper = make_stepper(model, settings, len(loader), compute, lockstep.time_progress,
+                           average=ranks.leader)  # fmt: skip
     state = resume_state(checkpoint_dir, settings.resume) if ranks.leader else None
     progress = restore(share(state, ranks), model, stepper)
     trained = data_parallel(model, compute, ranks)
     run = _Run(model, train_data, val_ids, settings, compute, stepper, checkpoint_dir, config,
                lockstep.deadline, on_epoch)  # fmt: skip
-    stopped, validation_seconds = None, 0.0
+    stopped, validation_seconds = None, settings.epoch_overhead
     for epoch in range(progress.epoch + 1, settings.epochs):
         sampler.set_epoch(epoch)
         # Leave time for this epoch's validation, so the budget covers the whole run.

@@ -13,6 +13,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from segflow.tasks.runtime.device import autocast
+from segflow.tasks.train.averaging import WeightAverage
 
 
 @dataclass(frozen=True)
@@ -31,18 +32,29 @@ class Stepper:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
+    average: WeightAverage | None = None  # the EMA of the weights (rank 0's); None: none kept
 
     def state_dict(self) -> dict[str, Any]:
-        return {
+        state = {
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
         }
+        if self.average is not None:
+            state["ema"] = self.average.state_dict()
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Load `state`; the EMA starts again from the model's weights (load them first) when
+        `state` has none (a checkpoint of an earlier version)."""
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
+        if self.average is not None:
+            if "ema" in state:
+                self.average.load_state_dict(state["ema"])
+            else:
+                self.average.reset()
 
 
 def cosine_schedule(
@@ -79,13 +91,16 @@ def train_one_epoch(
     """Train over `loader` once; returns (mean loss, patches seen).
 
     Batches are ``(images (N, C, P, P) float32, targets)``, from a DataLoader (its length sizes
-    the progress bar) or any iterable of them. Stops early, between steps, once
-    ``time.monotonic()`` passes `deadline`; ``on_step(step, loss)`` follows every step.
+    the progress bar) or any iterable of them. Stops early, between steps, when one more step
+    (as long as the mean so far) would end past `deadline` (``time.monotonic()``);
+    ``on_step(step, loss)`` follows every step, after the update of ``stepper.average`` (the
+    EMA of the weights), if any.
     """
     model.train()
     total, seen = 0.0, 0
     memory_format = torch.channels_last if compute.channels_last else torch.contiguous_format
     bar = tqdm(loader, desc=desc, leave=False, disable=None, unit="batch")  # off when not a TTY
+    started = time.monotonic()
     for step, (images, targets) in enumerate(bar):
         images = images.to(compute.device, non_blocking=True)
         images = images.contiguous(memory_format=memory_format)
@@ -97,15 +112,24 @@ def train_one_epoch(
         stepper.scaler.step(stepper.optimizer)
         stepper.scaler.update()
         stepper.scheduler.step()
+        if stepper.average is not None:
+            stepper.average.update()
         value = loss.item()
         bar.set_postfix(loss=f"{value:.4f}", refresh=False)
         total += value * len(images)
         seen += len(images)
         if on_step is not None:
             on_step(step, value)
-        if deadline is not None and time.monotonic() > deadline:
+        if deadline is not None and _past(deadline, started, step + 1):
             break
     return total / max(seen, 1), seen
+
+
+def _past(deadline: float, started: float, steps: int) -> bool:
+    """Whether one more step, as long as the mean of the `steps` since `started`
+    (``time.monotonic()``), would end past `deadline`."""
+    now = time.monotonic()
+    return now + (now - started) / steps > deadline
 
 
 class CountingLoss(nn.Module):

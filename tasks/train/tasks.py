@@ -14,8 +14,9 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 
 from segflow.models.unet import UNetConfig
-from segflow.tasks.train import balance, ensemble, registration, training_run
+from segflow.tasks.train import balance, budget, ensemble, probe, registration, training_run
 from segflow.tasks.train.balance import Balance
+from segflow.tasks.train.budget import BudgetPlan, BudgetSettings, Patches
 from segflow.tasks.train.ensemble import MemberResult, MemberSettings, shortfall
 from segflow.tasks.train.loop import EpochReport, epoch_line
 from segflow.tasks.train.registration import Registered
@@ -36,12 +37,46 @@ def balance_classes(store: str, settings: SamplingSettings) -> Balance:
     return result
 
 
+@task(name="plan-patches", cache_policy=NO_CACHE)
+def plan_patches(store: str, settings: BudgetSettings) -> Patches:
+    """Fingerprint the store and size the patches (:func:`budget.plan_patches`)."""
+    result = budget.plan_patches(store, settings)
+    logger = get_run_logger()
+    logger.info("%s", result.fingerprint.line())
+    for reason in result.reasons:
+        logger.info("  %s", reason)
+    return result
+
+
+@task(name="plan-budget", cache_policy=NO_CACHE)
+def plan_budget(
+    balance: Balance, sizes: Patches, settings: BudgetSettings, members: MemberSettings
+) -> BudgetPlan:
+    """Probe the training speed and plan the schedule (:func:`budget.plan_budget`)."""
+    logger = get_run_logger()
+    logger.info(
+        "probing the training speed: %d warm-up steps and %.0f s of steps of %d patches of "
+        "%d², one validation, checkpoint and overlay snapshot",
+        probe.WARMUP_STEPS,
+        probe.PROBE_SECONDS,
+        members.loop.batch_size,
+        balance.plan.patch_size,
+    )
+    result = budget.plan_budget(balance, sizes, settings, members)
+    logger.info("%s", result.line())
+    create_markdown_artifact(f"# Budget plan\n\n{result.markdown()}", key="budget-plan")
+    return result
+
+
 @task(name="open-training-run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def open_training_run(
-    balance: Balance, settings: RunSettings, flow_run_id: str | None
+    balance: Balance,
+    settings: RunSettings,
+    flow_run_id: str | None,
+    plan: BudgetPlan | None = None,
 ) -> TrainingRun:
     """Start or reopen the MLflow run (:func:`training_run.open_training_run`)."""
-    run = training_run.open_training_run(balance, settings, flow_run_id)
+    run = training_run.open_training_run(balance, settings, flow_run_id, plan)
     get_run_logger().info("MLflow run %s, checkpoints in %s", run.run_id, run.folder)
     return run
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from segflow.tasks.storage.dataset import dataset_fingerprint, open_dataset
 from segflow.tasks.tracking.runs import configure_tracking
@@ -15,8 +16,13 @@ from segflow.tasks.tracking.training import start_training_run
 from segflow.tasks.train.balance import Balance
 from segflow.tasks.train.checkpoints import PARTIAL_SUFFIX
 
+if TYPE_CHECKING:  # the budget module imports the members' training, which imports this one
+    from segflow.tasks.train.budget import BudgetPlan
+
 # The file in a checkpoint folder that names the folder's MLflow run, so resumes reopen it.
 RUN_ID_FILE = "mlflow_run_id"
+# The budget plan a run started with, so that its resumes keep it.
+PLAN_FILE = "budget_plan.json"
 
 
 @dataclass(frozen=True)
@@ -54,14 +60,28 @@ def mlflow_run_name(params: Mapping[str, Any], store: str, day: date) -> str:
     return f"{model}{ensemble}-{data}-{day.isoformat()}"
 
 
+def stored_plan(settings: RunSettings) -> dict[str, Any] | None:
+    """The budget plan (``BudgetPlan.to_dict()``) of the run a resume continues; None on a
+    fresh start or when that run had none."""
+    path = run_folder(settings) / PLAN_FILE
+    if not (settings.resume and path.exists()):
+        return None
+    return json.loads(path.read_text())
+
+
 def open_training_run(
-    balance: Balance, settings: RunSettings, flow_run_id: str | None
+    balance: Balance,
+    settings: RunSettings,
+    flow_run_id: str | None,
+    plan: BudgetPlan | None = None,
 ) -> TrainingRun:
     """Start (or, with ``settings.resume``, reopen) the MLflow run of the training.
 
     A new run with the name of an old one starts from scratch: the old checkpoints are removed
     (its MLflow record stays; the folder's writer lock lies beside it, so a holder keeps
-    holding it). `flow_run_id` is the Prefect flow run, recorded as a tag.
+    holding it). `flow_run_id` is the Prefect flow run, recorded as a tag. The budget `plan`,
+    if any, is logged (params ``plan.*``, ``budget_plan.md``) and kept in the folder for
+    resumes (:func:`stored_plan`).
     """
     configure_tracking(settings.workdir, settings.experiment)
     folder = run_folder(settings)
@@ -92,6 +112,9 @@ def open_training_run(
             )
         },
         balance_plan=(balance.levers.params(), balance.levers.markdown(balance.class_names)),
+        budget_plan=None if plan is None else (plan.params(), plan.markdown()),
     )
+    if plan is not None:
+        (folder / PLAN_FILE).write_text(json.dumps(plan.to_dict(), indent=1))
     marker.write_text(run_id)
     return TrainingRun(run_id, folder)

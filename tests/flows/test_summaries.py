@@ -113,6 +113,11 @@ def test_train_and_infer_text(tmp_path):
         "balancing: target 10.0%, rarest class 8.77% in the data -> 40.00% sampled; levers: "
         "oversample",
     ]
+    planned = trained.model_copy(update={"plan": "plan: 3 epochs x 64 patches of 256²"})
+    assert train_text(planned, tmp_path).splitlines()[-1] == "plan: 3 epochs x 64 patches of 256²"
+    assert "Plan: 3 epochs x 64 patches of 256² (artifact `budget-plan`)." in train_markdown(
+        planned, "http://h:5000"
+    )
     markdown = train_markdown(trained, "http://h:5000")
     assert "[MLflow run `t1`](http://h:5000/#/runs/t1?workflowType=machine_learning)." in markdown
     assert "Val Dice 0.5000 over 0 member(s)" in markdown

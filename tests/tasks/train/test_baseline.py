@@ -57,6 +57,27 @@ def test_kept_weights_beat_the_trivial_baseline(preferred, best, last, kept, lea
     assert keep_learned(preferred, {"best": best, "last": last}, 0.03) == (kept, learned)
 
 
+@pytest.mark.parametrize(
+    ("preferred", "best", "last", "ema", "kept", "learned"),
+    [
+        ("ema", 0.50, 0.60, 0.55, "ema", True),  # asked for and learned: kept, not the best
+        ("last", 0.02, 0.01, 0.40, "ema", True),  # only the average learned: it is kept
+        ("ema", 0.45, 0.50, 0.02, "last", True),  # a degenerate average: the best other
+        ("best", 0.01, 0.35, 0.40, "ema", True),  # of the others, the higher val Dice
+        ("ema", 0.01, 0.02, 0.03, "ema", False),  # none beats it: preferred, not learned
+        ("ema", 0.01, 0.02, float("nan"), "ema", False),  # unknown never beats it
+    ],
+)
+def test_the_baseline_guard_considers_the_average(preferred, best, last, ema, kept, learned):
+    dice = {"best": best, "last": last, "ema": ema}
+    assert keep_learned(preferred, dice, 0.03) == (kept, learned)
+
+
+def test_keeping_a_missing_checkpoint_is_refused():
+    with pytest.raises(ValueError, match="no 'ema' checkpoint.*'best', 'last'"):
+        keep_learned("ema", {"best": 0.5, "last": 0.4}, 0.03)
+
+
 def member(k: int, val_dice: float, learned: bool) -> MemberResult:
     return MemberResult(
         k, f"m{k}/last.pt", "r", 2, 1, val_dice, "epochs", "last", val_dice, learned,

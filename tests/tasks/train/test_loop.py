@@ -139,6 +139,8 @@ def test_resume_of_a_checkpoint_without_the_last_dice(store, tmp_path):
         ("auto", "early stopping", "best"),
         ("best", "time budget", "best"),
         ("last", "early stopping", "last"),
+        ("ema", "time budget", "ema"),
+        ("ema", "early stopping", "ema"),
     ],
 )
 def test_kept_weights(weights, stopped, kept):
@@ -163,7 +165,9 @@ def test_patience_counts_epochs_without_a_better_val_dice():
 
 
 def test_kept_weights_rejects_unknown_choices():
-    with pytest.raises(ValueError, match="auto, best or last"):
+    with pytest.raises(ValueError, match="auto, best, last or ema, got 'swa'"):
+        kept_weights("swa", "epochs")
+    with pytest.raises(ValueError, match="auto, best, last or ema"):
         kept_weights(None, "epochs")
 
 

@@ -1,0 +1,149 @@
+"""The budget plan: a schedule that fills the budget at the measured speed, patches no larger
+than the images, and the settings the user gave kept."""
+
+from __future__ import annotations
+
+import pytest
+
+from segflow.flows.config import TrainConfig
+from segflow.tasks.train.budget import (
+    HEADROOM,
+    PLANNED,
+    BudgetPlan,
+    BudgetSettings,
+    duration,
+    plan_schedule,
+    size_patches,
+)
+from segflow.tasks.train.fingerprint import Fingerprint
+from segflow.tasks.train.probe import Throughput
+
+
+def fingerprint(side=512, width=5.0, samples=20):
+    return Fingerprint(samples, 1, side, samples * side * side, (0.9, 0.1), width)
+
+
+def budget(seconds=600.0, given=(), nproc=1, **values):
+    settings = {"epochs": 20, "patches_per_epoch": 256, "patch_size": 256, "batch_size": 8}
+    settings |= values
+    free = frozenset(PLANNED) - set(given)
+    return BudgetSettings(
+        seconds, free, **settings, max_epochs=10_000, max_batch=1024, multiple=16, nproc=nproc
+    )
+
+
+def measured(rate=8.8, validation=3.0, checkpoint=0.2, snapshot=1.5, device="cpu bf16"):
+    return Throughput(rate, validation, checkpoint, snapshot, 5.0, device)
+
+
+def planned(settings, speed, factor=1):
+    return plan_schedule(settings, size_patches(fingerprint(), settings), speed, factor)
+
+
+@pytest.mark.parametrize("seconds", [60, 600, 3600])
+@pytest.mark.parametrize("rate", [2.0, 8.8, 300.0])
+def test_the_schedule_fills_the_budget(seconds, rate):
+    speed = measured(rate=rate)
+    plan = planned(budget(seconds), speed)
+    overhead = speed.validation_seconds + speed.checkpoint_seconds
+    spent = duration(plan.epochs, plan.patches_per_epoch, rate, overhead, speed.snapshot_seconds)
+    target = seconds * (1 + HEADROOM)
+    # Whole batches, rounded up: past the target by less than a batch per epoch, never short.
+    assert target <= spent <= target + plan.epochs * plan.batch_size / rate
+    assert plan.predicted_seconds == pytest.approx(spent)
+    assert plan.patches_per_epoch % plan.batch_size == 0
+    assert plan.epochs * overhead <= 0.1 * seconds * (1 + HEADROOM)  # validation stays small
+
+
+def test_the_issue_example_sizes_ten_minutes_to_the_measured_speed():
+    """20 epochs x 256 patches at 8.8 patches/s ended after ~580 s of a 600 s budget."""
+    plan = planned(budget(600), measured(rate=8.8))
+    assert plan.epochs * plan.patches_per_epoch > 600 * 8.8 * 0.85  # not the 5120 of before
+    assert 0.8 < plan.patches_per_epoch / 256 < 1.25  # epochs of about the configured size
+
+
+def test_the_balancing_windows_count_as_a_share_of_a_patch():
+    """With 128² windows (4 per 256² patch) the probe counts 4 times the patches per second."""
+    plain = planned(budget(600), measured(rate=8.8))
+    windows = planned(budget(600), measured(rate=4 * 8.8), factor=4)
+    assert (windows.epochs, windows.patches_per_epoch) == (plain.epochs, plain.patches_per_epoch)
+
+
+def test_given_epochs_the_plan_sizes_the_epochs_and_the_other_way_round():
+    speed = measured()
+    fixed_epochs = planned(budget(600, given=("epochs",), epochs=5), speed)
+    assert fixed_epochs.epochs == 5 and fixed_epochs.planned == (
+        "patches_per_epoch",
+        "patch_size",
+        "batch_size",
+    )
+    assert fixed_epochs.predicted_seconds >= 600 * (1 + HEADROOM)
+    fixed_patches = planned(budget(600, given=("patches_per_epoch",), patches_per_epoch=64), speed)
+    assert fixed_patches.patches_per_epoch == 64
+    assert fixed_patches.predicted_seconds >= 600  # whole epochs past the budget
+    both = planned(budget(600, given=("epochs", "patches_per_epoch"), epochs=3), speed)
+    assert (both.epochs, both.patches_per_epoch) == (3, 256)
+
+
+@pytest.mark.parametrize("side", [20, 64, 100, 250, 300, 5000])
+@pytest.mark.parametrize("width", [0.0, 3.0, 40.0, 500.0])
+def test_the_patch_never_exceeds_the_image(side, width):
+    sizes = size_patches(fingerprint(side=side, width=width), budget())
+    assert sizes.patch_size <= max(side, 16) and sizes.patch_size % 16 == 0
+    if side >= 256 and width * 4 <= 256:
+        assert sizes.patch_size == 256  # the configured side when the image allows it
+    if 4 * width <= side - 16:
+        assert sizes.patch_size >= 4 * width  # an object with its surroundings
+
+
+def test_a_smaller_patch_keeps_the_pixels_of_a_step_within_five_percent_of_the_data():
+    many = size_patches(fingerprint(side=64, samples=10_000), budget())
+    assert (many.patch_size, many.batch_size) == (64, 8 * 16)  # 8 x 256² in pixels
+    few = size_patches(fingerprint(side=64, samples=200), budget())
+    assert few.batch_size == int(0.05 * 200)  # 5 % of the train pixels
+    tiny = size_patches(fingerprint(side=64, samples=3), budget())
+    assert tiny.batch_size == 8  # never below the configured batch
+    split = size_patches(fingerprint(side=64, samples=10_000), budget(nproc=3, batch_size=9))
+    assert split.batch_size % 3 == 0
+    larger = size_patches(fingerprint(side=2048, width=128.0), budget())
+    assert (larger.patch_size, larger.batch_size) == (512, 2)
+
+
+def test_given_patch_and_batch_stay():
+    sizes = size_patches(
+        fingerprint(side=64), budget(given=("patch_size", "batch_size"), patch_size=128)
+    )
+    assert (sizes.patch_size, sizes.batch_size, sizes.reasons) == (128, 8, ())
+
+
+def test_several_gpus_train_as_many_times_faster_cpu_ranks_do_not():
+    cpu = planned(budget(600, nproc=2), measured(device="cpu bf16"))
+    gpu = planned(budget(600, nproc=2), measured(device="cuda bf16"))
+    assert gpu.patches_per_second == 2 * cpu.patches_per_second
+
+
+def test_the_plan_round_trips_and_logs_flat_params():
+    plan = planned(budget(600), measured())
+    assert BudgetPlan.from_dict(plan.to_dict()) == plan
+    params = plan.params()
+    assert params["plan.epochs"] == str(plan.epochs) and params["plan.device"] == "cpu bf16"
+    assert params["plan.planned"] == "epochs,patches_per_epoch,patch_size,batch_size"
+    assert "| epochs | " in plan.markdown() and plan.line().startswith("plan: ")
+
+
+def test_the_config_plans_only_what_the_user_left_free():
+    assert TrainConfig(store="s").budget() is None  # no budget: the schedule as configured
+    given = dict(epochs=3, patches_per_epoch=64, patch_size=128, batch_size=4)
+    assert TrainConfig(store="s", max_minutes=1, **given).budget() is None
+    config = TrainConfig(store="s", max_minutes=2, epochs=5)
+    settings = config.budget()
+    assert settings.seconds == 120 and settings.free == set(PLANNED) - {"epochs"}
+    sized = config.planned({"epochs": 9, "patches_per_epoch": 96, "patch_size": 64})
+    assert (sized.epochs, sized.patches_per_epoch, sized.patch_size) == (5, 96, 64)
+    assert sized.batch_size == 8 and sized.max_minutes == 2
+    assert sized.planned({"patches_per_epoch": 8}).patches_per_epoch == 96  # set from then on
+
+
+def test_a_planned_batch_is_checked_like_a_given_one():
+    with pytest.raises(ValueError, match="nproc"):
+        TrainConfig(store="s", max_minutes=1, nproc=2).planned({"batch_size": 9})
