@@ -116,6 +116,7 @@ def _planned(config: TrainConfig) -> tuple[TrainConfig, Balance, BudgetPlan | No
 
 def _train(config: TrainConfig) -> TrainSummary:
     config, balance, plan = _planned(config)
+    config = config.with_loss_for(balance.out_channels)
     run = open_training_run(balance, config.training_run(), flow_run.get_id(), plan)
     settings = config.members(
         config.unet(balance.in_channels, balance.out_channels),

@@ -189,6 +189,16 @@ LOSSES: dict[str, Callable[..., SegmentationLoss]] = {
 }
 BINARY_LOSSES = ("bce", "dice", "jaccard", "bce_dice")
 MULTICLASS_LOSSES = ("ce", "dice", "ce_dice")
+
+
+def default_loss(name: str, num_classes: int) -> str:
+    """`name`, or for ``"auto"`` the loss of `num_classes` logit channels: ``bce_dice`` for one
+    (binary), ``ce_dice`` for several."""
+    if name != "auto":
+        return name
+    return "bce_dice" if num_classes == 1 else "ce_dice"
+
+
 # Losses that take each weight; passing it to any other loss is an error, not silently dropped.
 _TAKES = {"pos_weight": ("bce", "bce_dice"), "class_weights": ("ce", "ce_dice")}
 

@@ -71,8 +71,10 @@ class TrainConfig(Frozen):
     batch_size: int = Field(8, ge=1, le=1024, description="Patches per optimizer step.")
     lr: float = Field(1e-3, gt=0.0, le=1.0, description="Peak learning rate (AdamW).")
     weight_decay: float = Field(1e-4, ge=0.0, description="AdamW weight decay.")
-    loss: Literal["bce", "dice", "jaccard", "bce_dice", "ce", "ce_dice"] = Field(
-        "bce_dice", description="Loss: bce|dice|jaccard|bce_dice (binary), ce|dice|ce_dice."
+    loss: Literal["auto", "bce", "dice", "jaccard", "bce_dice", "ce", "ce_dice"] = Field(
+        "auto",
+        description="Loss: bce|dice|jaccard|bce_dice (binary), ce|dice|ce_dice (several "
+        "classes); auto = bce_dice for a binary model, ce_dice for several classes.",
     )
     elastic: bool = Field(False, description="Elastic deformation augmentation (slow on CPU).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to train.")
@@ -217,6 +219,15 @@ class TrainConfig(Frozen):
     def _most(cls, name: str) -> int:
         """The upper bound (``le``) of field `name`."""
         return next(b.le for b in cls.model_fields[name].metadata if isinstance(b, Le))
+
+    def with_loss_for(self, out_channels: int) -> TrainConfig:
+        """This config with ``loss="auto"`` resolved for a model of `out_channels` logits."""
+        from segflow.models.losses import default_loss
+
+        loss = default_loss(self.loss, out_channels)
+        if loss == self.loss:
+            return self
+        return type(self).model_validate({**self.model_dump(exclude_unset=True), "loss": loss})
 
     def planned(self, settings: Mapping[str, Any]) -> TrainConfig:
         """This config with the planned `settings` the user did not give (validated; they

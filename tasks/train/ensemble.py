@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from segflow.models.losses import build_loss
+from segflow.models.losses import build_loss, default_loss
 from segflow.models.unet import UNet, UNetConfig
 from segflow.tasks.storage.dataset import open_dataset
 from segflow.tasks.tracking.training import (
@@ -93,12 +93,12 @@ def member_plan(balance: Balance, member: int, settings: MemberSettings) -> Samp
 
 
 def member_loss(balance: Balance, plan: SamplingPlan, name: str) -> nn.Module:
-    """Loss `name`, weighted by the plan's class weights when it has some (``pos_weight`` of
-    a binary model: ``weights[1] / weights[0]``)."""
+    """Loss `name` (``auto``: see :func:`default_loss`), weighted by the plan's class weights
+    when it has some (``pos_weight`` of a binary model: ``weights[1] / weights[0]``)."""
     weights = plan.class_weights
     binary = balance.binary_class is not None
     return build_loss(
-        name,
+        default_loss(name, balance.out_channels),
         num_classes=balance.out_channels,
         pos_weight=(weights[1] / weights[0]) if (weights and binary) else None,
         class_weights=torch.tensor(weights) if (weights and not binary) else None,

@@ -146,6 +146,21 @@ def test_dedicated_model_and_fold_ensemble(tmp_path, workdir):
     assert bundle.predict(np.zeros((1, 1, 40, 40), np.float32)).shape == (1, 1, 40, 40)
 
 
+def test_multi_class_store_trains_with_the_default_loss(tmp_path, workdir):
+    store = make_store(tmp_path, count=6, size=64, num_classes=3)
+    config = TrainConfig(store=str(store), workdir=str(workdir), registered_model=None, **TINY)
+    summary = train_unet(config)
+    run = MlflowClient().get_run(summary.run_id)
+    assert run.data.params["loss"] == "ce_dice"
+    assert run.info.run_name.startswith("unet-b4-d2-ce_dice-")
+    assert load_model(summary.model_uri).predict(np.zeros((1, 1, 40, 40), np.float32)).shape == (
+        1,
+        3,
+        40,
+        40,
+    )
+
+
 def noise_store(tmp_path):
     """Random images with random masks (20 % foreground): there is nothing to learn."""
     make_source(tmp_path / "src", n=8, size=(64, 64))

@@ -13,6 +13,7 @@ from segflow.models.losses import (
     build_loss,
     ce_dice_loss,
     ce_loss,
+    default_loss,
     soft_dice_loss,
     soft_jaccard_loss,
 )
@@ -142,3 +143,9 @@ def test_build_loss_names_and_weights():
 def test_build_loss_rejects(name, num_classes, kwargs, match):
     with pytest.raises(ValueError, match=match):
         build_loss(name, num_classes=num_classes, **kwargs)
+
+
+def test_auto_loss_follows_the_number_of_logits():
+    assert default_loss("auto", 1) == "bce_dice"
+    assert default_loss("auto", 3) == "ce_dice"
+    assert default_loss("dice", 3) == "dice"
