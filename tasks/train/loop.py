@@ -63,9 +63,7 @@ class LoopSettings:
     max_seconds: float | None  # time budget of the whole run
     resume: bool  # continue from the checkpoint folder's last.pt
     nproc: int  # ranks `segflow train` starts (under torchrun: torchrun's); batch_size splits
-    # validation and checkpoint seconds per epoch, until an epoch has measured them (the budget
-    # plan's probe): the first epoch leaves them out of its share of the budget too
-    epoch_overhead: float = 0.0
+    epoch_overhead: float = 0.0  # validation s per epoch expected before one is measured
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from segflow.tasks.runtime.allocator import retain_freed_memory
 from segflow.tasks.storage.dataset import Dataset as Store
@@ -27,9 +29,9 @@ from segflow.tasks.storage.grid import tile_grid
 from segflow.tasks.train.balance import Balance
 from segflow.tasks.train.checkpoints import Progress, save_progress
 from segflow.tasks.train.ensemble import MemberSettings, member_overlays, member_parts
-from segflow.tasks.train.loop import make_loader, make_stepper, resolve_compute
+from segflow.tasks.train.loop import LoopSettings, make_loader, make_stepper, resolve_compute
 from segflow.tasks.train.patches import EpochSampler
-from segflow.tasks.train.steps import CountingLoss, train_one_epoch
+from segflow.tasks.train.steps import Compute, CountingLoss, Stepper, train_one_epoch
 from segflow.tasks.train.validation import validate
 
 WARMUP_STEPS, PROBE_SECONDS, MAX_STEPS = 2, 2.0, 50
@@ -91,6 +93,32 @@ def measure_throughput(
         model.to(memory_format=torch.channels_last)
     loader = make_loader(data, EpochSampler(len(data)), loop, compute.device)
     stepper = make_stepper(model, loop, len(loader), compute, None)
+    rate = _timed_steps(model, loader, loss_fn, stepper, compute, warmup, seconds) * loop.batch_size
+    del loader  # ends the loader's workers
+    tiles = validation_tiles(balance, members, data.store)
+    validation = _timed_validation(model, balance, data.store, loop, compute, tiles)
+    with tempfile.TemporaryDirectory() as folder:
+        start = time.perf_counter()
+        save_progress(Path(folder), model, stepper, Progress(0, 0.0, 0.0, 0, 0), {}, members.config)
+        checkpoint = time.perf_counter() - start
+    start = time.perf_counter()
+    member_overlays(model, balance, loop.val_tile)
+    snapshot = time.perf_counter() - start
+    device = f"{compute.device.type} {_DTYPES.get(compute.amp_dtype, str(compute.amp_dtype))}"
+    return Throughput(rate, validation, checkpoint, snapshot, time.perf_counter() - started, device)
+
+
+def _timed_steps(
+    model: nn.Module,
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    loss_fn: nn.Module,
+    stepper: Stepper,
+    compute: Compute,
+    warmup: int,
+    seconds: float,
+) -> float:
+    """Steps per second of the loop's steps over `loader`, after `warmup` untimed ones, for
+    about `seconds` (at least one step; the loader's length bounds them)."""
     counting = CountingLoss(loss_fn).to(compute.device)
     batches = iter(loader)
     train_one_epoch(
@@ -108,33 +136,34 @@ def measure_throughput(
         on_step=lambda step, loss: ends.append(time.perf_counter()),
         desc="probe",
     )
-    del batches, loader  # ends the loader's workers
-    rate = len(ends) * loop.batch_size / (ends[-1] - timed_from)
+    return len(ends) / (ends[-1] - timed_from)
 
-    def timed_validation(tiles: int) -> float:
+
+def _timed_validation(
+    model: nn.Module,
+    balance: Balance,
+    store: Store,
+    loop: LoopSettings,
+    compute: Compute,
+    tiles: int,
+) -> float:
+    """Seconds to validate `tiles` tiles: ``VALIDATION_TILES`` of them timed after
+    ``WARMUP_TILES`` untimed, scaled."""
+
+    def timed(count: int) -> float:
         start = time.perf_counter()
         validate(
             model,
-            data.store,
+            store,
             balance.val_ids,
             balance.normalization,
             tile=loop.val_tile,
             amp_dtype=compute.amp_dtype,
-            max_tiles=tiles,
+            max_tiles=count,
             binary_class=balance.binary_class,
         )
         return time.perf_counter() - start
 
-    tiles = validation_tiles(balance, members, data.store)
-    timed_validation(min(tiles, WARMUP_TILES))
-    timed = min(tiles, VALIDATION_TILES)
-    validation = timed_validation(timed) * tiles / timed
-    with tempfile.TemporaryDirectory() as folder:
-        start = time.perf_counter()
-        save_progress(Path(folder), model, stepper, Progress(0, 0.0, 0.0, 0, 0), {}, members.config)
-        checkpoint = time.perf_counter() - start
-    start = time.perf_counter()
-    member_overlays(model, balance, loop.val_tile)
-    snapshot = time.perf_counter() - start
-    device = f"{compute.device.type} {_DTYPES.get(compute.amp_dtype, str(compute.amp_dtype))}"
-    return Throughput(rate, validation, checkpoint, snapshot, time.perf_counter() - started, device)
+    timed(min(tiles, WARMUP_TILES))
+    count = min(tiles, VALIDATION_TILES)
+    return timed(count) * tiles / count
