@@ -29,8 +29,8 @@ segflow's staged writes and whole-shard reads, remote read caches) against a loc
 moto is a Python HTTP server (werkzeug) in a process of its own on loopback, holding objects
 in memory: no network latency or bandwidth limit, but every request costs Python CPU on the
 same cores as segflow (its CPU seconds and the requests it served are printed per run; the
-JSON rows count them by method and by kind: chunk, metadata, list). It is not a measurement
-of real S3 (or MinIO) throughput.
+JSON rows count them by method and by kind: chunk, metadata, list; ingest rows also per pair).
+It is not a measurement of real S3 (or MinIO) throughput.
 
 Rows are printed as markdown tables and appended as JSON lines (one per timed run, one summary
 per part, with date, machine and load average) to ``--out``. Run:
@@ -421,7 +421,15 @@ def ingest_part(args, server: Server, tmp: Path, record: Recorder) -> None:
 
                 run = timed(server, work)
                 remove(store)
-                record(part="ingest", kind="run", method=kind, **run.fields("mb_s"), **common)
+                per_pair = round(sum(run.requests.values()) / pairs, 1)
+                record(
+                    part="ingest",
+                    kind="run",
+                    method=kind,
+                    **run.fields("mb_s"),
+                    requests_per_pair=per_pair,
+                    **common,
+                )
                 return run
 
             return method
@@ -434,11 +442,20 @@ def ingest_part(args, server: Server, tmp: Path, record: Recorder) -> None:
         f"{args.workers} Dask workers (cluster started once), {args.repeats} rounds in turns"
     )
     ratios = print_comparison(title, "MB/s", runs)
+    # Per pair, with the run's fixed requests (store creation, index) spread over its pairs.
+    per_pair = median([sum(r.requests.values()) for r in runs["s3"]]) / pairs
+    kinds = Counter()
+    for run in runs["s3"]:
+        kinds.update(run.requests)
+    print(f"\ns3 requests per pair: {per_pair:.1f} (median run); by kind, per pair:")
+    for kind, count in sorted(kinds.items()):
+        print(f"  {kind}: {count / len(runs['s3']) / pairs:.2f}")
     record(
         part="ingest",
         kind="summary",
         **spread(runs),
         ratio_s3_local=round(ratios["s3"], 3),
+        requests_per_pair=round(per_pair, 1),
         target=">= 0.8",
         repeats=args.repeats,
         **common,

@@ -104,6 +104,7 @@ def _ingest(
     class_names = config.resolved_class_names
     stored = prepare_store(config.store, class_names)
     checks = sample_checks(config.store, pairs, stored, config.size_limits())
+    fractions = config.split_fractions()
     try:
         outcomes = write_samples(
             pairs,
@@ -116,10 +117,10 @@ def _ingest(
         )
     except SampleWriteError as exc:
         rejected = unpaired + _rejections(exc.outcomes)
-        build_index(config.store, rejected, config.split_fractions(), config.seed, given)
+        build_index(config.store, rejected, fractions, config.seed, given, checks.image_format)
         raise
     rejected = unpaired + _rejections(outcomes)
-    index = build_index(config.store, rejected, config.split_fractions(), config.seed, given)
+    index = build_index(config.store, rejected, fractions, config.seed, given, checks.image_format)
     total = max(1, sum(index["class_counts"]))
     summary = IngestSummary(
         store=config.store,

@@ -16,6 +16,7 @@ from segflow.tasks.storage.dataset_writer import (
     committed_samples,
     write_index,
 )
+from segflow.tasks.storage.image_io import ImageFormat
 from segflow.tasks.storage.paths import read_index
 
 
@@ -34,14 +35,17 @@ def build_index(
     fractions: Mapping[str, float],
     seed: int,
     source_split: SourceSplit | None = None,
+    image_format: ImageFormat | None = None,
 ) -> dict:
     """Compute the split and summary of the committed samples and write them to the store.
 
     The samples `source_split` assigns get the source's split, the others are split by
     `fractions` (:func:`~segflow.tasks.ingest.split.complete_split`); where the split came
     from is recorded as ``split_source``. Earlier assignments of the samples the source leaves
-    open are kept when the seed and fractions are unchanged. The store's image format
-    (:func:`~segflow.tasks.ingest.samples.store_format`) is recorded once it holds a sample.
+    open are kept when the seed and fractions are unchanged. The store's image format is
+    recorded once it holds a sample: `image_format`, the one every sample of the ingest was
+    checked to have (``SampleChecks.image_format``), else read from the samples
+    (:func:`~segflow.tasks.ingest.samples.store_format`: on object storage, a GET per sample).
     """
     source_split = source_split or SourceSplit()
     samples = committed_samples(store)
@@ -69,7 +73,10 @@ def build_index(
         "split_source": source_split.origin,
         "rejected": [asdict(r) for r in rejected],
     }
-    if image_format := store_format(store, samples.keys()):
-        index["image_format"] = asdict(image_format)
+    if samples:
+        if recorded := meta.get("image_format"):
+            index["image_format"] = dict(recorded)
+        elif found := image_format or store_format(store, samples.keys()):
+            index["image_format"] = asdict(found)
     write_index(store, index)
     return index

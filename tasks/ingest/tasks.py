@@ -15,7 +15,7 @@ from segflow.tasks.ingest.pairs import Pair, PairLayout, Rejection
 from segflow.tasks.ingest.samples import PairOutcome, SampleChecks
 from segflow.tasks.ingest.source_split import SourceSplit
 from segflow.tasks.storage.dataset_writer import StoredSample
-from segflow.tasks.storage.image_io import SizeLimits
+from segflow.tasks.storage.image_io import ImageFormat, SizeLimits
 
 
 @task(name="prepare-store", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
@@ -93,8 +93,14 @@ def build_index(
     fractions: dict[str, float],
     seed: int,
     source_split: SourceSplit,
+    image_format: ImageFormat | None = None,
 ) -> dict:
     """Write the split and the summary into the store (see :func:`index.build_index`)."""
     return index.build_index(
-        store, rejected=rejected, fractions=fractions, seed=seed, source_split=source_split
+        store,
+        rejected=rejected,
+        fractions=fractions,
+        seed=seed,
+        source_split=source_split,
+        image_format=image_format,
     )
