@@ -35,8 +35,7 @@ def start_training_run(
     train_samples: int,
     flow_run_id: str | None,
     class_fractions: Mapping[str, Mapping[str, float]],
-    balance_plan: tuple[Mapping[str, str], str],
-    budget_plan: tuple[Mapping[str, str], str] | None = None,
+    plans: Mapping[str, tuple[Mapping[str, str], str]],
 ) -> str:
     """Start a run named `run_name` in the current experiment and record what it trains on;
     returns its id.
@@ -52,12 +51,9 @@ def start_training_run(
     class_fractions
         Kind (``uniform``, ``balanced``) -> class name -> pixel fraction, logged as params
         ``class_fraction.<kind>.<class name>``.
-    balance_plan
-        The balancing plan's params (``balance.*``) and its markdown, logged as
-        ``balance_plan.md``.
-    budget_plan
-        The budget plan's params (``plan.*``) and its markdown, logged as ``budget_plan.md``;
-        None: the run has none.
+    plans
+        Plan name (``balance_plan``, ``budget_plan``) -> its params (``balance.*``,
+        ``plan.*``) and its markdown, logged as ``<name>.md``.
     """
     with mlflow.start_run(run_name=run_name) as run:
         fractions = {
@@ -65,11 +61,10 @@ def start_training_run(
             for kind, values in class_fractions.items()
             for name, value in values.items()
         }
-        plan = {} if budget_plan is None else dict(budget_plan[0])
-        mlflow.log_params(flat_params(params) | fractions | dict(balance_plan[0]) | plan)
-        mlflow.log_text(balance_plan[1], "balance_plan.md")
-        if budget_plan is not None:
-            mlflow.log_text(budget_plan[1], "budget_plan.md")
+        planned = {k: v for plan_params, _ in plans.values() for k, v in plan_params.items()}
+        mlflow.log_params(flat_params(params) | fractions | planned)
+        for name, (_, markdown) in plans.items():
+            mlflow.log_text(markdown, f"{name}.md")
         mlflow.set_tags(
             {
                 "segflow.store": store,

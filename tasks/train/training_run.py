@@ -111,8 +111,10 @@ def open_training_run(
                 ("balanced", balance.fractions_after),
             )
         },
-        balance_plan=(balance.levers.params(), balance.levers.markdown(balance.class_names)),
-        budget_plan=None if plan is None else (plan.params(), plan.markdown()),
+        plans={
+            "balance_plan": (balance.levers.params(), balance.levers.markdown(balance.class_names))
+        }
+        | ({} if plan is None else {"budget_plan": (plan.params(), plan.markdown())}),
     )
     if plan is not None:
         (folder / PLAN_FILE).write_text(json.dumps(plan.to_dict(), indent=1))
