@@ -32,19 +32,21 @@ or new) or not committed, never half-written; the next ingest writes it again. A
 costs its two listings and one PUT per object, nothing else. What is not atomic there: a reader
 that opened a sample's arrays before it is replaced may read a mix of old and new chunks (train
 after an ingest, not during it).
+
+This module holds the public API and the local path; :mod:`.remote_samples` the object-storage
+requests (what a store holds of its samples, the upload of a staged one).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -52,13 +54,10 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from segflow.tasks.runtime import locks
-from segflow.tasks.storage import urls
+from segflow.tasks.storage import remote_samples, urls
 from segflow.tasks.storage.dataset import DATASET_CHUNK, DATASET_SCHEMA_VERSION, DATASET_SHARD
 from segflow.tasks.storage.swap import swap_in
 from segflow.tasks.storage.urls import local_path
-
-if TYPE_CHECKING:
-    from fsspec import AbstractFileSystem
 
 log = logging.getLogger(__name__)
 
@@ -163,10 +162,14 @@ class StoredSample:
 def committed_samples(store: str | Path) -> dict[str, StoredSample]:
     """Samples whose image and mask are both in place and belong together.
 
-    On object storage: two listings and one GET per array (:func:`_committed_remote`).
+    On object storage: two listings and one GET per array (:mod:`.remote_samples`).
     """
     if urls.is_remote(store):
-        return _committed_remote(store)
+        committed = remote_samples.committed_attributes(store).items()
+        return {
+            i: StoredSample(i, image["sha256"], mask["sha256"], tuple(mask["class_counts"]))
+            for i, (image, mask) in committed
+        }
     root = urls.open_group(store)
     images, masks = root["images"], root["masks"]
     found: dict[str, StoredSample] = {}
@@ -174,43 +177,6 @@ def committed_samples(store: str | Path) -> dict[str, StoredSample]:
         image_attrs, mask_attrs = dict(images[sample_id].attrs), dict(masks[sample_id].attrs)
         if mask_attrs.get("image_sha256") != image_attrs.get("sha256"):
             continue  # a crash between the two renames: re-ingest
-        found[sample_id] = StoredSample(
-            sample_id,
-            image_attrs["sha256"],
-            mask_attrs["sha256"],
-            tuple(mask_attrs["class_counts"]),
-        )
-    return found
-
-
-def _committed_remote(store: str) -> dict[str, StoredSample]:
-    """:func:`committed_samples` of a store on object storage: the sample folders of
-    ``images/`` and ``masks/`` by one listing each, then the ``zarr.json`` of every sample in
-    both, fetched at once. A folder without one (a write killed before its metadata, or a
-    withdrawn commit) is not committed; zarr would warn about it and read each document twice.
-    """
-    fs, path = urls.filesystem(store)
-    base = path.rstrip("/")
-    folders = {}
-    for group in ("images", "masks"):
-        try:
-            listed = fs.ls(f"{base}/{group}", detail=False)
-        except FileNotFoundError:
-            raise KeyError(f"{store}: no {group}/ group") from None
-        folders[group] = {key.rstrip("/").rsplit("/", 1)[-1] for key in listed} - {"zarr.json"}
-    ids = sorted(folders["images"] & folders["masks"])
-    keys = [f"{base}/{group}/{i}/zarr.json" for i in ids for group in ("images", "masks")]
-    documents = fs.cat(keys, on_error="omit") if keys else {}
-    found: dict[str, StoredSample] = {}
-    for sample_id in ids:
-        image_doc = documents.get(f"{base}/images/{sample_id}/zarr.json")
-        mask_doc = documents.get(f"{base}/masks/{sample_id}/zarr.json")
-        if image_doc is None or mask_doc is None:
-            continue
-        image_attrs = json.loads(image_doc).get("attributes", {})
-        mask_attrs = json.loads(mask_doc).get("attributes", {})
-        if "sha256" not in image_attrs or mask_attrs.get("image_sha256") != image_attrs["sha256"]:
-            continue
         found[sample_id] = StoredSample(
             sample_id,
             image_attrs["sha256"],
@@ -301,54 +267,17 @@ def _write_in_place(
     workers: int,
 ) -> None:
     """Write a sample where there is no rename (object storage): encode both arrays into a local
-    staging folder, then withdraw any earlier version, upload the new objects and commit.
+    staging folder, then withdraw any earlier version, upload the new objects and commit
+    (:func:`.remote_samples.upload_sample`).
 
     Encoding locally spares a request per shard: zarr's sharding codec reads a shard back
-    before writing it, even in a new array (benchmarks/README.md, "Object storage"). Requests
-    per sample: two listings (what the store holds of it), one PUT per object and, only when
-    it replaces something, one DELETE of the old commit and one batch DELETE of the objects the
-    new version does not overwrite. No metadata is read: the objects are known locally.
+    before writing it, even in a new array (benchmarks/README.md, "Object storage").
     """
-    fs, path = urls.filesystem(store)
-    arrays = {group: f"{path.rstrip('/')}/{group}/{sample_id}" for group in ("images", "masks")}
     with tempfile.TemporaryDirectory(prefix="segflow-upload-") as tmp:
-        objects: dict[str, Path] = {}
+        staged = {group: Path(tmp) / group for group in ("images", "masks")}
         for group, data, attrs in (("images", image, image_attrs), ("masks", mask, mask_attrs)):
-            staged = Path(tmp) / group
-            _write(_create(staged, None, data.shape, data.dtype, attrs), data, workers)
-            objects |= _staged_objects(staged, arrays[group])
-        commit = f"{arrays['masks']}/zarr.json"  # the mask's metadata, with image_sha256
-        held = _stored_objects(fs, arrays.values())
-        if commit in held:
-            fs.rm_file(commit)  # withdrawn: from here on the old version is not committed
-        stale = sorted(held - objects.keys() - {commit})
-        if stale:  # an old array's chunks must not outlive it (a missing chunk reads as fill)
-            fs.rm(stale)
-        last = objects.pop(commit)
-        if objects:
-            fs.put([str(local) for local in objects.values()], list(objects))
-        fs.put_file(str(last), commit)  # the commit
-
-
-def _staged_objects(folder: Path, prefix: str) -> dict[str, Path]:
-    """The files of the array staged in `folder`, by their key under `prefix`."""
-    return {
-        f"{prefix}/{file.relative_to(folder).as_posix()}": file
-        for file in sorted(folder.rglob("*"))
-        if file.is_file()
-    }
-
-
-def _stored_objects(fs: AbstractFileSystem, prefixes: Iterable[str]) -> set[str]:
-    """Keys of every object under the `prefixes` (array folders): one listing of each."""
-    found: set[str] = set()
-    for prefix in prefixes:
-        parent, name = prefix.rsplit("/", 1)
-        # s3fs and gcsfs filter by `prefix` on the server (one LIST, no HEAD of the folder when
-        # it is empty); other filesystems may ignore it, hence the filter here too.
-        listed = fs.find(parent, prefix=f"{name}/")
-        found.update(key for key in listed if key.startswith(f"{prefix}/"))
-    return found
+            _write(_create(staged[group], None, data.shape, data.dtype, attrs), data, workers)
+        remote_samples.upload_sample(store, sample_id, staged)
 
 
 def write_index(store: str | Path, index: Mapping[str, Any]) -> None:
