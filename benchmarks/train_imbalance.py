@@ -49,7 +49,7 @@ from segflow.models.ensemble import ProbabilityEnsemble
 from segflow.tasks.demo.synth import SynthSpec, write_dataset
 from segflow.tasks.runtime.device import resolve_precision
 from segflow.tasks.storage.dataset import open_dataset
-from segflow.tasks.train.balance import balance_classes
+from segflow.tasks.train.balance import Balance, balance_classes
 from segflow.tasks.train.ensemble import fit_member
 from segflow.tasks.train.validation import validate
 
@@ -124,17 +124,7 @@ def run_arm(
         val.append(kept.val_dice)
     seconds = time.monotonic() - started
     model = models[0] if members == 1 else _MeanLogit(models)
-    ds = open_dataset(store)
-    scores = validate(
-        model,
-        ds,
-        ds.samples("test"),
-        balance.normalization,
-        tile=config.patch_size,
-        amp_dtype=resolve_precision(config.precision, torch.device("cpu")),
-        max_tiles=10**9,
-        binary_class=balance.binary_class,
-    )
+    scores = test_scores(model, store, balance, config)
     return {
         "set": name,
         "arm": arm,
@@ -150,6 +140,22 @@ def run_arm(
         "loss_weights": balance.levers.params()["balance.loss_weights"],
         "window": balance.levers.window,
     }
+
+
+def test_scores(model: torch.nn.Module, store: Path, balance: Balance, config: TrainConfig):
+    """`model`'s scores on every pixel of the TEST split of `store` (256² tiles, threshold
+    0.5, pooled), at the config's precision on the CPU."""
+    ds = open_dataset(store)
+    return validate(
+        model,
+        ds,
+        ds.samples("test"),
+        balance.normalization,
+        tile=config.patch_size,
+        amp_dtype=resolve_precision(config.precision, torch.device("cpu")),
+        max_tiles=10**9,
+        binary_class=balance.binary_class,
+    )
 
 
 def _scored(scores, name: str, binary_class: int | None) -> float:

@@ -21,15 +21,12 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from train_imbalance import store_of
+from train_imbalance import store_of, test_scores
 
 from segflow.flows.config import TrainConfig
 from segflow.models.unet import UNet, UNetConfig
-from segflow.tasks.runtime.device import resolve_precision
-from segflow.tasks.storage.dataset import open_dataset
 from segflow.tasks.train.balance import balance_classes
 from segflow.tasks.train.checkpoints import load_checkpoint
-from segflow.tasks.train.validation import validate
 
 FLIPS = [(), (2,), (3,), (2, 3)]  # the flips of segflow's --tta
 
@@ -69,19 +66,10 @@ def score_pair(folder: Path, store: Path, weights: str) -> dict:
     model.eval()
     config = TrainConfig(store=str(store))
     balance = balance_classes(config.store, config.sampling())
-    ds = open_dataset(store)
-    scores = {}
-    for name, candidate in (("plain", model), ("tta", FlipMean(model))):
-        scores[name] = validate(
-            candidate,
-            ds,
-            ds.samples("test"),
-            balance.normalization,
-            tile=config.patch_size,
-            amp_dtype=resolve_precision(config.precision, torch.device("cpu")),
-            max_tiles=10**9,
-            binary_class=balance.binary_class,
-        ).dice
+    scores = {
+        name: test_scores(candidate, store, balance, config).dice
+        for name, candidate in (("plain", model), ("tta", FlipMean(model)))
+    }
     return {"run": folder.parent.name, "weights": weights, **scores}
 
 
