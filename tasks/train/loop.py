@@ -85,27 +85,6 @@ class EpochReport:
     train_iou: float | None = None
 
 
-def _duration(seconds: float) -> str:
-    """``45 s``, ``12 min`` or ``2.5 h``."""
-    if seconds < 90:
-        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def epoch_line(report: EpochReport, member: int) -> str:
-    """One epoch for a log, e.g. ``member 0 epoch 3/20: loss 0.4123, val Dice 0.6512 (best),
-    9.1 patches/s, 12 s/epoch, ~3 min left``."""
-    best = " (best)" if report.best else ""
-    line = (
-        f"member {member} epoch {report.epoch + 1}/{report.epochs}: loss {report.train_loss:.4f}, "
-        f"val Dice {report.scores.dice:.4f}{best}, {report.patches_per_second:.1f} patches/s, "
-        f"{_duration(report.wall_seconds)}/epoch"
-    )
-    return f"{line}, ~{_duration(report.seconds_left)} left" if report.done < 1 else line
-
-
 @dataclass(frozen=True)
 class FitResult:
     """The end of a run: best epoch and score, and why it stopped."""

@@ -7,7 +7,8 @@ from types import SimpleNamespace
 import pytest
 
 from segflow.tasks.train import tasks
-from segflow.tasks.train.loop import EpochReport, epoch_line
+from segflow.tasks.train.loop import EpochReport
+from segflow.tasks.train.tasks import epoch_line
 from segflow.tasks.train.validation import ValidationScores
 from tests.images import make_store
 from tests.tasks.train.test_loop import run_fit
