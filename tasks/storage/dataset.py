@@ -3,7 +3,8 @@
 Layout (a public contract; ``DATASET_SCHEMA_VERSION`` changes when it does)::
 
     zarr.json               attributes["segflow"]: schema_version, class_names, split, rejected, ...
-    images/<sample_id>      (C, H, W) source dtype, 256² chunks in 1024² shards, blosc-zstd
+    images/<sample_id>      (C, H, W) source dtype, 256² chunks in 1024² shards (2048² on
+                            object storage), blosc-zstd
     masks/<sample_id>       (H, W) uint8 class ids, same chunking
 
 This module reads a store (the API later stages use); :mod:`.dataset_writer` writes one.
@@ -32,6 +33,10 @@ SPLITS = ("train", "val", "test")
 DATASET_SCHEMA_VERSION = 1
 DATASET_CHUNK = 256  # inner chunk side
 DATASET_SHARD = 1024  # shard side: every sample lives in shards of its own
+# Shard side of a store on object storage: one object per shard, so a larger one costs fewer
+# requests (an HRF pair: 24 shard PUTs -> 8), and matches inference's 2048² blocks, which read
+# remote shards whole (benchmarks/README.md, "Object storage").
+REMOTE_DATASET_SHARD = 2048
 
 # Bytes of a remote store kept in memory per opened store (least recently used evicted): the
 # encoded chunks of a few thousand 256² RGB patches.

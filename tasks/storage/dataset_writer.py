@@ -3,7 +3,8 @@
 Layout (a public contract; ``DATASET_SCHEMA_VERSION`` changes when it does)::
 
     zarr.json               attributes["segflow"]: schema_version, class_names, split, rejected, ...
-    images/<sample_id>      (C, H, W) source dtype, 256² chunks in 1024² shards, blosc-zstd
+    images/<sample_id>      (C, H, W) source dtype, 256² chunks in 1024² shards (2048² on
+                            object storage), blosc-zstd
     masks/<sample_id>       (H, W) uint8 class ids, same chunking
     .staging/               arrays being written (not part of the hierarchy)
 
@@ -55,7 +56,12 @@ from zarr.codecs import BloscCodec
 
 from segflow.tasks.runtime import locks
 from segflow.tasks.storage import remote_samples, urls
-from segflow.tasks.storage.dataset import DATASET_CHUNK, DATASET_SCHEMA_VERSION, DATASET_SHARD
+from segflow.tasks.storage.dataset import (
+    DATASET_CHUNK,
+    DATASET_SCHEMA_VERSION,
+    DATASET_SHARD,
+    REMOTE_DATASET_SHARD,
+)
 from segflow.tasks.storage.swap import swap_in
 from segflow.tasks.storage.urls import local_path
 
@@ -187,22 +193,21 @@ def committed_samples(store: str | Path) -> dict[str, StoredSample]:
 
 
 def _create(
-    store: Path | zarr.storage.StoreLike,
-    name: str | None,
+    store: Path,
     shape: tuple[int, ...],
     dtype: np.dtype,
     attrs: Mapping[str, Any],
+    shard: int = DATASET_SHARD,
 ):
-    """A new sample array at `name` in `store` (replacing any there)."""
+    """A new sample array in `store`, a local folder (replacing any there), in `shard`² shards."""
     lead = shape[:-2]
     return zarr.create_array(
         store,
-        name=name,
         overwrite=True,
         shape=shape,
         dtype=dtype,
         chunks=(*lead, DATASET_CHUNK, DATASET_CHUNK),
-        shards=(*lead, DATASET_SHARD, DATASET_SHARD),
+        shards=(*lead, shard, shard),
         compressors=_COMPRESSORS,
         fill_value=0,
         attributes=dict(attrs),
@@ -249,7 +254,7 @@ def write_sample(
     staged = {"images": staging / "image", "masks": staging / "mask"}
     try:
         for group, data, attrs in (("images", image, image_attrs), ("masks", mask, mask_attrs)):
-            _write(_create(staged[group], None, data.shape, data.dtype, attrs), data, workers)
+            _write(_create(staged[group], data.shape, data.dtype, attrs), data, workers)
         for group in ("images", "masks"):
             swap_in(staged[group], path / group / sample_id)
     finally:
@@ -276,7 +281,8 @@ def _write_in_place(
     with tempfile.TemporaryDirectory(prefix="segflow-upload-") as tmp:
         staged = {group: Path(tmp) / group for group in ("images", "masks")}
         for group, data, attrs in (("images", image, image_attrs), ("masks", mask, mask_attrs)):
-            _write(_create(staged[group], None, data.shape, data.dtype, attrs), data, workers)
+            array = _create(staged[group], data.shape, data.dtype, attrs, REMOTE_DATASET_SHARD)
+            _write(array, data, workers)
         remote_samples.upload_sample(store, sample_id, staged)
 
 
