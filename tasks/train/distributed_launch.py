@@ -14,6 +14,7 @@ first), and rank 0 says which rank died and how (:class:`RankFailed`).
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -64,6 +65,19 @@ def leave_group() -> None:
     """Leave the process group, if this process is in one."""
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def _never_free(group: dist.ProcessGroup) -> None:
+    """Keep `group` alive until the process ends.
+
+    When a run fails, one of gloo's worker threads may still be finishing a collective; when it
+    does, it frees the collective's tensors, which takes the GIL. The group's destructor joins
+    that thread while holding the GIL (it runs when Python frees the last reference, held by
+    DistributedDataParallel in the error's traceback), and the process hangs for good (seen in
+    2 of 14 runs of the killed-rank test). A group that failed is therefore never destroyed: it
+    keeps one reference the interpreter never gives back.
+    """
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(group))
 
 
 def serve() -> None:
@@ -155,6 +169,8 @@ def _helpers(nproc: int, name: str) -> Iterator[None]:
             for helper in helpers:
                 helper.wait(TIMEOUT.total_seconds())
         except Exception as exc:
+            if dist.is_initialized():
+                _never_free(dist.group.WORLD)
             if failure := _failure(helpers, logs):
                 raise RankFailed(failure) from exc
             raise
