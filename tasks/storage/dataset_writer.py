@@ -1,12 +1,7 @@
 """The segflow dataset store: a Zarr v3 group with one image and one mask array per sample.
 
-Layout (a public contract; ``DATASET_SCHEMA_VERSION`` changes when it does)::
-
-    zarr.json               attributes["segflow"]: schema_version, class_names, split, rejected, ...
-    images/<sample_id>      (C, H, W) source dtype, 256² chunks in 1024² shards (2048² on
-                            object storage), blosc-zstd
-    masks/<sample_id>       (H, W) uint8 class ids, same chunking
-    .staging/               arrays being written (not part of the hierarchy)
+Layout: :mod:`.dataset` (a public contract), plus ``.staging/``, the arrays being written (not
+part of the hierarchy).
 
 One writer at a time: ingest holds the store's lock for its whole run, and :func:`write_index`
 takes it (waiting briefly) for the index write, which is also how the train stage's balance step
