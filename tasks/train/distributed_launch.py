@@ -68,14 +68,15 @@ def leave_group() -> None:
 
 
 def _never_free(group: dist.ProcessGroup) -> None:
-    """Keep `group` alive until the process ends.
+    """Keep the gloo `group` of a failed run alive until the process ends.
 
-    When a run fails, one of gloo's worker threads may still be finishing a collective; when it
-    does, it frees the collective's tensors, which takes the GIL. The group's destructor joins
-    that thread while holding the GIL (it runs when Python frees the last reference, held by
-    DistributedDataParallel in the error's traceback), and the process hangs for good (seen in
-    2 of 14 runs of the killed-rank test). A group that failed is therefore never destroyed: it
-    keeps one reference the interpreter never gives back.
+    After a failure, freeing the last reference to the group (held by DistributedDataParallel
+    in the error's traceback) runs gloo's destructor, which joins its worker threads while
+    holding the GIL; a worker still freeing a collective's tensors waits for the GIL, and the
+    process hangs for good (the killed-rank test: 2 hangs in 14 runs, 0 in 30 with this).
+    torch 2.13's gloo backend has no shutdown or abort that stops those threads first, so the
+    group keeps one reference the interpreter never gives back: each failed run leaves its two
+    worker threads, connections and store port behind.
     """
     ctypes.pythonapi.Py_IncRef(ctypes.py_object(group))
 
@@ -168,8 +169,8 @@ def _helpers(nproc: int, name: str) -> Iterator[None]:
             yield
             for helper in helpers:
                 helper.wait(TIMEOUT.total_seconds())
-        except Exception as exc:
-            if dist.is_initialized():
+        except BaseException as exc:  # KeyboardInterrupt included: it fails the group too
+            if name == "gloo" and dist.is_initialized():
                 _never_free(dist.group.WORLD)
             if failure := _failure(helpers, logs):
                 raise RankFailed(failure) from exc
