@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from contextlib import AbstractContextManager, suppress
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from prefect import flow
@@ -167,17 +167,21 @@ def torchrun_main(argv: Sequence[str]) -> int:
     except ValidationError:
         device = "cpu"  # rank 0's command reports the mistake
     join_group(backend(device))
-    leader = current_ranks().leader
+    leader, status = current_ranks().leader, 1
     try:
-        if not leader:
+        if leader:
+            status = cli_main(args)
+        else:
             serve()
-            return 0
-        return cli_main(args)
+            status = 0
+        return status
     finally:
         if leader:
-            with suppress(RuntimeError):  # a rank died: torchrun's agent ends the others
+            try:
                 release()
-        leave_group()
+            except RuntimeError:  # a rank died: torchrun's agent ends the others
+                status = 1
+        leave_group(failed=status != 0)
 
 
 if __name__ == "__main__":

@@ -61,10 +61,14 @@ def join_group(name: str) -> None:
     dist.init_process_group(name, init_method="env://", timeout=TIMEOUT)
 
 
-def leave_group() -> None:
-    """Leave the process group, if this process is in one."""
-    if dist.is_initialized():
-        dist.destroy_process_group()
+def leave_group(failed: bool = False) -> None:
+    """Leave the process group, if this process is in one; after a failure (`failed`), a gloo
+    group is left but never freed (:func:`_never_free`)."""
+    if not dist.is_initialized():
+        return
+    if failed and dist.get_backend() == "gloo":
+        _never_free(dist.group.WORLD)
+    dist.destroy_process_group()
 
 
 def _never_free(group: dist.ProcessGroup) -> None:
@@ -170,8 +174,7 @@ def _helpers(nproc: int, name: str) -> Iterator[None]:
             for helper in helpers:
                 helper.wait(TIMEOUT.total_seconds())
         except BaseException as exc:  # KeyboardInterrupt included: it fails the group too
-            if name == "gloo" and dist.is_initialized():
-                _never_free(dist.group.WORLD)
+            leave_group(failed=True)
             if failure := _failure(helpers, logs):
                 raise RankFailed(failure) from exc
             raise
@@ -220,11 +223,11 @@ def main(argv: list[str]) -> int:
         dist.init_process_group(argv[0], store=store, rank=rank, world_size=world, timeout=TIMEOUT)
         serve()
     except Exception as exc:
+        leave_group(failed=True)
         first = (str(exc).strip().splitlines() or [""])[0]
         print(f"rank {rank}: {type(exc).__name__}: {first}", file=sys.stderr)
         return 1
-    finally:
-        leave_group()
+    leave_group()
     return 0
 
 
