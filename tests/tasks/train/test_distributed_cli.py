@@ -1,8 +1,12 @@
 """The real ``segflow train --nproc 2``: its helper rank killed with SIGKILL, the command ends
-in bounded time naming the rank, leaves no process behind, and ``--resume`` completes."""
+in bounded time naming the rank, leaves no process behind, and ``--resume`` completes; and the
+same training started by torchrun."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -47,3 +51,22 @@ def test_killed_rank_ends_the_command_and_resume_completes(tmp_path):
     assert torch.load(last, weights_only=True)["epoch"] == 11
     resumed = (tmp_path / "resumed.log").read_text()
     assert f"member 0 epoch {done + 2}/12:" in resumed and "member 0 epoch 1/12:" not in resumed
+
+
+def test_torchrun_trains_on_two_ranks_and_registers_the_model(tmp_path):
+    store = make_store(tmp_path, count=6, size=64)
+    work, log = tmp_path / "work", tmp_path / "torchrun.log"
+    options = [*TINY[:-2], "--epochs", "2"]  # torchrun sets the ranks, not --nproc
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+               "-m", "segflow.flows.train", store, "--workdir", work, *options]  # fmt: skip
+    env = {**os.environ, "SEGFLOW_HOME": str(tmp_path / "home")}
+    with log.open("w") as out:
+        done = subprocess.run(list(map(str, command)), env=env, stdout=out,
+                              stderr=subprocess.STDOUT, timeout=300)  # fmt: skip
+    output = log.read_text()
+    assert done.returncode == 0, output
+    assert "models:/segflow-unet/1" in output
+    assert (
+        torch.load(work / "training" / "unet" / "member_0" / "last.pt", weights_only=True)["epoch"]
+        == 1
+    )
