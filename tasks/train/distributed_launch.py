@@ -77,7 +77,7 @@ def _never_free(group: dist.ProcessGroup) -> None:
     After a failure, freeing the last reference to the group (held by DistributedDataParallel
     in the error's traceback) runs gloo's destructor, which joins its worker threads while
     holding the GIL; a worker still freeing a collective's tensors waits for the GIL, and the
-    process hangs for good (the killed-rank test: 2 hangs in 14 runs, 0 in 30 with this).
+    process hangs for good (the killed-rank test: 2 hangs in 14 runs, 0 in 50 with this).
     torch 2.13's gloo backend has no shutdown or abort that stops those threads first, so the
     group keeps one reference the interpreter never gives back: each failed run leaves its two
     worker threads, connections and store port behind.
