@@ -2,8 +2,17 @@
 
 import os
 
+import pytest
+
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
 # Session servers on 127.0.0.1 (moto's S3 API), started only by the tests that ask for them.
 pytest_plugins = ["tests.servers", "tests.cluster"]
+
+
+@pytest.fixture(autouse=True)
+def _no_inherited_tracking_uri(monkeypatch):
+    """Start each test without ``MLFLOW_TRACKING_URI``: ``mlflow.set_tracking_uri`` in an earlier
+    test sets it in this process, and commands started as subprocesses would log there."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

@@ -22,16 +22,25 @@ GIT_COMMIT_TAG = "mlflow.source.git.commit"
 DIGEST_CHARS = 32
 
 
+# The workdir database this process chose last: ``mlflow.set_tracking_uri`` also writes it to
+# ``MLFLOW_TRACKING_URI``, where it must not pass for the user's choice in the next run.
+_chosen_here: str | None = None
+
+
 def configure_tracking(workdir: Path, experiment: str) -> str:
-    """Use ``MLFLOW_TRACKING_URI`` if set, else a SQLite database and artifact folder in
-    `workdir`; select (create) `experiment`, marked as model training. Returns the tracking
-    URI."""
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
+    """Use ``MLFLOW_TRACKING_URI`` if the user set it, else a SQLite database and artifact
+    folder in `workdir` (each call's own, also in a long-lived process that runs many flows);
+    select (create) `experiment`, marked as model training. Returns the tracking URI."""
+    global _chosen_here
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    local = uri in (None, "", _chosen_here)
+    if local:
         workdir.mkdir(parents=True, exist_ok=True)
-        mlflow.set_tracking_uri(f"sqlite:///{(workdir / 'mlflow.db').resolve()}")
-        if mlflow.get_experiment_by_name(experiment) is None:
-            location = (workdir / "mlartifacts").resolve().as_uri()
-            mlflow.create_experiment(experiment, artifact_location=location)
+        uri = _chosen_here = f"sqlite:///{(workdir / 'mlflow.db').resolve()}"
+    mlflow.set_tracking_uri(uri)  # over an earlier call's, which MLflow would keep
+    if local and mlflow.get_experiment_by_name(experiment) is None:
+        location = (workdir / "mlartifacts").resolve().as_uri()
+        mlflow.create_experiment(experiment, artifact_location=location)
     selected = mlflow.set_experiment(experiment)
     if selected.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING:
         mlflow.set_experiment_tag(EXPERIMENT_KIND_TAG, MODEL_TRAINING)

@@ -16,8 +16,7 @@ from tests.images import make_predictions, make_store, noisy_probabilities, tiny
 
 
 @pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+def workdir(tmp_path):
     configure_tracking(tmp_path / "work", "segflow")
     return tmp_path / "work"
 

@@ -50,8 +50,7 @@ def split_pixels(store: str, predictions: str) -> tuple[list[np.ndarray], ...]:
 
 
 @pytest.fixture
-def source(tmp_path, monkeypatch) -> Path:
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+def source(tmp_path) -> Path:
     write_dataset(tmp_path / "src", count=8, size=(64, 64), seed=0)
     return tmp_path / "src"
 

@@ -28,9 +28,8 @@ SEGFLOW = Path(sys.executable).with_name("segflow")
 
 @pytest.mark.slow
 def test_the_pipeline_on_s3_through_a_cluster_writes_what_a_local_run_writes(
-    s3: Bucket, dask_cluster, tmp_path, monkeypatch
+    s3: Bucket, dask_cluster, tmp_path
 ):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     local_source = tmp_path / "src"
     write_dataset(local_source, count=8, size=(600, 560), seed=0)
     source = upload(local_source, s3.url("raw"))

@@ -48,8 +48,7 @@ def markdown_artifacts(state) -> dict[str, str]:
     return {a.key: a.data for a in artifacts}
 
 
-def test_train_and_infer_show_their_progress(tmp_path, monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+def test_train_and_infer_show_their_progress(tmp_path):
     workdir = tmp_path / "work"
     store = make_store(tmp_path, count=6, size=64)
     config = TrainConfig(store=str(store), workdir=str(workdir), registered_model="seen", **TINY)

@@ -22,8 +22,7 @@ TINY = {"base_channels": 4, "depth": 2, "num_workers": 0, "val_max_tiles": 8, "p
 
 
 @pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+def workdir(tmp_path):
     return tmp_path / "work"
 
 

@@ -41,8 +41,7 @@ TINY = {
 
 
 @pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+def workdir(tmp_path):
     return tmp_path / "work"
 
 

@@ -18,8 +18,7 @@ from segflow.tasks.tracking.runs import configure_tracking
 
 
 @pytest.fixture
-def tracking(tmp_path, monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+def tracking(tmp_path):
     configure_tracking(tmp_path / "work", "segflow")
     return MlflowClient()
 

@@ -84,9 +84,6 @@ def client_of(tracking_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     for key in S3_CLIENT_VARIABLES:
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_server)
-    # An earlier test's mlflow.set_tracking_uri would win over the variable: read it afresh,
-    # as a new `segflow` process does.
-    monkeypatch.setattr("mlflow.tracking._tracking_service.utils._tracking_uri", None)
     return tracking_server
 
 

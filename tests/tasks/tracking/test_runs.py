@@ -11,8 +11,7 @@ from segflow.tasks.tracking.runs import configure_tracking, log_store_inputs, so
 
 
 @pytest.fixture
-def tracking(tmp_path, monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+def tracking(tmp_path):
     configure_tracking(tmp_path / "work", "segflow")
     return MlflowClient()
 
@@ -20,6 +19,16 @@ def tracking(tmp_path, monkeypatch):
 def test_experiment_is_marked_for_model_training(tracking):
     experiment = tracking.get_experiment_by_name("segflow")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_each_workdir_gets_its_own_database_unless_the_user_chose_one(tmp_path, monkeypatch):
+    first = configure_tracking(tmp_path / "a", "segflow")
+    assert configure_tracking(tmp_path / "b", "segflow") != first  # as in one `segflow serve`
+    assert (tmp_path / "b" / "mlflow.db").exists()
+    server = f"sqlite:///{tmp_path / 'chosen.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
+    assert configure_tracking(tmp_path / "c", "segflow") == server
+    assert not (tmp_path / "c").exists()
 
 
 def test_store_splits_are_dataset_inputs_with_the_content_hash(tracking, tmp_path):

@@ -65,7 +65,7 @@ def test_torchrun_trains_on_two_ranks_and_registers_the_model(tmp_path):
                               stderr=subprocess.STDOUT, timeout=300)  # fmt: skip
     output = log.read_text()
     assert done.returncode == 0, output
-    assert "models:/segflow-unet/1" in output
+    assert "models:/segflow-unet/1" in output, output
     assert (
         torch.load(work / "training" / "unet" / "member_0" / "last.pt", weights_only=True)["epoch"]
         == 1
