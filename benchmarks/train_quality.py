@@ -1,21 +1,20 @@
 """Quality at equal time: segflow's training with its defaults against the plain reference loop.
 
-- segflow: `segflow.flows.config.TrainConfig` defaults (read from the class, not copied: base 32,
-  depth 4, batch norm, patch 256, batch 8, bce_dice, balance with foreground oversampling 0.33,
-  AdamW lr 1e-3 wd 1e-4 with warm-up + cosine stretched over the time budget, precision auto = bf16
-  here, channels_last, num_workers 1, 256 patches per epoch, validation after every epoch on
-  at most val_max_tiles tiles), with only ``max_minutes = --minutes`` and ``epochs = 10000`` (so
-  the budget is what stops it). It runs the same code path as the `train-unet` flow's training
-  task: `segflow.tasks.train.balance.balance_classes` then `segflow.tasks.train.loop.fit` built
-  exactly as
-  `segflow.tasks.train.ensemble.train_model` builds it, and the model kept is segflow's
-  (`TrainConfig.weights`,
-  auto: the last epoch's weights when the budget ends the schedule, the best-validation ones
-  after early stopping). Every run also scores each of its checkpoints on test: ``best``
-  (best val Dice), ``last`` and ``ema`` (the moving average of the weights,
-  `segflow.tasks.train.averaging`). Left out: MLflow logging and the overlay/registration
-  steps after training (none of which is inside the time budget except a per-epoch metrics
-  write).
+- segflow: what ``segflow train STORE --max-minutes M`` trains, ``TrainConfig(max_minutes=M)``
+  and nothing else (base 32, depth 4, batch norm, bce_dice, the balancing plan, AdamW lr 1e-3 wd
+  1e-4 with warm-up + cosine over the budget, precision auto = bf16 here, channels_last,
+  validation after every epoch on at most val_max_tiles tiles), planned as the `train-unet` flow
+  plans it (`segflow.flows.train.plan_training` with the pure steps): the data fingerprint sizes
+  patch and batch, a speed probe sizes epochs x patches to fill the budget. It trains
+  with `segflow.tasks.train.ensemble.fit_member`, what the flow's training task runs, and the
+  model kept is segflow's (`TrainConfig.weights`, auto: the last epoch's weights when the budget
+  ends the schedule, the best-validation ones after early stopping). Every run also scores each
+  of its checkpoints on test: ``best`` (best val Dice), ``last`` and ``ema`` (the moving average
+  of the weights, `segflow.tasks.train.averaging`). Left out: MLflow logging and the
+  overlay/registration steps after training (none of which is inside the time budget except a
+  per-epoch metrics write); the planning (probe included) is timed apart (``plan_seconds``).
+- the grid (``--arms b16p256,b16p512,b32p256,b32p512``): the same with base channels and patch
+  size fixed (16/32 x 256/512); the plan still sizes batch, epochs and patches to the budget.
 - reference: `benchmarks/reference_loop.py` (uniform patches, flips/rot90, exact per-channel
   normalisation, same model, loss, optimiser and precision, no validation, final weights).
 
@@ -70,14 +69,22 @@ from reference_loop import DATASETS, ingest_store, load_split, test_dice, train_
 from spawned import in_fresh_process
 
 from segflow.flows.config import TrainConfig
+from segflow.flows.train import PURE_STEPS, plan_training
 from segflow.models.unet import UNet
-from segflow.tasks.train.balance import Balance, balance_classes
+from segflow.tasks.train.balance import Balance
+from segflow.tasks.train.budget import BudgetPlan
 from segflow.tasks.train.checkpoints import CANDIDATES, load_checkpoint
 from segflow.tasks.train.ensemble import fit_member
 from segflow.tasks.train.keeping import Kept
 from segflow.tasks.train.loop import EpochReport, FitResult
 
-ARMS = ("segflow", "reference")
+GRID = {
+    f"b{base}p{patch}": {"base_channels": base, "patch_size": patch}
+    for base in (16, 32)
+    for patch in (256, 512)
+}
+SEGFLOW_ARMS = {"segflow": {}} | GRID
+ARMS = (*SEGFLOW_ARMS, "reference")
 
 
 @dataclass
@@ -89,6 +96,9 @@ class SegflowResult:
     reports: list[EpochReport]
     seconds: float  # wall time of fit (the budgeted part)
     folder: Path
+    config: TrainConfig  # as planned
+    plan: BudgetPlan | None
+    plan_seconds: float  # the planning: fingerprint, balance step, speed probe
 
     def checkpoints(self) -> dict[str, UNet]:
         """Each checkpoint the run wrote (best, last, ema), loaded into a copy of the model."""
@@ -105,36 +115,49 @@ class SegflowResult:
 
 
 def train_segflow(config: TrainConfig, folder: Path) -> SegflowResult:
-    """The balance step and `segflow.tasks.train.ensemble.fit_member` with `config` (member 0),
-    no MLflow."""
-    balance = balance_classes(config.store, config.sampling())
+    """The flow's planning and `segflow.tasks.train.ensemble.fit_member` with `config` (member
+    0), no MLflow."""
+    started = time.monotonic()
+    config, balance, plan = plan_training(config, PURE_STEPS)
+    config = config.with_loss_for(balance.out_channels)
     settings = config.members(
-        config.unet(balance.in_channels, balance.out_channels), balance.levers.batch_factor
+        config.unet(balance.in_channels, balance.out_channels),
+        balance.levers.batch_factor,
+        None if plan is None else plan.to_dict(),
     )
+    planning = time.monotonic() - started
     reports: list[EpochReport] = []
     started = time.monotonic()
     model, result, kept = fit_member(balance, 0, folder, settings, on_epoch=reports.append)
     seconds = time.monotonic() - started
-    return SegflowResult(model, balance, result, kept, reports, seconds, folder)
+    return SegflowResult(
+        model, balance, result, kept, reports, seconds, folder, config, plan, planning
+    )
 
 
-def segflow_run(name: str, store: Path, work: Path, minutes: float, seed: int) -> dict:
-    """Train with segflow's defaults and `seed`; test each checkpoint, the kept one first."""
+def segflow_run(name: str, arm: str, store: Path, work: Path, minutes: float, seed: int) -> dict:
+    """Train `arm` (segflow's defaults, or a grid point) with `seed`; test each checkpoint."""
     torch.set_num_threads(2)
     test = load_split(store, "test")
     config = TrainConfig(
-        store=str(store), workdir=str(work), max_minutes=minutes, epochs=10_000, seed=seed
+        store=str(store), workdir=str(work), max_minutes=minutes, seed=seed, **SEGFLOW_ARMS[arm]
     )
-    seg = train_segflow(config, work / f"{name}-seed{seed}")
+    seg = train_segflow(config, work / f"{name}-{arm}-seed{seed}")
     started = time.monotonic()
     dice = {n: test_dice(m, test, seg.balance.normalization) for n, m in seg.checkpoints().items()}
     return {
         "dataset": name,
-        "arm": "segflow",
+        "arm": arm,
         "seed": seed,
         "minutes": minutes,
         "patches": seg.patches,
         "seconds": round(seg.seconds, 1),
+        "plan_seconds": round(seg.plan_seconds, 1),
+        "settings": {
+            k: getattr(seg.config, k)
+            for k in ("base_channels", "patch_size", "batch_size", "epochs", "patches_per_epoch")
+        },
+        "planned": None if seg.plan is None else list(seg.plan.planned),
         "test_dice": round(dice[seg.kept.weights], 4),
         "kept": seg.kept.weights,
         "checkpoints_test_dice": {n: round(d, 4) for n, d in dice.items()},
@@ -263,6 +286,7 @@ def main() -> None:
     parser.add_argument("--dataset", choices=["hrf", "isbi", "both"], default="both")
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated; one run per arm each")
+    parser.add_argument("--arms", default="segflow,reference", help=f"comma-separated of {ARMS}")
     parser.add_argument("--out", type=Path, default=Path("work/bench-quality/results.jsonl"))
     parser.add_argument("--table", action="store_true", help="only print the summary of --out")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
@@ -272,6 +296,9 @@ def main() -> None:
         return
     names = ["hrf", "isbi"] if args.dataset == "both" else [args.dataset]
     seeds = [int(s) for s in args.seeds.split(",")]
+    arms = args.arms.split(",")
+    if unknown := set(arms) - set(ARMS):
+        parser.error(f"unknown arms {sorted(unknown)}; choose from {ARMS}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     done = {(r["dataset"], r["arm"], r["seed"], r["minutes"]) for r in read_rows(args.out)}
     tmp = Path(tempfile.mkdtemp(prefix="segflow-bench-"))
@@ -280,13 +307,15 @@ def main() -> None:
             source, foreground_value = DATASETS[name]
             store = ingest_store(source, tmp / f"{name}.zarr", foreground_value=foreground_value)
             for seed in seeds:
-                for arm in ARMS:  # arms in turns, so load hits them alike
+                for arm in arms:  # arms in turns, so load hits them alike
                     if (name, arm, seed, args.minutes) in done:
                         print(f"{name} {arm} seed {seed}: in {args.out}, skipped", flush=True)
                         continue
-                    if arm == "segflow":
-                        work = tmp / "work"
-                        row = in_fresh_process(segflow_run, name, store, work, args.minutes, seed)
+                    if arm in SEGFLOW_ARMS:
+                        work = tmp / f"work-{name}-{arm}-{seed}"
+                        row = in_fresh_process(
+                            segflow_run, name, arm, store, work, args.minutes, seed
+                        )
                     else:
                         row = in_fresh_process(reference_run, name, store, args.minutes, seed)
                     print(json.dumps(row), flush=True)

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import flow
@@ -22,8 +23,10 @@ from segflow.flows.summaries import train_markdown
 from segflow.tasks.runtime.locks import hold
 from segflow.tasks.storage.urls import use_options
 from segflow.tasks.tracking.runs import tracking_uri
+from segflow.tasks.train import balance as balancing
+from segflow.tasks.train import budget as budgeting
 from segflow.tasks.train.balance import Balance
-from segflow.tasks.train.budget import BudgetPlan
+from segflow.tasks.train.budget import BudgetPlan, BudgetSettings, Patches
 from segflow.tasks.train.distributed import current_ranks
 from segflow.tasks.train.distributed_launch import (
     backend,
@@ -32,6 +35,8 @@ from segflow.tasks.train.distributed_launch import (
     release,
     serve,
 )
+from segflow.tasks.train.ensemble import MemberSettings
+from segflow.tasks.train.sampling import SamplingSettings
 from segflow.tasks.train.tasks import (
     balance_classes,
     open_training_run,
@@ -97,25 +102,42 @@ def train_unet(config: TrainConfig) -> TrainSummary:
         return _train(config)
 
 
-def _planned(config: TrainConfig) -> tuple[TrainConfig, Balance, BudgetPlan | None]:
+@dataclass(frozen=True)
+class PlanningSteps:
+    """The steps :func:`plan_training` calls: the flow's tasks (:data:`TASK_STEPS`) or the pure
+    functions under them (:data:`PURE_STEPS`, for a benchmark outside Prefect)."""
+
+    plan_patches: Callable[[str, BudgetSettings], Patches]
+    balance_classes: Callable[[str, SamplingSettings], Balance]
+    plan_budget: Callable[[Balance, Patches, BudgetSettings, MemberSettings], BudgetPlan]
+
+
+TASK_STEPS = PlanningSteps(plan_patches, balance_classes, plan_budget)
+PURE_STEPS = PlanningSteps(budgeting.plan_patches, balancing.balance_classes, budgeting.plan_budget)
+
+
+def plan_training(
+    config: TrainConfig, steps: PlanningSteps = TASK_STEPS
+) -> tuple[TrainConfig, Balance, BudgetPlan | None]:
     """The balance step, and with a time budget the plan that fills it: `config` with the
     plan's settings (those the user did not give), the balance and the plan."""
-    budget = config.budget()
-    stored = None if budget is None else stored_plan(config.training_run())
-    if budget is None or stored is not None:  # no budget, or a resume keeps its plan
+    settings = config.budget()
+    stored = None if settings is None else stored_plan(config.training_run())
+    if settings is None or stored is not None:  # no budget, or a resume keeps its plan
         plan = None if stored is None else BudgetPlan.from_dict(stored)
         config = config if plan is None else config.planned(plan.settings())
-        return config, balance_classes(config.store, config.sampling()), plan
-    sizes = plan_patches(config.store, budget)
+        return config, steps.balance_classes(config.store, config.sampling()), plan
+    sizes = steps.plan_patches(config.store, settings)
     config = config.planned(sizes.settings())
-    balance = balance_classes(config.store, config.sampling())
-    unet = config.unet(balance.in_channels, balance.out_channels)
-    plan = plan_budget(balance, sizes, budget, config.members(unet, balance.levers.batch_factor))
-    return config.planned(plan.settings()), balance, plan
+    balanced = steps.balance_classes(config.store, config.sampling())
+    unet = config.unet(balanced.in_channels, balanced.out_channels)
+    members = config.members(unet, balanced.levers.batch_factor)
+    plan = steps.plan_budget(balanced, sizes, settings, members)
+    return config.planned(plan.settings()), balanced, plan
 
 
 def _train(config: TrainConfig) -> TrainSummary:
-    config, balance, plan = _planned(config)
+    config, balance, plan = plan_training(config)
     config = config.with_loss_for(balance.out_channels)
     run = open_training_run(balance, config.training_run(), flow_run.get_id(), plan)
     settings = config.members(

@@ -12,7 +12,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
 from segflow.flows.config import TrainConfig
-from segflow.flows.train import train_unet
+from segflow.flows.train import PURE_STEPS, plan_training, train_unet
 from segflow.tasks.train import budget
 from segflow.tasks.train.checkpoints import load_checkpoint
 from segflow.tasks.train.training_run import PLAN_FILE
@@ -72,3 +72,15 @@ def test_the_budget_plan_sets_what_was_not_given_and_is_stored(tmp_path, workdir
     checkpoint = load_checkpoint(folder / "member_0" / "last.pt")
     assert checkpoint["epoch"] == 2 and checkpoint["config"]["plan"] == stored
     assert checkpoint["config"]["patches_per_epoch"] == stored["patches_per_epoch"]
+
+
+def test_the_plan_outside_prefect_is_the_flows(tmp_path, workdir):
+    """``PURE_STEPS``, as ``benchmarks/train_quality.py`` plans its segflow arm: no flow, no
+    task runs, the same fields planned and the given ones kept."""
+    store = make_store(tmp_path, count=6, size=64)
+    config = TrainConfig(store=str(store), workdir=str(workdir), max_minutes=0.1, **TINY)
+    planned, balance, plan = plan_training(config, PURE_STEPS)
+    assert plan is not None and set(plan.planned) == set(budget.PLANNED)
+    assert planned.patch_size == plan.patch_size == 64  # the images' side
+    assert (planned.epochs, planned.patches_per_epoch) == (plan.epochs, plan.patches_per_epoch)
+    assert planned.base_channels == 4 and balance.in_channels == 1
