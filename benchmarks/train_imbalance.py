@@ -46,12 +46,13 @@ from spawned import in_fresh_process
 
 from segflow.flows.config import TrainConfig
 from segflow.models.ensemble import ProbabilityEnsemble
+from segflow.models.metrics import SWEEP_BINS
 from segflow.tasks.demo.synth import SynthSpec, write_dataset
 from segflow.tasks.runtime.device import resolve_precision
 from segflow.tasks.storage.dataset import open_dataset
 from segflow.tasks.train.balance import Balance, balance_classes
 from segflow.tasks.train.ensemble import fit_member
-from segflow.tasks.train.validation import validate
+from segflow.tasks.train.validation import ValidationScores, validate
 
 SYNTHETIC = {
     "thin": (120, (320, 480), SynthSpec(channels=3, fg_fraction=0.015, objects="thin"), 0),
@@ -116,15 +117,17 @@ def run_arm(
     unet = config.unet(balance.in_channels, balance.out_channels)
     settings = config.members(unet, balance.levers.batch_factor)
     started = time.monotonic()
-    models, val = [], []
+    models, val, thresholds = [], [], []
     for k in range(members):
         folder = work / f"{name}-{arm}-{seed}-{time.time_ns()}" / f"member_{k}"
         model, _, kept = fit_member(balance, k, folder, settings)
         models.append(model)
         val.append(kept.val_dice)
+        thresholds.append(kept.threshold)
     seconds = time.monotonic() - started
     model = models[0] if members == 1 else _MeanLogit(models)
     scores = test_scores(model, store, balance, config)
+    threshold = round(statistics.mean(thresholds), 2)  # the registered model's rule
     return {
         "set": name,
         "arm": arm,
@@ -133,6 +136,8 @@ def run_arm(
         "seconds": round(seconds, 1),
         "val_dice": round(statistics.mean(val), 4),
         "test_dice": round(_scored(scores, name, balance.binary_class), 4),
+        "val_threshold": threshold,
+        "test_dice_at_val_threshold": _at(scores, threshold),
         "test_trivial_dice": round(max(scores.trivial_dice), 4),
         "fg_natural": round(balance.fractions_before[-1], 4),
         "fg_sampled": round(balance.fractions_after[-1], 4),
@@ -163,6 +168,14 @@ def _scored(scores, name: str, binary_class: int | None) -> float:
     if name in SCORED and binary_class is None:
         return scores.per_class_dice[SCORED[name]]
     return scores.dice
+
+
+def _at(scores: ValidationScores, threshold: float) -> float | None:
+    """Test Dice at the val-chosen `threshold` (what ``segflow infer`` applies); None for a
+    multi-class model (argmax, no threshold)."""
+    if scores.sweep is None:
+        return None
+    return round(scores.sweep[round(threshold * SWEEP_BINS) - 1], 4)
 
 
 def table(path: Path) -> None:
