@@ -179,21 +179,30 @@ def _at(scores: ValidationScores, threshold: float) -> float | None:
 
 
 def table(path: Path) -> None:
-    """Mean ± sample sd of test Dice per set and arm, with the runs' seeds."""
+    """Mean ± sample sd of test Dice per set and arm, with the runs' seeds; also at the
+    val-chosen threshold where every run recorded it."""
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for row in rows:
         groups[(row["set"], row["arm"], row["epochs"])].append(row)
-    print("| set | arm | epochs | seeds | sampled fg | levers | test Dice mean ± sd | runs |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| set | arm | epochs | seeds | sampled fg | levers | test Dice mean ± sd | runs "
+        "| at the val threshold |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for (name, arm, epochs), runs in sorted(groups.items()):
         dice = [r["test_dice"] for r in runs]
-        sd = statistics.stdev(dice) if len(dice) > 1 else float("nan")
-        each = " / ".join(f"{d:.3f}" for d in dice)
+        at = [r.get("test_dice_at_val_threshold") for r in runs]
         print(
             f"| {name} | {arm} | {epochs} | {len(runs)} | {runs[0]['fg_sampled']:.4f} | "
-            f"{runs[0]['levers']} | **{statistics.mean(dice):.3f} ± {sd:.3f}** | {each} |"
+            f"{runs[0]['levers']} | **{_pm(dice)}** | {' / '.join(f'{d:.3f}' for d in dice)} "
+            f"| {_pm(at) if None not in at else '—'} |"
         )
+
+
+def _pm(values: list[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else float("nan")
+    return f"{statistics.mean(values):.3f} ± {sd:.3f}"
 
 
 def main() -> None:
