@@ -6,7 +6,8 @@ loss weights (``pos_weight``) shift where that is. This loads each run's ``last.
 ``weights=auto`` keeps after a full schedule, as in those runs) from
 ``--data/work/SET-ARM-SEED-*/member_0``, picks the threshold on the validation tiles training
 used, and scores the test split (every pixel, 256² tiles) at 0.5 and at that threshold. Rows
-(JSON lines) go to stdout.
+(JSON lines) go to stdout. One run per (set, arm, seed) in ``--data`` (the folders do not name
+the epochs).
 
     .venv/bin/python benchmarks/imbalance_threshold.py --set spots1 --arms off,plan --seeds 0,1,2
 """
@@ -18,10 +19,9 @@ import json
 from pathlib import Path
 
 import torch
-from train_imbalance import ARMS, SYNTHETIC, store_of, test_scores
+from train_imbalance import ARMS, SYNTHETIC, at_threshold, store_of, test_scores
 
 from segflow.flows.config import TrainConfig
-from segflow.models.metrics import SWEEP_BINS
 from segflow.models.unet import UNet
 from segflow.tasks.train.balance import balance_classes
 from segflow.tasks.train.checkpoints import load_checkpoint
@@ -30,7 +30,10 @@ from segflow.tasks.train.keeping import member_scores
 
 def rescore(name: str, arm: str, seed: int, data: Path) -> dict:
     """Test Dice at 0.5 and at the val-chosen threshold of run (`name`, `arm`, `seed`)."""
-    (folder,) = (data / "work").glob(f"{name}-{arm}-{seed}-*/member_0")
+    folders = sorted((data / "work").glob(f"{name}-{arm}-{seed}-*/member_0"))
+    if len(folders) != 1:
+        raise SystemExit(f"error: {len(folders)} runs of {name} {arm} seed {seed} in {data}/work")
+    (folder,) = folders
     store = store_of(name, data)
     config = TrainConfig(store=str(store), workdir=str(data / "work"), seed=seed, **ARMS[arm])
     balance = balance_classes(config.store, config.sampling())
@@ -47,19 +50,21 @@ def rescore(name: str, arm: str, seed: int, data: Path) -> dict:
         "val_threshold": threshold,
         "val_dice_at_threshold": round(val_dice, 4),
         "test_dice": round(scores.dice, 4),
-        "test_dice_at_val_threshold": round(scores.sweep[round(threshold * SWEEP_BINS) - 1], 4),
+        "test_dice_at_val_threshold": at_threshold(scores, threshold),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--set", default="spots1", choices=[n for n in SYNTHETIC if n != "rare3"])
-    parser.add_argument("--arms", default="off,plan")
+    parser.add_argument("--arms", default="off,plan", help="of off, sampling, weights, plan")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--data", type=Path, default=Path("work/bench-imbalance"))
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if unknown := set(args.arms.split(",")) - {"off", "sampling", "weights", "plan"}:
+        parser.error(f"one model per run only: not {sorted(unknown)}")
     for arm in args.arms.split(","):
         for seed in map(int, args.seeds.split(",")):
             print(json.dumps(rescore(args.set, arm, seed, args.data)), flush=True)

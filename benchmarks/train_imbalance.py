@@ -24,7 +24,8 @@ Test Dice on ``rare3`` is class 2's. Every run trains the same number of pixels,
 machine's load: ``--epochs`` x 256 patches of 256² (20 x 256 is the default schedule, about 10
 minutes on the project machine);
 a plan with smaller windows draws proportionally more, smaller patches. Test Dice: segflow's
-validation scorer on the TEST split, every pixel, 256² tiles, threshold 0.5, pooled. Each run
+validation scorer on the TEST split, every pixel, 256² tiles, threshold 0.5, pooled; also at the
+threshold the registered model would carry (its members' val-chosen ones, averaged). Each run
 in a fresh spawned process; results are appended to --out (JSON lines) as they finish.
 
     .venv/bin/python benchmarks/train_imbalance.py --set spots03 --arms off,plan --seeds 0,1,2
@@ -137,7 +138,7 @@ def run_arm(
         "val_dice": round(statistics.mean(val), 4),
         "test_dice": round(_scored(scores, name, balance.binary_class), 4),
         "val_threshold": threshold,
-        "test_dice_at_val_threshold": _at(scores, threshold),
+        "test_dice_at_val_threshold": at_threshold(scores, threshold),
         "test_trivial_dice": round(max(scores.trivial_dice), 4),
         "fg_natural": round(balance.fractions_before[-1], 4),
         "fg_sampled": round(balance.fractions_after[-1], 4),
@@ -170,7 +171,7 @@ def _scored(scores, name: str, binary_class: int | None) -> float:
     return scores.dice
 
 
-def _at(scores: ValidationScores, threshold: float) -> float | None:
+def at_threshold(scores: ValidationScores, threshold: float) -> float | None:
     """Test Dice at the val-chosen `threshold` (what ``segflow infer`` applies); None for a
     multi-class model (argmax, no threshold)."""
     if scores.sweep is None:

@@ -13,6 +13,6 @@ pytest_plugins = ["tests.servers", "tests.cluster"]
 
 @pytest.fixture(autouse=True)
 def _no_inherited_tracking_uri(monkeypatch):
-    """Start each test without ``MLFLOW_TRACKING_URI``: ``mlflow.set_tracking_uri`` in an earlier
-    test sets it in this process, and commands started as subprocesses would log there."""
+    """Start each test without ``MLFLOW_TRACKING_URI`` (a developer's own server, or one a test
+    set): the tests' runs go to their own temporary databases."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

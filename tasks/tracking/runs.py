@@ -22,29 +22,37 @@ GIT_COMMIT_TAG = "mlflow.source.git.commit"
 DIGEST_CHARS = 32
 
 
-# The workdir database this process chose last: ``mlflow.set_tracking_uri`` also writes it to
-# ``MLFLOW_TRACKING_URI``, where it must not pass for the user's choice in the next run.
-_chosen_here: str | None = None
-
-
 def configure_tracking(workdir: Path, experiment: str) -> str:
-    """Use ``MLFLOW_TRACKING_URI`` if the user set it, else a SQLite database and artifact
-    folder in `workdir` (each call's own, also in a long-lived process that runs many flows);
-    select (create) `experiment`, marked as model training. Returns the tracking URI."""
-    global _chosen_here
+    """Use ``MLFLOW_TRACKING_URI`` if set, else a SQLite database and artifact folder in
+    `workdir` (each call its own, also in one process that runs many flows); select (create)
+    `experiment`, marked as model training. Returns the tracking URI.
+
+    ``mlflow.set_tracking_uri`` also exports the URI as ``MLFLOW_TRACKING_URI``; a workdir's
+    database is taken back out of the environment, where a later call and every process
+    started from this one would take it for the user's choice.
+    """
     uri = os.environ.get("MLFLOW_TRACKING_URI")
-    local = uri in (None, "", _chosen_here)
-    if local:
+    if uri:
+        mlflow.set_tracking_uri(uri)  # over an earlier call's, which MLflow would keep
+    else:
         workdir.mkdir(parents=True, exist_ok=True)
-        uri = _chosen_here = f"sqlite:///{(workdir / 'mlflow.db').resolve()}"
-    mlflow.set_tracking_uri(uri)  # over an earlier call's, which MLflow would keep
-    if local and mlflow.get_experiment_by_name(experiment) is None:
-        location = (workdir / "mlartifacts").resolve().as_uri()
-        mlflow.create_experiment(experiment, artifact_location=location)
+        mlflow.set_tracking_uri(f"sqlite:///{(workdir / 'mlflow.db').resolve()}")
+        _restore("MLFLOW_TRACKING_URI", uri)
+        if mlflow.get_experiment_by_name(experiment) is None:
+            location = (workdir / "mlartifacts").resolve().as_uri()
+            mlflow.create_experiment(experiment, artifact_location=location)
     selected = mlflow.set_experiment(experiment)
     if selected.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING:
         mlflow.set_experiment_tag(EXPERIMENT_KIND_TAG, MODEL_TRAINING)
     return mlflow.get_tracking_uri()
+
+
+def _restore(name: str, value: str | None) -> None:
+    """Environment variable `name` back to `value` (None: unset)."""
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
 
 
 def tracking_uri() -> str:

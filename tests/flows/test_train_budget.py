@@ -74,9 +74,14 @@ def test_the_budget_plan_sets_what_was_not_given_and_is_stored(tmp_path, workdir
     assert checkpoint["config"]["patches_per_epoch"] == stored["patches_per_epoch"]
 
 
-def test_the_plan_outside_prefect_is_the_flows(tmp_path, workdir):
-    """``PURE_STEPS``, as ``benchmarks/train_quality.py`` plans its segflow arm: no flow, no
-    task runs, the same fields planned and the given ones kept."""
+def test_the_pure_steps_plan_without_prefect(tmp_path, workdir, monkeypatch):
+    """``PURE_STEPS``, as ``benchmarks/train_quality.py`` plans its segflow arm: no task runs
+    (no run logger), the planned fields set and the given ones kept."""
+
+    def no_task(*args, **kwargs):
+        raise AssertionError("a task ran")
+
+    monkeypatch.setattr("segflow.tasks.train.tasks.get_run_logger", no_task)
     store = make_store(tmp_path, count=6, size=64)
     config = TrainConfig(store=str(store), workdir=str(workdir), max_minutes=0.1, **TINY)
     planned, balance, plan = plan_training(config, PURE_STEPS)

@@ -1,5 +1,6 @@
 """What every run records about where it ran: the experiment kind, the code, the data."""
 
+import os
 import subprocess
 
 import mlflow
@@ -23,7 +24,8 @@ def test_experiment_is_marked_for_model_training(tracking):
 
 def test_each_workdir_gets_its_own_database_unless_the_user_chose_one(tmp_path, monkeypatch):
     first = configure_tracking(tmp_path / "a", "segflow")
-    assert configure_tracking(tmp_path / "b", "segflow") != first  # as in one `segflow serve`
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # nor in a process started from here
+    assert configure_tracking(tmp_path / "b", "segflow") != first  # one process, two flows
     assert (tmp_path / "b" / "mlflow.db").exists()
     server = f"sqlite:///{tmp_path / 'chosen.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
