@@ -9,7 +9,9 @@ The reference loop is what a competent user writes by hand, with no segflow mach
   a random multiple of 90° rotation, normalised per channel with the exact mean/std of all train
   pixels;
 - batch 8, AdamW (lr 1e-3, weight decay 1e-4), the learning rate decayed by a cosine of
-  ``elapsed / budget`` down to 1 % (no warm-up), bf16 autocast + channels_last, no validation;
+  ``elapsed / budget`` down to 1 % (no warm-up), autocast to ``AMP`` (what segflow's precision
+  ``auto`` picks on this CPU: bf16 where the CPU has native bf16, fp32 otherwise, where emulated
+  bf16 is several times slower) + channels_last, no validation;
   it stops at the first step boundary after the wall-clock budget and returns the final weights.
 
 Shared helpers (used by train_throughput.py, train_balance.py and train_quality.py):
@@ -19,7 +21,7 @@ Shared helpers (used by train_throughput.py, train_balance.py and train_quality.
 Evaluation method (`predict_probabilities`, the same function for every model): each test image
 is cut into 512² tiles on a grid; every tile is predicted with a 32 px halo of real (or, at the
 image border, mirrored) pixels on each side, i.e. a 576² input, and only its 512² core is kept.
-So every pixel sees at least 32 px of context and tiles do not overlap in the output. bf16
+So every pixel sees at least 32 px of context and tiles do not overlap in the output. ``AMP``
 autocast, eval mode (BatchNorm running statistics). Threshold 0.5 on the foreground probability;
 Dice pooled over all test pixels (`segflow.models.metrics.confusion_counts` + `dice_from_counts`).
 
@@ -56,6 +58,7 @@ from segflow.models.unet import build_unet  # noqa: E402
 from segflow.tasks.ingest.index import build_index  # noqa: E402
 from segflow.tasks.ingest.pairs import find_pairs  # noqa: E402
 from segflow.tasks.ingest.samples import SampleChecks, ingest_pair  # noqa: E402
+from segflow.tasks.runtime.device import resolve_precision  # noqa: E402
 from segflow.tasks.storage.dataset import open_dataset  # noqa: E402
 from segflow.tasks.storage.dataset_writer import init_store  # noqa: E402
 
@@ -63,6 +66,22 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 # name -> (source folder, foreground_value): ISBI's rare class is the membrane, mask value 0.
 DATASETS = {"hrf": (DATA / "hrf", None), "isbi": (DATA / "isbi2012_membrane", 0)}
 FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
+# The autocast dtype of every loop and evaluation here: segflow's precision auto on the CPU.
+AMP = resolve_precision("auto", torch.device("cpu"))
+
+
+def cpu_record() -> dict[str, str]:
+    """The CPU a row was measured on and the precision it ran: the project machine changes."""
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown",
+    )
+    isa = torch.backends.cpu.get_cpu_capability()
+    return {"cpu": model, "isa": isa, "precision": "fp32" if AMP is None else str(AMP)[6:]}
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -145,7 +164,7 @@ def predict_probabilities(
     tile: int = 512,
     halo: int = 32,
     batch: int = 2,
-    amp_dtype: torch.dtype | None = torch.bfloat16,
+    amp_dtype: torch.dtype | None = AMP,
 ) -> np.ndarray:
     """Foreground probability ``(H, W)`` float32 of a binary model for one ``(C, H, W)`` image.
 
@@ -246,7 +265,7 @@ def train_reference(
     patch: int = 256,
     lr: float = 1e-3,
     weight_decay: float = 1e-4,
-    amp_dtype: torch.dtype | None = torch.bfloat16,
+    amp_dtype: torch.dtype | None = AMP,
 ) -> ReferenceResult:
     """Train the reference U-Net on in-memory `train` samples for `seconds` of wall time."""
     rng = np.random.default_rng(seed)

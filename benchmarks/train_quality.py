@@ -2,7 +2,8 @@
 
 - segflow: what ``segflow train STORE --max-minutes M`` trains, ``TrainConfig(max_minutes=M)``
   and nothing else (base 32, depth 4, batch norm, bce_dice, the balancing plan, AdamW lr 1e-3 wd
-  1e-4 with warm-up + cosine over the budget, precision auto = bf16 here, channels_last,
+  1e-4 with warm-up + cosine over the budget, precision auto (bf16 on a CPU with native bf16,
+  else fp32; the reference and the evaluation run the same, `reference_loop.AMP`), channels_last,
   validation after every epoch on at most val_max_tiles tiles), planned as the `train-unet` flow
   plans it (`segflow.flows.train.plan_training` with the pure steps): the data fingerprint sizes
   patch and batch, a speed probe sizes epochs x patches to fill the budget. It trains
@@ -12,7 +13,8 @@
   of its checkpoints on test: ``best`` (best val Dice), ``last`` and ``ema`` (the moving average
   of the weights, `segflow.tasks.train.averaging`). Left out: MLflow logging and the
   overlay/registration steps after training (none of which is inside the time budget except a
-  per-epoch metrics write); the planning (probe included) is timed apart (``plan_seconds``).
+  per-epoch metrics write). The speed probe's time comes out of the budget, as in the flow; the
+  rest of the planning (fingerprint, balance step) is timed apart (``plan_seconds`` holds it all).
 - the grid (``--arms b16p256,b16p512,b32p256,b32p512``): the same with base channels and patch
   size fixed (16/32 x 256/512); the plan still sizes batch, epochs and patches to the budget.
 - reference: `benchmarks/reference_loop.py` (uniform patches, flips/rot90, exact per-channel
@@ -20,12 +22,13 @@
 
 Each loop runs in its own freshly spawned process (segflow's `fit` switches glibc's malloc to
 keeping freed memory, `tasks/runtime/allocator.py`; the reference loop runs with the defaults, as a
-hand-written loop would). Both get the same wall-clock budget for their training loop
-(segflow's `fit` may overrun it by the validation of its last epoch; the printed seconds say
-how much, and patches/s is patches over those seconds, validation included). Data loading into
-memory (reference) and the balance step (segflow) are outside the budget. Both are evaluated
+hand-written loop would). Both get the same wall-clock budget: the reference for its loop,
+segflow for its speed probe and its loop (`fit` may overrun by the validation of its last epoch;
+the printed seconds say how much, and patches/s is patches over those seconds, validation
+included). Data loading into memory (reference) and the fingerprint and balance step (segflow)
+are outside the budget. Both are evaluated
 with the same function, `reference_loop.test_dice`: whole test images predicted in 512² tiles with a
-32 px halo (576² inputs, mirrored at image borders), bf16 autocast, threshold 0.5, Dice pooled
+32 px halo (576² inputs, mirrored at image borders), the same autocast, threshold 0.5, Dice pooled
 over all test pixels. Split: train 0.6 / val 0.2 / test 0.2, seed 0 (HRF: 12/4/4 images,
 ISBI: 18/6/6).
 
@@ -65,7 +68,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from reference_loop import DATASETS, ingest_store, load_split, test_dice, train_reference
+from reference_loop import (
+    DATASETS,
+    cpu_record,
+    ingest_store,
+    load_split,
+    test_dice,
+    train_reference,
+)
 from spawned import in_fresh_process
 
 from segflow.flows.config import TrainConfig
@@ -167,6 +177,7 @@ def segflow_run(name: str, arm: str, store: Path, work: Path, minutes: float, se
         "stopped": seg.fit.stopped,
         "training_steps_seconds": round(sum(r.seconds for r in seg.reports), 1),
         "test_seconds": round(time.monotonic() - started, 1),
+        **cpu_record(),
     }
 
 
@@ -187,6 +198,7 @@ def reference_run(name: str, store: Path, minutes: float, seed: int) -> dict:
         "test_dice": round(dice, 4),
         "steps": ref.steps,
         "test_seconds": round(time.monotonic() - started, 1),
+        **cpu_record(),
     }
 
 

@@ -92,7 +92,7 @@ class TrainConfig(Frozen):
         gt=0,
         description="Time budget of each member's training, in minutes. The epochs, patches per "
         "epoch, patch size and batch not given are then planned to fill it, from the data and a "
-        "short speed probe on the device.",
+        "short speed probe on the device, whose time comes out of the budget.",
     )
     weights: Literal["auto", "best", "last", "ema"] = Field(
         "auto",
@@ -187,11 +187,18 @@ class TrainConfig(Frozen):
             val_max_tiles=self.val_max_tiles,
             val_tile=self.patch_size,
             patience=self.patience,
-            max_seconds=None if self.max_minutes is None else self.max_minutes * 60,
+            max_seconds=self._loop_seconds(plan),
             resume=self.resume,
             nproc=self.nproc,
             epoch_overhead=0.0 if plan is None else plan["epoch_overhead"],
         )
+
+    def _loop_seconds(self, plan: Mapping[str, Any] | None) -> float | None:
+        """The training loop's time budget: the plan's (the budget less its probe), else
+        `max_minutes`."""
+        if plan is not None:
+            return plan.get("loop_seconds", plan["seconds"])
+        return None if self.max_minutes is None else self.max_minutes * 60
 
     def budget(self) -> BudgetSettings | None:
         """What the budget plan fills and starts from: None without `max_minutes`, or when

@@ -16,12 +16,14 @@ wall-clock budget of a member's training loop, on any device. The plan sets only
   fewer patches, at least ``MIN_BATCH``;
 - **schedule**: the probe (:mod:`segflow.tasks.train.probe`) measures r configured patches/s,
   V seconds of validation and checkpoints per epoch and s seconds per overlay snapshot, taken
-  after n(E) of E epochs. E epochs of P patches then last ``D = E (P / r + V) + n(E) s``, and
-  the plan solves ``D = budget x (1 + HEADROOM)`` for what is free: E from epochs of the
-  configured size, at most as many as keep validation under ``MAX_OVERHEAD`` of the budget,
-  then P from E, rounded up to whole batches. It aims a little past the budget because the
-  two errors differ: a schedule that ends early leaves the budget unused, one that runs over
-  is ended at the deadline by the loop, whose learning rate already follows the clock.
+  after n(E) of E epochs; its own time comes out of the budget (at most ``MAX_PROBE_SHARE`` of
+  it), leaving the loop's budget L. E epochs of P patches then last
+  ``D = E (P / r + V) + n(E) s``, and the plan solves ``D = L x (1 + HEADROOM)`` for what is
+  free: E from epochs of the configured size, at most as many as keep validation under
+  ``MAX_OVERHEAD`` of the budget, then P from E, rounded up to whole batches. It aims a little
+  past the budget because the two errors differ: a schedule that ends early leaves the budget
+  unused, one that runs over is ended at the deadline by the loop, whose learning rate already
+  follows the clock.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ MIN_PATCH, MIN_BATCH = 16, 2
 DATASET_SHARE = 0.05
 MAX_OVERHEAD = 0.1
 HEADROOM = 0.05
+MAX_PROBE_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class BudgetPlan:
     """The plan: the settings it sets, what they rest on and why (stored with the run)."""
 
     seconds: float  # the budget
+    loop_seconds: float  # the training loop's: the budget less the probe's time
     epochs: int
     patches_per_epoch: int
     patch_size: int
@@ -103,7 +107,9 @@ class BudgetPlan:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BudgetPlan:
-        return cls(**{**data, "planned": tuple(data["planned"]), "reasons": tuple(data["reasons"])})
+        listed = {"planned": tuple(data["planned"]), "reasons": tuple(data["reasons"])}
+        # A plan stored before the probe's time came out of the budget gave the loop all of it.
+        return cls(**{"loop_seconds": data["seconds"], **data, **listed})
 
     def params(self) -> dict[str, str]:
         """Flat MLflow params ``plan.*``."""
@@ -118,8 +124,8 @@ class BudgetPlan:
             f"plan: {self.epochs} epochs x {self.patches_per_epoch} patches of "
             f"{self.patch_size}², batch {self.batch_size} for the {self.seconds:.0f} s budget "
             f"({self.patches_per_second:.1f} patches/s on {self.device}, "
-            f"{self.epoch_overhead:.1f} s validation per epoch; predicted "
-            f"{self.predicted_seconds:.0f} s)"
+            f"{self.epoch_overhead:.1f} s validation per epoch, probe {self.probe_seconds:.0f} s; "
+            f"predicted {self.predicted_seconds:.0f} s)"
         )
 
     def markdown(self) -> str:
@@ -130,8 +136,9 @@ class BudgetPlan:
             for n in PLANNED
         ]
         head = (
-            f"Budget {self.seconds:.0f} s per member on {self.device}; predicted "
-            f"{self.predicted_seconds:.0f} s; probe {self.probe_seconds:.1f} s."
+            f"Budget {self.seconds:.0f} s per member on {self.device}: probe "
+            f"{self.probe_seconds:.1f} s, training loop {self.loop_seconds:.0f} s (predicted "
+            f"{self.predicted_seconds:.0f} s)."
         )
         table = ["| setting | value | from |", "|---|---|---|", *rows]
         given = f"Given: {', '.join(given) or 'none'}."
@@ -201,11 +208,16 @@ def duration(epochs: int, patches: int, rate: float, overhead: float, snapshot: 
     return epochs * (patches / rate + overhead) + len(overlay_epochs(epochs)) * snapshot
 
 
+def loop_budget(seconds: float, probe_seconds: float) -> float:
+    """The training loop's share of a budget of `seconds` after a probe of `probe_seconds`."""
+    return max(seconds - probe_seconds, (1 - MAX_PROBE_SHARE) * seconds)
+
+
 def _schedule(
-    budget: BudgetSettings, batch: int, rate: float, overhead: float, snapshot: float
+    budget: BudgetSettings, loop: float, batch: int, rate: float, overhead: float, snapshot: float
 ) -> tuple[int, int]:
-    """(epochs, patches per epoch) filling ``budget.seconds * (1 + HEADROOM)``."""
-    target = budget.seconds * (1 + HEADROOM)
+    """(epochs, patches per epoch) filling ``loop * (1 + HEADROOM)`` seconds."""
+    target = loop * (1 + HEADROOM)
     free = budget.free
 
     def room(epochs: int) -> float:  # the time left for the epochs
@@ -243,16 +255,21 @@ def plan_schedule(
     if measured.device.startswith("cuda"):
         rate *= budget.nproc
     overhead = measured.validation_seconds + measured.checkpoint_seconds
-    epochs, patches = _schedule(budget, sizes.batch_size, rate, overhead, measured.snapshot_seconds)
+    loop = loop_budget(budget.seconds, measured.seconds)
+    epochs, patches = _schedule(
+        budget, loop, sizes.batch_size, rate, overhead, measured.snapshot_seconds
+    )
     predicted = duration(epochs, patches, rate, overhead, measured.snapshot_seconds)
     filled = (
         f"{epochs} epochs x {patches} patches: {predicted:.0f} s at {rate:.1f} patches/s, "
         f"{overhead:.1f} s of validation and checkpoints per epoch and "
         f"{len(overlay_epochs(epochs))} overlay snapshots of {measured.snapshot_seconds:.1f} s, "
-        f"for a budget of {budget.seconds:.0f} s (the loop ends the last epoch at the deadline)"
+        f"for the {loop:.0f} s the {measured.seconds:.0f} s probe left of the "
+        f"{budget.seconds:.0f} s budget (the loop ends the last epoch at the deadline)"
     )
     return BudgetPlan(
         seconds=budget.seconds,
+        loop_seconds=loop,
         epochs=epochs,
         patches_per_epoch=patches,
         patch_size=sizes.patch_size,

@@ -8,6 +8,7 @@ import pytest
 from segflow.flows.config import TrainConfig
 from segflow.tasks.train.budget import (
     HEADROOM,
+    MAX_PROBE_SHARE,
     PLANNED,
     BudgetPlan,
     BudgetSettings,
@@ -32,8 +33,8 @@ def budget(seconds=600.0, given=(), nproc=1, **values):
     )
 
 
-def measured(rate=8.8, validation=3.0, checkpoint=0.2, snapshot=1.5, device="cpu bf16"):
-    return Throughput(rate, validation, checkpoint, snapshot, 5.0, device)
+def measured(rate=8.8, validation=3.0, checkpoint=0.2, snapshot=1.5, device="cpu bf16", probe=5.0):
+    return Throughput(rate, validation, checkpoint, snapshot, probe, device)
 
 
 def planned(settings, speed, factor=1):
@@ -47,7 +48,8 @@ def test_the_schedule_fills_the_budget(seconds, rate):
     plan = planned(budget(seconds), speed)
     overhead = speed.validation_seconds + speed.checkpoint_seconds
     spent = duration(plan.epochs, plan.patches_per_epoch, rate, overhead, speed.snapshot_seconds)
-    target = seconds * (1 + HEADROOM)
+    assert plan.loop_seconds == seconds - speed.seconds  # the probe's time is spent
+    target = plan.loop_seconds * (1 + HEADROOM)
     # Whole batches, rounded up: past the target by less than a batch per epoch, never short.
     assert target <= spent <= target + plan.epochs * plan.batch_size / rate
     assert plan.predicted_seconds == pytest.approx(spent)
@@ -55,10 +57,23 @@ def test_the_schedule_fills_the_budget(seconds, rate):
     assert plan.epochs * overhead <= 0.1 * seconds * (1 + HEADROOM)  # validation stays small
 
 
+@pytest.mark.parametrize("probe", [0.0, 60.0, 250.0, 500.0])
+def test_the_probe_comes_out_of_the_budget_and_the_loop_keeps_at_least_half(probe):
+    """On a 2-core CPU without bf16 the probe took 61 s of a 600 s budget."""
+    plan = planned(budget(600), measured(rate=0.8, probe=probe))
+    assert plan.loop_seconds == max(600 - probe, (1 - MAX_PROBE_SHARE) * 600)
+    assert plan.predicted_seconds <= plan.loop_seconds * (1 + HEADROOM) + plan.epochs * 8 / 0.8
+    loop = TrainConfig(store="s", max_minutes=10).loop(plan=plan.to_dict())
+    assert loop.max_seconds == plan.loop_seconds  # the loop's deadline is the plan's
+    assert TrainConfig(store="s", max_minutes=10).loop().max_seconds == 600  # no plan: all
+    stored = {k: v for k, v in plan.to_dict().items() if k != "loop_seconds"}
+    assert BudgetPlan.from_dict(stored).loop_seconds == 600  # a plan stored before this
+
+
 def test_the_issue_example_sizes_ten_minutes_to_the_measured_speed():
     """20 epochs x 256 patches at 8.8 patches/s ended after ~580 s of a 600 s budget."""
     plan = planned(budget(600), measured(rate=8.8))
-    assert plan.epochs * plan.patches_per_epoch > 600 * 8.8 * 0.85  # not the 5120 of before
+    assert plan.epochs * plan.patches_per_epoch > 595 * 8.8 * 0.85  # not the 5120 of before
     assert 0.8 < plan.patches_per_epoch / 256 < 1.25  # epochs of about the configured size
 
 
@@ -77,10 +92,10 @@ def test_given_epochs_the_plan_sizes_the_epochs_and_the_other_way_round():
         "patch_size",
         "batch_size",
     )
-    assert fixed_epochs.predicted_seconds >= 600 * (1 + HEADROOM)
+    assert fixed_epochs.predicted_seconds >= fixed_epochs.loop_seconds * (1 + HEADROOM)
     fixed_patches = planned(budget(600, given=("patches_per_epoch",), patches_per_epoch=64), speed)
     assert fixed_patches.patches_per_epoch == 64
-    assert fixed_patches.predicted_seconds >= 600  # whole epochs past the budget
+    assert fixed_patches.predicted_seconds >= fixed_patches.loop_seconds  # whole epochs past it
     both = planned(budget(600, given=("epochs", "patches_per_epoch"), epochs=3), speed)
     assert (both.epochs, both.patches_per_epoch) == (3, 256)
 
