@@ -41,6 +41,7 @@ from segflow.tasks.train.steps import (
     Stepper,
     cosine_schedule,
     train_one_epoch,
+    warmup_steps,
 )
 from segflow.tasks.train.validation import ValidationScores, validate
 
@@ -134,8 +135,9 @@ def make_stepper(
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
     )
+    total = settings.epochs * steps_per_epoch
     schedule = cosine_schedule(
-        settings.epochs * steps_per_epoch, min(100, steps_per_epoch), time_progress=time_progress
+        total, warmup_steps(total, steps_per_epoch), time_progress=time_progress
     )
     scaler = torch.amp.GradScaler(compute.device.type, enabled=compute.amp_dtype == torch.float16)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)

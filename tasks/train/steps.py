@@ -57,6 +57,18 @@ class Stepper:
                 self.average.reset()
 
 
+# The linear warm-up: one epoch, at most WARMUP_STEPS and WARMUP_SHARE of the run's steps. On a
+# 2-core CPU without bf16 a 10-minute budget is ~60 steps of batch 8, and a warm-up of one epoch
+# (31 steps) kept the learning rate low for half the run (benchmarks/README.md, "Quality at equal
+# time").
+WARMUP_STEPS, WARMUP_SHARE = 100, 0.05
+
+
+def warmup_steps(total_steps: int, steps_per_epoch: int) -> int:
+    """The warm-up of a run of `total_steps` in epochs of `steps_per_epoch` (at least 1)."""
+    return max(1, min(WARMUP_STEPS, steps_per_epoch, int(WARMUP_SHARE * total_steps)))
+
+
 def cosine_schedule(
     total_steps: int, warmup_steps: int, time_progress: Callable[[], float] | None = None
 ) -> Callable[[int], float]:
