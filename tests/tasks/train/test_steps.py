@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from segflow.tasks.train.loop import LoopSettings, make_stepper
+from segflow.flows.config import TrainConfig
+from segflow.tasks.train.loop import make_stepper
 from segflow.tasks.train.steps import Compute, Stepper, train_one_epoch, warmup_steps
 
 STEP = 0.5  # seconds per step of the slow model
@@ -61,22 +62,7 @@ def test_the_warm_up_is_an_epoch_at_most_a_twentieth_of_the_run(total, per_epoch
 def test_a_short_run_reaches_its_full_learning_rate_after_a_twentieth_of_its_steps():
     """2 epochs of 31 steps, a 10-minute budget of base 32 on a 2-core CPU without bf16: the
     warm-up of one epoch had kept the learning rate low for half the run."""
-    settings = LoopSettings(
-        epochs=2,
-        batch_size=8,
-        lr=1e-3,
-        weight_decay=0.0,
-        device="cpu",
-        precision="fp32",
-        channels_last=False,
-        num_workers=0,
-        val_max_tiles=1,
-        val_tile=16,
-        patience=0,
-        max_seconds=None,
-        resume=False,
-        nproc=1,
-    )
+    settings = TrainConfig(store="s", epochs=2, batch_size=8, lr=1e-3, precision="fp32").loop()
     compute = Compute(torch.device("cpu"), None, False)
     stepper = make_stepper(nn.Conv2d(1, 1, 1), settings, 31, compute, None, average=False)
     rates = []
