@@ -98,7 +98,7 @@ def test_resume_of_a_checkpoint_without_an_average_starts_it_there(store, tmp_pa
 def tiny_config(store, tmp_path, **changes):
     tiny = {"epochs": 3, "patches_per_epoch": 16, "patch_size": 32, "batch_size": 4}
     tiny |= {"base_channels": 4, "depth": 2, "num_workers": 0, "val_max_tiles": 16}
-    tiny |= {"precision": "fp32", "channels_last": False, "device": "cpu", "lr": 1e-2}
+    tiny |= {"precision": "fp32", "channels_last": False, "device": "cpu", "lr": 1e-3}
     return TrainConfig(store=str(store), workdir=str(tmp_path), **{**tiny, **changes})
 
 
