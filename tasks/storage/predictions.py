@@ -17,10 +17,12 @@ Arrays are written block by block; a block is one or more whole shards of every 
 remainder shorter than half a block joins the last block of its axis), so parallel writers never
 share a shard, and a block is done exactly when its shards exist (resume). Every shard is written,
 an all-background one included, so that being done does not depend on what was predicted.
+An image's documents are built in memory and sent, its group's last, so that an image exists
+only with all its arrays.
 
 On object storage (a URL) nothing is written in place (zarr would read each shard back first):
-an image's documents are built in memory and sent, its group's last, and a block's shards are
-encoded in memory and sent whole, the mask's last (:mod:`segflow.tasks.storage.staging`).
+a block's shards are encoded in memory and sent whole, the mask's last
+(:mod:`segflow.tasks.storage.staging`).
 """
 
 from __future__ import annotations
@@ -73,8 +75,7 @@ def create_image_arrays(
 ) -> None:
     """Create (or keep, when compatible) the arrays of one image, every pyramid level of the
     probabilities and of the class-id mask (labelled with `class_names`); data is written
-    later. On object storage the image's documents are built in memory and sent, its group's
-    last.
+    later. The image's documents are built in memory and sent, its group's last.
 
     Raises
     ------
@@ -91,9 +92,10 @@ def create_image_arrays(
                 f"{(classes, height, width)} in {block}² blocks; write to a new output"
             )
         return
-    # On object storage the image is built in memory and sent, its group last.
+    # Built in memory and sent, its group's document last: a writer killed on the way leaves
+    # no group (which a rerun would take for a whole image), on a disk as on object storage.
     documents: dict[str, Any] = {}
-    parent = memory_group(documents) if is_remote(out) else root
+    parent = memory_group(documents)
     levels = level_shapes(shape)
     image = parent.create_group(
         name, attributes={"ome": multiscales(name, len(levels)), "segflow": dict(attrs)}
@@ -104,8 +106,7 @@ def create_image_arrays(
         "labels", attributes={"ome": {"version": NGFF_VERSION, "labels": ["mask"]}}
     )
     _label_image(labels, "mask", levels, block, "uint8", image_label(class_names))
-    if is_remote(out):
-        send_documents(str(out), name, documents)
+    send_documents(out, name, documents)
 
 
 def _level_array(

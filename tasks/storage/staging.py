@@ -20,6 +20,7 @@ whole object, fetched once through the store it wraps (which caches it).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator, Mapping
 from itertools import product
 from pathlib import Path
@@ -149,10 +150,11 @@ def staged(array: zarr.Array, location: str | Path) -> zarr.Array | StagedArray:
     return StagedArray(array, str(location)) if urls.is_remote(location) else array
 
 
-def send_documents(location: str, prefix: str, objects: Mapping[str, Buffer]) -> None:
+def send_documents(location: str | Path, prefix: str, objects: Mapping[str, Buffer]) -> None:
     """Put the objects under `prefix` of `objects` (store key -> object, a hierarchy built
     in memory) into the store at `location`, in place of whatever was under `prefix`;
-    ``prefix/zarr.json`` last, so that the node at `prefix` exists only once all below it do."""
+    ``prefix/zarr.json`` last (on a local disk: written aside and renamed into place), so that
+    the node at `prefix` exists only once all below it do, whenever the writer is killed."""
     fs, root = urls.filesystem(location)
     base = f"{root.rstrip('/')}/{prefix}"
     stale = fs.find(base)
@@ -164,8 +166,17 @@ def send_documents(location: str, prefix: str, objects: Mapping[str, Buffer]) ->
         for key, value in objects.items()
         if key.startswith(f"{prefix}/") and key != top
     }
-    fs.pipe(below)
-    fs.pipe({f"{base}/zarr.json": objects[top].to_bytes()})
+    if urls.is_remote(location):
+        fs.pipe(below)
+        fs.pipe({f"{base}/zarr.json": objects[top].to_bytes()})  # a PUT is whole or absent
+        return
+    for path, data in below.items():
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(data)
+    aside = Path(base) / ".zarr.json.partial"
+    aside.parent.mkdir(parents=True, exist_ok=True)
+    aside.write_bytes(objects[top].to_bytes())
+    os.replace(aside, Path(base) / "zarr.json")
 
 
 def memory_group(objects: dict[str, Buffer]) -> zarr.Group:

@@ -155,3 +155,52 @@ def test_a_store_of_an_older_schema_is_refused_before_anything_is_written(predic
     with pytest.raises(OldStoreError, match=r"out.zarr: a prediction store of schema 2, .* new"):
         check_schema(predicted)
     assert sorted(p for p in predicted.rglob("*")) == before
+
+
+def _create(out, name="im"):
+    create_image_arrays(
+        out,
+        name,
+        shape=(300, 200),
+        class_names=["background", "fg"],
+        classes=1,
+        block=256,
+        probability_dtype="uint8",
+        attrs={},
+    )
+
+
+@pytest.mark.parametrize("cut", ["building", "sending"])
+def test_an_image_cut_short_while_created_is_not_there_and_a_rerun_creates_it(
+    tmp_path, monkeypatch, cut
+):
+    """A writer killed while creating an image's arrays (in the CI, a KeyError on the rerun)."""
+    from segflow.tasks.storage import predictions, staging
+
+    out = tmp_path / "out.zarr"
+    zarr.open_group(out, mode="w", zarr_format=3)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    if cut == "building":  # after the first array
+        first = predictions._level_array
+        made = []
+
+        def level_array(*args, **kwargs):
+            if made:
+                killed()
+            made.append(first(*args, **kwargs))
+            return made[-1]
+
+        monkeypatch.setattr(predictions, "_level_array", level_array)
+    else:  # every document but the image group's written
+        monkeypatch.setattr(staging.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _create(out)
+    monkeypatch.undo()
+    assert "im" not in zarr.open_group(out, mode="r")
+    _create(out)
+    image = zarr.open_group(out / "im", mode="r")
+    assert image["0"].shape == (1, 300, 200)
+    assert image["labels/mask/0"].shape == (1, 300, 200)
