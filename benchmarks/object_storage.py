@@ -48,7 +48,6 @@ import contextlib
 import itertools
 import json
 import os
-import platform
 import re
 import shutil
 import socket
@@ -61,7 +60,6 @@ import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from segflow.flows.env import use_local_defaults
@@ -76,6 +74,7 @@ import torch  # noqa: E402
 import zarr  # noqa: E402
 from distributed import Client  # noqa: E402
 from ingest_large_rss import tree_rss  # noqa: E402
+from machine import machine  # noqa: E402
 from reference_loop import DATASETS  # noqa: E402
 
 from segflow.flows.config import InferConfig, IngestConfig  # noqa: E402
@@ -242,36 +241,12 @@ def remove(location: str | Path) -> None:
 # --- records -------------------------------------------------------------------------------------
 
 
-def machine() -> dict:
-    """What the JSON lines record about where and when they were measured."""
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = None
+def storage_machine() -> dict:
+    """:func:`machine.machine` and the versions of the storage stack."""
     import moto
 
-    return {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "host": platform.node(),
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "python": platform.python_version(),
-        "zarr": zarr.__version__,
-        "s3fs": s3fs.__version__,
-        "moto": moto.__version__,
-        "commit": commit,
-    }
+    versions = {"zarr": zarr.__version__, "s3fs": s3fs.__version__, "moto": moto.__version__}
+    return machine() | versions
 
 
 class Recorder:
@@ -280,7 +255,7 @@ class Recorder:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.common = {**machine(), "command": " ".join(sys.argv)}
+        self.common = {**storage_machine(), "command": " ".join(sys.argv)}
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def __call__(self, **row) -> None:

@@ -49,6 +49,7 @@ ready_for_prefect()
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from machine import cpu_record  # noqa: E402
 from torch import nn  # noqa: E402
 
 from segflow.flows.config import IngestConfig  # noqa: E402
@@ -70,18 +71,9 @@ FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
 AMP = resolve_precision("auto", torch.device("cpu"))
 
 
-def cpu_record() -> dict[str, str]:
+def run_record() -> dict[str, str]:
     """The CPU a row was measured on and the precision it ran: the project machine changes."""
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        "unknown",
-    )
-    isa = torch.backends.cpu.get_cpu_capability()
-    return {"cpu": model, "isa": isa, "precision": "fp32" if AMP is None else str(AMP)[6:]}
+    return cpu_record() | {"precision": "fp32" if AMP is None else str(AMP)[6:]}
 
 
 # --- data ---------------------------------------------------------------------------------------

@@ -70,9 +70,9 @@ from pathlib import Path
 import torch
 from reference_loop import (
     DATASETS,
-    cpu_record,
     ingest_store,
     load_split,
+    run_record,
     test_dice,
     train_reference,
 )
@@ -177,7 +177,7 @@ def segflow_run(name: str, arm: str, store: Path, work: Path, minutes: float, se
         "stopped": seg.fit.stopped,
         "training_steps_seconds": round(sum(r.seconds for r in seg.reports), 1),
         "test_seconds": round(time.monotonic() - started, 1),
-        **cpu_record(),
+        **run_record(),
     }
 
 
@@ -198,7 +198,7 @@ def reference_run(name: str, store: Path, minutes: float, seed: int) -> dict:
         "test_dice": round(dice, 4),
         "steps": ref.steps,
         "test_seconds": round(time.monotonic() - started, 1),
-        **cpu_record(),
+        **run_record(),
     }
 
 
