@@ -5,7 +5,8 @@ commit contract) encodes a sample's arrays into a local staging folder and hands
 :func:`upload_sample` lists what the store holds of the sample, withdraws an earlier version's
 commit (its mask's ``zarr.json``), deletes that version's objects the new one does not
 overwrite, then uploads the new objects, the commit last. :func:`committed_attributes` reads
-which samples a store on object storage holds committed.
+which samples a store holds committed (on object storage, and on disk through fsspec's local
+filesystem: the same documents, without zarr opening every array).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
 
 
-def committed_attributes(store: str) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+def committed_attributes(store: str | Path) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
     """The image's and the mask's attributes of each committed sample, by sample id.
 
     The sample folders of ``images/`` and ``masks/`` by one listing each, then the

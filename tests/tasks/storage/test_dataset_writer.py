@@ -127,6 +127,25 @@ def test_replacing_a_sample_never_shows_a_missing_or_half_array(store, monkeypat
     assert not any((store / ".staging").iterdir())  # the old copies went with their entries
 
 
+def test_a_writer_killed_between_the_two_swaps_leaves_the_sample_not_committed(store, monkeypatch):
+    put(store, 1)
+    assert committed_samples(store)["s"].image_sha256 == version(1)[2]["sha256"]
+    swapped = []
+
+    def killed_before_the_mask(staged, final):
+        if swapped:
+            raise KeyboardInterrupt
+        swapped.append(swap.swap_in(staged, final))
+
+    monkeypatch.setattr(dataset_writer, "swap_in", killed_before_the_mask)
+    with pytest.raises(KeyboardInterrupt):
+        put(store, 2)
+    monkeypatch.undo()
+    assert committed_samples(store) == {}  # a new image beside the old mask: not a pair
+    put(store, 2)
+    assert committed_samples(store)["s"].mask_sha256 == version(2)[3]["sha256"]
+
+
 def test_a_failed_write_removes_its_staging_and_keeps_the_stored_sample(store, monkeypatch):
     put(store, 1)
     real = dataset_writer._write
