@@ -39,7 +39,13 @@ class TrainConfig(Frozen):
         "baselines (all background, all foreground) on validation.",
     )
     # model
-    base_channels: int = Field(32, ge=1, le=256, description="Channels of the first level.")
+    base_channels: int = Field(
+        32,
+        ge=1,
+        le=256,
+        description="Channels of the first level (with --max-minutes, halved where the budget "
+        "allows too few steps, unless given).",
+    )
     depth: int = Field(4, ge=1, le=6, description="Number of 2x2 poolings (paper: 4).")
     batch_norm: bool = Field(True, description="Batch normalisation after each convolution.")
     # balancing
@@ -202,8 +208,8 @@ class TrainConfig(Frozen):
 
     def budget(self) -> BudgetSettings | None:
         """What the budget plan fills and starts from: None without `max_minutes`, or when
-        the epochs, patches per epoch, patch size and batch were all given (the fields set
-        explicitly, ``model_fields_set``, are never planned)."""
+        the epochs, patches per epoch, patch size, batch and base channels were all given
+        (the fields set explicitly, ``model_fields_set``, are never planned)."""
         from segflow.tasks.train.budget import PLANNED, BudgetSettings
 
         free = frozenset(PLANNED) - self.model_fields_set
@@ -216,6 +222,7 @@ class TrainConfig(Frozen):
             patches_per_epoch=self.patches_per_epoch,
             patch_size=self.patch_size,
             batch_size=self.batch_size,
+            base_channels=self.base_channels,
             max_epochs=self._most("epochs"),
             max_batch=self._most("batch_size"),
             multiple=2**self.depth,

@@ -23,14 +23,21 @@ wall-clock budget of a member's training loop, on any device. The plan sets only
   ``MAX_OVERHEAD`` of the budget, then P from E, rounded up to whole batches. It aims a little
   past the budget because the two errors differ: a schedule that ends early leaves the budget
   unused, one that runs over is ended at the deadline by the loop, whose learning rate already
-  follows the clock.
+  follows the clock;
+- **base channels**: where that schedule gives fewer than ``MIN_STEPS`` optimiser steps, a
+  U-Net of half the base channels (a quarter of the compute) is probed and planned instead,
+  down to ``MIN_BASE``; both probes come out of the budget. On the AVX2 project machine, fp32,
+  10 minutes on ISBI (benchmarks/README.md, "Quality at equal time"): base 32 was planned to
+  ~70 steps and scored test Dice 0.764 ± 0.014 (3 seeds), base 16 at the same budget ran
+  ~240 steps and 0.799 (seed 0); where base 32 got ~640 steps (HRF, a CPU with native bf16)
+  it matched the reference loop.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from segflow.tasks.train.balance import Balance
@@ -38,13 +45,14 @@ from segflow.tasks.train.ensemble import MemberSettings, overlay_epochs
 from segflow.tasks.train.fingerprint import Fingerprint, fingerprint_store
 from segflow.tasks.train.probe import Throughput, measure_throughput
 
-PLANNED = ("epochs", "patches_per_epoch", "patch_size", "batch_size")
+PLANNED = ("epochs", "patches_per_epoch", "patch_size", "batch_size", "base_channels")
 STRUCTURE_SPAN = 4
 MIN_PATCH, MIN_BATCH = 16, 2
 DATASET_SHARE = 0.05
 MAX_OVERHEAD = 0.1
 HEADROOM = 0.05
 MAX_PROBE_SHARE = 0.5
+MIN_STEPS, MIN_BASE = 250, 16
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,7 @@ class BudgetSettings:
     patches_per_epoch: int
     patch_size: int
     batch_size: int
+    base_channels: int
     max_epochs: int  # the most epochs and the largest batch the config accepts
     max_batch: int
     multiple: int  # 2**depth: a patch side is a multiple of it
@@ -86,6 +95,7 @@ class BudgetPlan:
     patches_per_epoch: int
     patch_size: int
     batch_size: int
+    base_channels: int | None  # None in plans stored before it was planned
     planned: tuple[str, ...]  # the settings taken from the plan; the others were given
     patches_per_second: float  # of patch_size patches, measured (all ranks)
     epoch_overhead: float  # validation and checkpoints per epoch, s
@@ -97,9 +107,14 @@ class BudgetPlan:
     structure_width: float
     reasons: tuple[str, ...]
 
+    @property
+    def steps(self) -> int:
+        """Optimiser steps of the schedule."""
+        return self.epochs * math.ceil(self.patches_per_epoch / self.batch_size)
+
     def settings(self) -> dict[str, int]:
         """The PLANNED settings (the config keeps those the user gave)."""
-        return {name: getattr(self, name) for name in PLANNED}
+        return {n: getattr(self, n) for n in PLANNED if getattr(self, n) is not None}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values (lists, not tuples): the same in the run folder and checkpoints."""
@@ -109,7 +124,8 @@ class BudgetPlan:
     def from_dict(cls, data: Mapping[str, Any]) -> BudgetPlan:
         listed = {"planned": tuple(data["planned"]), "reasons": tuple(data["reasons"])}
         # A plan stored before the probe's time came out of the budget gave the loop all of it.
-        return cls(**{"loop_seconds": data["seconds"], **data, **listed})
+        earlier = {"loop_seconds": data["seconds"], "base_channels": None}
+        return cls(**{**earlier, **data, **listed})
 
     def params(self) -> dict[str, str]:
         """Flat MLflow params ``plan.*``."""
@@ -118,10 +134,11 @@ class BudgetPlan:
         return {f"plan.{k}": _text(v) for k, v in values.items()}
 
     def line(self) -> str:
-        """One line for a log, e.g. ``plan: 19 epochs x 248 patches of 256², batch 8 for the
-        600 s budget (8.8 patches/s on cpu bf16, 3.1 s validation per epoch)``."""
+        """One line for a log, e.g. ``plan: U-Net base 32, 19 epochs x 248 patches of 256²,
+        batch 8 for the 600 s budget (8.8 patches/s on cpu bf16, 3.1 s validation per epoch)``."""
+        base = "" if self.base_channels is None else f"U-Net base {self.base_channels}, "
         return (
-            f"plan: {self.epochs} epochs x {self.patches_per_epoch} patches of "
+            f"plan: {base}{self.epochs} epochs x {self.patches_per_epoch} patches of "
             f"{self.patch_size}², batch {self.batch_size} for the {self.seconds:.0f} s budget "
             f"({self.patches_per_second:.1f} patches/s on {self.device}, "
             f"{self.epoch_overhead:.1f} s validation per epoch, probe {self.probe_seconds:.0f} s; "
@@ -243,10 +260,17 @@ def _schedule(
 
 
 def plan_schedule(
-    budget: BudgetSettings, sizes: Patches, measured: Throughput, batch_factor: int
+    budget: BudgetSettings,
+    sizes: Patches,
+    measured: Throughput,
+    batch_factor: int,
+    *,
+    base_channels: int | None = None,
+    probed: float = 0.0,
 ) -> BudgetPlan:
     """The plan for `sizes` at the `measured` speed of the training windows, `batch_factor`
-    of which make one configured patch (the balancing plan's smaller windows).
+    of which make one configured patch (the balancing plan's smaller windows), for a U-Net of
+    `base_channels` (the configured one by default), after earlier probes of `probed` seconds.
 
     With several ranks on CUDA the plan counts on one GPU per rank running as fast as the
     probe's; on the CPU the ranks share the cores, as fast as one process.
@@ -255,7 +279,8 @@ def plan_schedule(
     if measured.device.startswith("cuda"):
         rate *= budget.nproc
     overhead = measured.validation_seconds + measured.checkpoint_seconds
-    loop = loop_budget(budget.seconds, measured.seconds)
+    probe_seconds = probed + measured.seconds
+    loop = loop_budget(budget.seconds, probe_seconds)
     epochs, patches = _schedule(
         budget, loop, sizes.batch_size, rate, overhead, measured.snapshot_seconds
     )
@@ -264,7 +289,7 @@ def plan_schedule(
         f"{epochs} epochs x {patches} patches: {predicted:.0f} s at {rate:.1f} patches/s, "
         f"{overhead:.1f} s of validation and checkpoints per epoch and "
         f"{len(overlay_epochs(epochs))} overlay snapshots of {measured.snapshot_seconds:.1f} s, "
-        f"for the {loop:.0f} s the {measured.seconds:.0f} s probe left of the "
+        f"for the {loop:.0f} s the {probe_seconds:.0f} s of probing left of the "
         f"{budget.seconds:.0f} s budget (the loop ends the last epoch at the deadline)"
     )
     return BudgetPlan(
@@ -274,12 +299,13 @@ def plan_schedule(
         patches_per_epoch=patches,
         patch_size=sizes.patch_size,
         batch_size=sizes.batch_size,
+        base_channels=budget.base_channels if base_channels is None else base_channels,
         planned=tuple(n for n in PLANNED if n in budget.free),
         patches_per_second=rate,
         epoch_overhead=overhead,
         snapshot_seconds=measured.snapshot_seconds,
         predicted_seconds=predicted,
-        probe_seconds=measured.seconds,
+        probe_seconds=probe_seconds,
         device=measured.device,
         image_side=sizes.fingerprint.image_side,
         structure_width=sizes.fingerprint.structure_width,
@@ -291,6 +317,30 @@ def plan_budget(
     balance: Balance, sizes: Patches, budget: BudgetSettings, members: MemberSettings
 ) -> BudgetPlan:
     """Measure the members' training on their device (:func:`measure_throughput`) and plan the
-    schedule that fills the budget (:func:`plan_schedule`); `members` trains with `sizes`."""
+    schedule that fills the budget (:func:`plan_schedule`); `members` trains with `sizes`.
+    Where base channels are free and the schedule has fewer than ``MIN_STEPS`` steps, half
+    the base is probed and planned, down to ``MIN_BASE``."""
+    factor, unet = balance.levers.batch_factor, members.unet
     measured = measure_throughput(balance, members)
-    return plan_schedule(budget, sizes, measured, balance.levers.batch_factor)
+    plan = plan_schedule(budget, sizes, measured, factor, base_channels=unet.base_channels)
+    halved: list[str] = []
+    while (
+        "base_channels" in budget.free and plan.steps < MIN_STEPS and unet.base_channels > MIN_BASE
+    ):
+        larger, few = unet.base_channels, plan.steps
+        unet = replace(unet, base_channels=max(MIN_BASE, larger // 2))
+        measured = measure_throughput(balance, replace(members, unet=unet))
+        plan = plan_schedule(
+            budget,
+            sizes,
+            measured,
+            factor,
+            base_channels=unet.base_channels,
+            probed=plan.probe_seconds,
+        )
+        halved.append(
+            f"U-Net base {unet.base_channels}, not {larger}: {few} optimiser steps of base "
+            f"{larger} fit the budget, fewer than {MIN_STEPS}; {plan.steps} of base "
+            f"{unet.base_channels}"
+        )
+    return replace(plan, reasons=(*plan.reasons[:-1], *halved, plan.reasons[-1]))

@@ -3,12 +3,19 @@ than the images, and the settings the user gave kept."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from types import SimpleNamespace
+
 import pytest
 
 from segflow.flows.config import TrainConfig
+from segflow.models.unet import UNetConfig
+from segflow.tasks.train import budget as budgeting
 from segflow.tasks.train.budget import (
     HEADROOM,
     MAX_PROBE_SHARE,
+    MIN_BASE,
+    MIN_STEPS,
     PLANNED,
     BudgetPlan,
     BudgetSettings,
@@ -26,6 +33,7 @@ def fingerprint(side=512, width=5.0, samples=20):
 
 def budget(seconds=600.0, given=(), nproc=1, **values):
     settings = {"epochs": 20, "patches_per_epoch": 256, "patch_size": 256, "batch_size": 8}
+    settings |= {"base_channels": 32}
     settings |= values
     free = frozenset(PLANNED) - set(given)
     return BudgetSettings(
@@ -91,6 +99,7 @@ def test_given_epochs_the_plan_sizes_the_epochs_and_the_other_way_round():
         "patches_per_epoch",
         "patch_size",
         "batch_size",
+        "base_channels",
     )
     assert fixed_epochs.predicted_seconds >= fixed_epochs.loop_seconds * (1 + HEADROOM)
     fixed_patches = planned(budget(600, given=("patches_per_epoch",), patches_per_epoch=64), speed)
@@ -142,13 +151,13 @@ def test_the_plan_round_trips_and_logs_flat_params():
     assert BudgetPlan.from_dict(plan.to_dict()) == plan
     params = plan.params()
     assert params["plan.epochs"] == str(plan.epochs) and params["plan.device"] == "cpu bf16"
-    assert params["plan.planned"] == "epochs,patches_per_epoch,patch_size,batch_size"
+    assert params["plan.planned"] == "epochs,patches_per_epoch,patch_size,batch_size,base_channels"
     assert "| epochs | " in plan.markdown() and plan.line().startswith("plan: ")
 
 
 def test_the_config_plans_only_what_the_user_left_free():
     assert TrainConfig(store="s").budget() is None  # no budget: the schedule as configured
-    given = dict(epochs=3, patches_per_epoch=64, patch_size=128, batch_size=4)
+    given = dict(epochs=3, patches_per_epoch=64, patch_size=128, batch_size=4, base_channels=16)
     assert TrainConfig(store="s", max_minutes=1, **given).budget() is None
     config = TrainConfig(store="s", max_minutes=2, epochs=5)
     settings = config.budget()
@@ -162,3 +171,55 @@ def test_the_config_plans_only_what_the_user_left_free():
 def test_a_planned_batch_is_checked_like_a_given_one():
     with pytest.raises(ValueError, match="nproc"):
         TrainConfig(store="s", max_minutes=1, nproc=2).planned({"batch_size": 9})
+
+
+@dataclass(frozen=True)
+class Members:  # what plan_budget reads of MemberSettings
+    unet: UNetConfig
+
+
+def plan_with_speeds(monkeypatch, settings, speeds: dict[int, float], probe=20.0):
+    """plan_budget with a probe that measures `speeds[base channels]` patches/s."""
+    probed = []
+
+    def measure(balance, members):
+        probed.append(members.unet.base_channels)
+        return measured(rate=speeds[members.unet.base_channels], probe=probe)
+
+    monkeypatch.setattr(budgeting, "measure_throughput", measure)
+    balance = SimpleNamespace(levers=SimpleNamespace(batch_factor=1))
+    members = Members(UNetConfig(in_channels=1, num_classes=1, base_channels=32))
+    sizes = size_patches(fingerprint(), settings)
+    return budgeting.plan_budget(balance, sizes, settings, members), probed
+
+
+def test_a_budget_of_few_steps_plans_half_the_base_channels(monkeypatch):
+    # ISBI on the AVX2 machine: ~0.9 patches/s of base 32, ~3.3 of base 16
+    plan, probed = plan_with_speeds(monkeypatch, budget(600), {32: 0.9, 16: 3.3, 8: 9.0})
+    assert probed == [32, 16] and MIN_BASE == 16  # never below MIN_BASE
+    assert plan.base_channels == 16 and plan.settings()["base_channels"] == 16
+    assert plan.probe_seconds == 40.0 and plan.loop_seconds == 560.0  # both probes are spent
+    base32 = planned(budget(600), measured(rate=0.9, probe=20.0))
+    assert base32.steps < MIN_STEPS and plan.steps > 3 * base32.steps  # the base-16 schedule
+    assert any(r.startswith("U-Net base 16, not 32") for r in plan.reasons)
+    assert "U-Net base 16" in plan.line()
+
+
+def test_a_budget_of_enough_steps_keeps_the_base_and_probes_once(monkeypatch):
+    plan, probed = plan_with_speeds(monkeypatch, budget(600), {32: 8.8, 16: 20.0})
+    assert probed == [32] and plan.base_channels == 32 and plan.steps >= MIN_STEPS
+
+
+def test_given_base_channels_are_never_halved(monkeypatch):
+    settings = budget(600, given=("base_channels",))
+    plan, probed = plan_with_speeds(monkeypatch, settings, {32: 0.9, 16: 3.3})
+    assert probed == [32] and plan.base_channels == 32 and plan.steps < MIN_STEPS
+
+
+def test_a_plan_stored_before_base_channels_were_planned_leaves_them_as_configured():
+    stored = planned(budget(600), measured()).to_dict()
+    del stored["base_channels"]
+    plan = BudgetPlan.from_dict(stored)
+    assert "base_channels" not in plan.settings()
+    config = TrainConfig(store="s", max_minutes=10).planned(plan.settings())
+    assert config.base_channels == TrainConfig(store="s").base_channels
