@@ -45,6 +45,7 @@ def test_the_budget_plan_sets_what_was_not_given_and_is_stored(tmp_path, workdir
 
     params = MlflowClient().get_run(summary.run_id).data.params
     assert params["plan.planned"] == "patches_per_epoch,patch_size,batch_size"
+    assert params["base_channels"] == params["plan.base_channels"] == "4"
     assert params["epochs"] == params["plan.epochs"] == "2"  # given: kept
     assert params["patch_size"] == params["plan.patch_size"] == "64"  # the images' side
     assert params["patches_per_epoch"] == params["plan.patches_per_epoch"]
@@ -53,7 +54,7 @@ def test_the_budget_plan_sets_what_was_not_given_and_is_stored(tmp_path, workdir
     plan_md = MlflowClient().download_artifacts(summary.run_id, "budget_plan.md")
     assert "| patches_per_epoch | " in Path(plan_md).read_text()
     assert "budget-plan" in artifact_keys(state.state_details.flow_run_id)
-    assert summary.plan.startswith("plan: 2 epochs x ")
+    assert summary.plan.startswith("plan: U-Net base 4, 2 epochs x ")  # given: kept
 
     folder = workdir / "training" / "unet"
     stored = json.loads((folder / PLAN_FILE).read_text())
