@@ -15,6 +15,7 @@ from segflow.flows.config import TrainConfig
 from segflow.flows.train import PURE_STEPS, plan_training, train_unet
 from segflow.tasks.train import budget
 from segflow.tasks.train.checkpoints import load_checkpoint
+from segflow.tasks.train.probe import Throughput
 from segflow.tasks.train.training_run import PLAN_FILE
 from tests.images import make_store
 
@@ -90,3 +91,17 @@ def test_the_pure_steps_plan_without_prefect(tmp_path, workdir, monkeypatch):
     assert planned.patch_size == plan.patch_size == 64  # the images' side
     assert (planned.epochs, planned.patches_per_epoch) == (plan.epochs, plan.patches_per_epoch)
     assert planned.base_channels == 4 and balance.in_channels == 1
+
+
+def test_a_halved_base_reaches_the_model_trained(tmp_path, workdir, monkeypatch):
+    def measure(balance, members):  # a slow device: base 32 gets far fewer than MIN_STEPS
+        rate = {32: 0.5, 16: 2.0}[members.unet.base_channels]
+        return Throughput(rate, 0.1, 0.1, 0.1, 1.0, "cpu fp32")
+
+    monkeypatch.setattr(budget, "measure_throughput", measure)
+    store = make_store(tmp_path, count=6, size=64)
+    tiny = {k: v for k, v in TINY.items() if k != "base_channels"}
+    config = TrainConfig(store=str(store), workdir=str(workdir), max_minutes=1, **tiny)
+    planned, balance, plan = plan_training(config, PURE_STEPS)
+    assert plan.base_channels == planned.base_channels == 16 and "base_channels" in plan.planned
+    assert planned.unet(balance.in_channels, balance.out_channels).base_channels == 16
