@@ -49,7 +49,7 @@ ready_for_prefect()
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from machine import cpu_record  # noqa: E402
+from machine import machine  # noqa: E402
 from torch import nn  # noqa: E402
 
 from segflow.flows.config import IngestConfig  # noqa: E402
@@ -71,9 +71,10 @@ FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
 AMP = resolve_precision("auto", torch.device("cpu"))
 
 
-def run_record() -> dict[str, str]:
-    """The CPU a row was measured on and the precision it ran: the project machine changes."""
-    return cpu_record() | {"precision": "fp32" if AMP is None else str(AMP)[6:]}
+def run_record() -> dict:
+    """The machine a row was measured on (CPU, cores, commit, date) and the precision it ran:
+    the project machine changes."""
+    return machine() | {"precision": "fp32" if AMP is None else str(AMP)[6:]}
 
 
 # --- data ---------------------------------------------------------------------------------------

@@ -213,8 +213,8 @@ class TrainConfig(Frozen):
         from segflow.tasks.train.budget import PLANNED, BudgetSettings
 
         free = frozenset(PLANNED) - self.model_fields_set
-        if self.max_minutes is None or not free:
-            return None
+        if self.max_minutes is None or not free - {"base_channels"}:
+            return None  # base channels are planned only with the schedule
         return BudgetSettings(
             seconds=self.max_minutes * 60,
             free=free,

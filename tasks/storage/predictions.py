@@ -84,8 +84,8 @@ def create_image_arrays(
     """
     root = open_group(out, mode="a")
     height, width = shape
-    if name in root:
-        existing = root[f"{name}/0"]
+    existing = _whole_image(root, name)
+    if existing is not None:
         if existing.shape != (classes, height, width) or existing.shards[1] != block:
             raise ValueError(
                 f"{out}/{name}: holds {existing.shape} in {existing.shards} blocks, not "
@@ -107,6 +107,18 @@ def create_image_arrays(
     )
     _label_image(labels, "mask", levels, block, "uint8", image_label(class_names))
     send_documents(out, name, documents)
+
+
+def _whole_image(root: zarr.Group, name: str) -> zarr.Array | None:
+    """Level 0 of the probabilities of image `name`, or None where the image is absent or was
+    left without its arrays (a writer killed before images were sent whole, their group last):
+    that one is built again."""
+    try:
+        image = root[name]
+        _ = image["labels/mask/0"]
+        return image["0"]
+    except KeyError:
+        return None
 
 
 def _level_array(

@@ -1,4 +1,5 @@
-"""The dataset store's samples on object storage: what the store holds, and uploading a sample.
+"""The dataset store's samples read and written as objects: what a store holds (on object
+storage and on disk), and uploading a sample to object storage.
 
 Object storage has no rename, so :mod:`.dataset_writer` (which holds the store's layout and
 commit contract) encodes a sample's arrays into a local staging folder and hands them here:
@@ -46,7 +47,15 @@ def committed_attributes(store: str | Path) -> dict[str, tuple[dict[str, Any], d
         folders[group] = {key.rstrip("/").rsplit("/", 1)[-1] for key in listed} - {"zarr.json"}
     ids = sorted(folders["images"] & folders["masks"])
     keys = [f"{base}/{group}/{i}/zarr.json" for i in ids for group in ("images", "masks")]
-    documents = fs.cat(keys, on_error="omit") if keys else {}
+    # Not fs.cat: it expands glob characters, which sample ids and paths may hold ("a[1]").
+    bodies = fs.cat_ranges(keys, None, None, on_error="return") if keys else []
+    documents = {}
+    for key, body in zip(keys, bodies, strict=True):
+        if isinstance(body, FileNotFoundError):
+            continue
+        if isinstance(body, BaseException):
+            raise body
+        documents[key] = body
     found: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
     for sample_id in ids:
         image_doc = documents.get(f"{base}/images/{sample_id}/zarr.json")

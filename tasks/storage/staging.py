@@ -154,7 +154,8 @@ def send_documents(location: str | Path, prefix: str, objects: Mapping[str, Buff
     """Put the objects under `prefix` of `objects` (store key -> object, a hierarchy built
     in memory) into the store at `location`, in place of whatever was under `prefix`;
     ``prefix/zarr.json`` last (on a local disk: written aside and renamed into place), so that
-    the node at `prefix` exists only once all below it do, whenever the writer is killed."""
+    the node at `prefix` exists only once all below it do, whenever the writer process is
+    killed (nothing is fsynced: a power loss is not covered)."""
     fs, root = urls.filesystem(location)
     base = f"{root.rstrip('/')}/{prefix}"
     stale = fs.find(base)

@@ -24,9 +24,11 @@ wall-clock budget of a member's training loop, on any device. The plan sets only
   past the budget because the two errors differ: a schedule that ends early leaves the budget
   unused, one that runs over is ended at the deadline by the loop, whose learning rate already
   follows the clock;
-- **base channels**: where that schedule gives fewer than ``MIN_STEPS`` optimiser steps, a
-  U-Net of half the base channels (a quarter of the compute) is probed and planned instead,
-  down to ``MIN_BASE``; both probes come out of the budget. On the AVX2 project machine, fp32,
+- **base channels** (only with the schedule free): where that schedule gives fewer than
+  ``MIN_STEPS`` optimiser steps, a U-Net of half the base channels (a quarter of the compute)
+  is probed and planned instead, down to ``MIN_BASE``, kept only where it plans more steps;
+  every probe comes out of the budget, and no further one starts once they took half of
+  ``MAX_PROBE_SHARE``. On the AVX2 project machine, fp32,
   10 minutes on ISBI (benchmarks/README.md, "Quality at equal time"): base 32 was planned to
   ~70 steps and scored test Dice 0.764 ± 0.014 (3 seeds), base 16 at the same budget ran
   ~240 steps and 0.799 (seed 0); where base 32 got ~640 steps (HRF, a CPU with native bf16)
@@ -109,8 +111,8 @@ class BudgetPlan:
 
     @property
     def steps(self) -> int:
-        """Optimiser steps of the schedule."""
-        return self.epochs * math.ceil(self.patches_per_epoch / self.batch_size)
+        """Optimiser steps of the schedule (the loader drops a last partial batch)."""
+        return self.epochs * (self.patches_per_epoch // self.batch_size)
 
     def settings(self) -> dict[str, int]:
         """The PLANNED settings (the config keeps those the user gave)."""
@@ -129,7 +131,7 @@ class BudgetPlan:
 
     def params(self) -> dict[str, str]:
         """Flat MLflow params ``plan.*``."""
-        values = {k: v for k, v in self.to_dict().items() if k != "reasons"}
+        values = {k: v for k, v in self.to_dict().items() if k != "reasons" and v is not None}
         values["planned"] = ",".join(self.planned) or "none"
         return {f"plan.{k}": _text(v) for k, v in values.items()}
 
@@ -151,6 +153,7 @@ class BudgetPlan:
         rows = [
             f"| {n} | {getattr(self, n)} | {'plan' if n in self.planned else 'given'} |"
             for n in PLANNED
+            if getattr(self, n) is not None  # a plan stored before the setting was planned
         ]
         head = (
             f"Budget {self.seconds:.0f} s per member on {self.device}: probe "
@@ -318,29 +321,41 @@ def plan_budget(
 ) -> BudgetPlan:
     """Measure the members' training on their device (:func:`measure_throughput`) and plan the
     schedule that fills the budget (:func:`plan_schedule`); `members` trains with `sizes`.
-    Where base channels are free and the schedule has fewer than ``MIN_STEPS`` steps, half
-    the base is probed and planned, down to ``MIN_BASE``."""
+
+    Where base channels and the schedule are free and it has fewer than ``MIN_STEPS`` steps,
+    half the base is probed and planned, down to ``MIN_BASE``, while the probes stay within
+    half of ``MAX_PROBE_SHARE`` of the budget; it is kept only when it plans more steps."""
     factor, unet = balance.levers.batch_factor, members.unet
     measured = measure_throughput(balance, members)
     plan = plan_schedule(budget, sizes, measured, factor, base_channels=unet.base_channels)
+    may_halve = "base_channels" in budget.free and {"epochs", "patches_per_epoch"} & budget.free
     halved: list[str] = []
     while (
-        "base_channels" in budget.free and plan.steps < MIN_STEPS and unet.base_channels > MIN_BASE
+        may_halve
+        and plan.steps < MIN_STEPS
+        and unet.base_channels > MIN_BASE
+        and plan.probe_seconds < MAX_PROBE_SHARE * budget.seconds / 2
     ):
-        larger, few = unet.base_channels, plan.steps
-        unet = replace(unet, base_channels=max(MIN_BASE, larger // 2))
-        measured = measure_throughput(balance, replace(members, unet=unet))
-        plan = plan_schedule(
-            budget,
-            sizes,
-            measured,
-            factor,
-            base_channels=unet.base_channels,
-            probed=plan.probe_seconds,
+        smaller = replace(unet, base_channels=max(MIN_BASE, unet.base_channels // 2))
+        probed = measure_throughput(balance, replace(members, unet=smaller))
+        spent = plan.probe_seconds
+        candidate = plan_schedule(
+            budget, sizes, probed, factor, base_channels=smaller.base_channels, probed=spent
         )
+        if candidate.steps <= plan.steps:  # not faster here: the larger one, less its budget
+            plan = plan_schedule(
+                budget,
+                sizes,
+                measured,
+                factor,
+                base_channels=unet.base_channels,
+                probed=probed.seconds + spent - measured.seconds,
+            )
+            break
         halved.append(
-            f"U-Net base {unet.base_channels}, not {larger}: {few} optimiser steps of base "
-            f"{larger} fit the budget, fewer than {MIN_STEPS}; {plan.steps} of base "
-            f"{unet.base_channels}"
+            f"U-Net base {smaller.base_channels}, not {unet.base_channels}: {plan.steps} "
+            f"optimiser steps of base {unet.base_channels} fit the budget, fewer than "
+            f"{MIN_STEPS}; {candidate.steps} of base {smaller.base_channels}"
         )
+        unet, measured, plan = smaller, probed, candidate
     return replace(plan, reasons=(*plan.reasons[:-1], *halved, plan.reasons[-1]))

@@ -211,3 +211,12 @@ def test_a_new_store_holding_only_the_lock_file_is_not_foreign(tmp_path):
     with pytest.raises(ValueError, match="not a Zarr store"):
         dataset_writer.lock_store(tmp_path / "data")
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["precious.txt"]
+
+
+def test_sample_ids_with_glob_characters_are_committed(tmp_path):
+    store = tmp_path / "exp[1]" / "store.zarr"
+    init_store(store, class_names=CLASSES)
+    image, mask, image_attrs, mask_attrs = version(1)
+    for sample_id in ("a[1]", "b*", "c?"):
+        write_sample(store, sample_id, image, mask, image_attrs=image_attrs, mask_attrs=mask_attrs)
+    assert sorted(committed_samples(store)) == ["a[1]", "b*", "c?"]

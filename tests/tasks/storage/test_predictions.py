@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -195,7 +196,7 @@ def test_an_image_cut_short_while_created_is_not_there_and_a_rerun_creates_it(
 
         monkeypatch.setattr(predictions, "_level_array", level_array)
     else:  # every document but the image group's written
-        monkeypatch.setattr(staging.os, "replace", killed)
+        monkeypatch.setattr(staging, "os", SimpleNamespace(replace=killed))
     with pytest.raises(KeyboardInterrupt):
         _create(out)
     monkeypatch.undo()
@@ -204,3 +205,10 @@ def test_an_image_cut_short_while_created_is_not_there_and_a_rerun_creates_it(
     image = zarr.open_group(out / "im", mode="r")
     assert image["0"].shape == (1, 300, 200)
     assert image["labels/mask/0"].shape == (1, 300, 200)
+
+
+def test_an_image_left_without_arrays_by_an_earlier_version_is_built_again(tmp_path):
+    out = tmp_path / "out.zarr"
+    zarr.open_group(out, mode="w", zarr_format=3).create_group("im")  # what a kill left
+    _create(out)
+    assert zarr.open_group(out / "im", mode="r")["labels/mask/0"].shape == (1, 300, 200)

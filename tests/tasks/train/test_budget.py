@@ -157,8 +157,8 @@ def test_the_plan_round_trips_and_logs_flat_params():
 
 def test_the_config_plans_only_what_the_user_left_free():
     assert TrainConfig(store="s").budget() is None  # no budget: the schedule as configured
-    given = dict(epochs=3, patches_per_epoch=64, patch_size=128, batch_size=4, base_channels=16)
-    assert TrainConfig(store="s", max_minutes=1, **given).budget() is None
+    given = dict(epochs=3, patches_per_epoch=64, patch_size=128, batch_size=4)
+    assert TrainConfig(store="s", max_minutes=1, **given).budget() is None  # base: not alone
     config = TrainConfig(store="s", max_minutes=2, epochs=5)
     settings = config.budget()
     assert settings.seconds == 120 and settings.free == set(PLANNED) - {"epochs"}
@@ -220,6 +220,25 @@ def test_a_plan_stored_before_base_channels_were_planned_leaves_them_as_configur
     stored = planned(budget(600), measured()).to_dict()
     del stored["base_channels"]
     plan = BudgetPlan.from_dict(stored)
-    assert "base_channels" not in plan.settings()
+    assert "base_channels" not in plan.settings() and "plan.base_channels" not in plan.params()
+    assert "| base_channels |" not in plan.markdown()
     config = TrainConfig(store="s", max_minutes=10).planned(plan.settings())
     assert config.base_channels == TrainConfig(store="s").base_channels
+
+
+def test_a_given_schedule_keeps_the_base(monkeypatch):
+    settings = budget(600, given=("epochs", "patches_per_epoch"), epochs=3, patches_per_epoch=64)
+    plan, probed = plan_with_speeds(monkeypatch, settings, {32: 0.9, 16: 3.3})
+    assert probed == [32] and plan.base_channels == 32 and plan.steps == 3 * 64 // 8
+
+
+def test_a_smaller_base_no_faster_here_is_not_kept_and_its_probe_is_spent(monkeypatch):
+    plan, probed = plan_with_speeds(monkeypatch, budget(600), {32: 0.9, 16: 0.9})
+    assert probed == [32, 16] and plan.base_channels == 32
+    assert plan.probe_seconds == 40.0 and plan.patches_per_second == 0.9
+    assert not any(r.startswith("U-Net base") for r in plan.reasons)
+
+
+def test_no_second_probe_once_probing_took_a_quarter_of_the_budget(monkeypatch):
+    plan, probed = plan_with_speeds(monkeypatch, budget(600), {32: 0.9, 16: 3.3}, probe=150.0)
+    assert probed == [32] and plan.base_channels == 32
