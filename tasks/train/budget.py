@@ -30,9 +30,9 @@ wall-clock budget of a member's training loop, on any device. The plan sets only
   every probe comes out of the budget, and no further one starts once they took half of
   ``MAX_PROBE_SHARE``. On the AVX2 project machine, fp32,
   10 minutes on ISBI (benchmarks/README.md, "Quality at equal time"): base 32 was planned to
-  ~70 steps and scored test Dice 0.764 ± 0.014 (3 seeds), base 16 at the same budget ran
-  ~240 steps and 0.799 (seed 0); where base 32 got ~640 steps (HRF, a CPU with native bf16)
-  it matched the reference loop.
+  ~70 steps and scored test Dice 0.764 ± 0.014, base 16 planned here ran ~220 steps and
+  scored 0.796 ± 0.003 (3 seeds each); where base 32 got ~640 steps (HRF, a CPU with native
+  bf16) it matched the reference loop.
 """
 
 from __future__ import annotations
