@@ -23,6 +23,8 @@ only with all its arrays.
 On object storage (a URL) nothing is written in place (zarr would read each shard back first):
 a block's shards are encoded in memory and sent whole, the mask's last
 (:mod:`segflow.tasks.storage.staging`).
+
+The store's whole layout is written here, hence a module of ~300 lines.
 """
 
 from __future__ import annotations

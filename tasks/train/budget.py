@@ -33,6 +33,9 @@ wall-clock budget of a member's training loop, on any device. The plan sets only
   ~70 steps and scored test Dice 0.764 ± 0.014, base 16 planned here ran ~220 steps and
   scored 0.796 ± 0.003 (3 seeds each); where base 32 got ~640 steps (HRF, a CPU with native
   bf16) it matched the reference loop.
+
+One module for the whole plan (its size, over 300 lines, is that): each step starts from what
+the one before set, and the plan record, its log line and artifact name every step.
 """
 
 from __future__ import annotations
